@@ -1,0 +1,79 @@
+#pragma once
+// HuggingFace config.json -> a typed, validated description of a supported decoder-only model.
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace sarqc {
+
+enum class ModelFamily { Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2Moe, Qwen3Moe };
+
+std::string_view model_type_name(ModelFamily family);  // "llama", "qwen2_moe", ...
+const std::vector<std::string>& supported_model_types();
+
+enum class RopeType { Default, Linear, Dynamic, Llama3 };
+std::string_view rope_type_name(RopeType type);
+
+struct RopeScaling {
+  RopeType type = RopeType::Default;
+  double factor = 1.0;                        // linear, dynamic, llama3
+  double low_freq_factor = 1.0;               // llama3
+  double high_freq_factor = 4.0;              // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3
+};
+
+struct ModelConfig {
+  ModelFamily family = ModelFamily::Llama;
+  std::string model_type;    // as written in config.json
+  std::string architecture;  // architectures[0], may be empty
+  std::string torch_dtype;   // "float32", "bfloat16", ... ("" when absent)
+
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;  // dense MLP width (mixtral: expert width)
+  int64_t num_hidden_layers = 0;
+  int64_t vocab_size = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_position_embeddings = 0;  // 0 when absent
+  double rms_norm_eps = 0.0;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+
+  bool qkv_bias = false;  // q, k, v projections carry a bias
+  bool o_bias = false;
+  bool mlp_bias = false;
+  bool qk_norm = false;   // per-head RMSNorm on q and k (qwen3, qwen3_moe)
+
+  std::optional<int64_t> sliding_window;  // only when the model actually uses one
+  bool use_sliding_window = false;        // qwen*: the switch next to sliding_window
+  std::vector<std::string> layer_types;   // newer configs: "full_attention"/"sliding_attention"
+
+  // Mixture of experts (num_experts == 0 for dense models).
+  int64_t num_experts = 0;
+  int64_t num_experts_per_tok = 0;
+  int64_t moe_intermediate_size = 0;            // qwen MoE expert width (mixtral: intermediate_size)
+  int64_t shared_expert_intermediate_size = 0;  // qwen2_moe
+  bool norm_topk_prob = false;
+  int64_t decoder_sparse_step = 1;
+  std::vector<int64_t> mlp_only_layers;
+
+  std::optional<int64_t> bos_token_id;
+  std::vector<int64_t> eos_token_ids;
+
+  bool is_moe() const { return num_experts > 0; }
+  bool layer_is_moe(int64_t layer) const;
+  int64_t expert_intermediate_size() const;  // width of one routed expert
+};
+
+// Parses and validates; `source` names the file in error messages.
+ModelConfig parse_model_config(const nlohmann::json& config, const std::string& source);
+// Reads DIR/config.json.
+ModelConfig load_model_config(const std::filesystem::path& model_dir);
+
+}  // namespace sarqc

@@ -1,0 +1,18 @@
+#pragma once
+#include <string>
+
+#include <c10/core/Device.h>
+
+namespace sarqc {
+
+// Parses "cpu", "cuda" or "cuda:N". Throws a usage error for anything else, or when CUDA (or
+// device N) is not available in this build/machine.
+c10::Device parse_device(const std::string& text);
+
+bool cuda_available();
+int cuda_device_count();
+
+// Sets ATen's intra-op thread count; n <= 0 means one per hardware core. Returns the count used.
+int configure_threads(int n);
+
+}  // namespace sarqc

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds, runs the whole suite with CTest.
+# Tests that need ../shared/fixtures or a CUDA GPU skip with a message when those are absent.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bash "$root/scripts/build.sh"
+build_dir=${SARQC_BUILD_DIR:-$root/build}
+if [ ! -d "${SARQC_FIXTURES:-$root/../shared/fixtures}/models" ]; then
+  echo "test: fixtures not found (../shared/fixtures or \$SARQC_FIXTURES); fixture tests will skip" >&2
+fi
+cd "$build_dir"
+ctest --output-on-failure --parallel "$(nproc)"

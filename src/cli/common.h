@@ -1,0 +1,22 @@
+#pragma once
+// Shared by the subcommands: global flags and how they are applied.
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <c10/core/Device.h>
+
+namespace sarqc::cli {
+
+struct GlobalOptions {
+  std::string log_level = "info";
+  int threads = 0;  // 0: one per core
+  std::string device = "cpu";
+};
+
+// Registers --log-level, --threads, --device on the top-level app.
+void add_global_options(CLI::App& app, GlobalOptions& options);
+
+// Applies logging and threads, then parses the device (usage error when unavailable).
+c10::Device apply_global_options(const GlobalOptions& options);
+
+}  // namespace sarqc::cli

@@ -1,0 +1,206 @@
+#include "sarqc/model/layout.h"
+
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "sarqc/io/checkpoint.h"
+#include "sarqc/util/error.h"
+
+namespace sarqc {
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+struct MlpNames {
+  const char* gate;
+  const char* up;
+  const char* down;
+};
+
+void add_mlp(DecoderLayerLayout& layer, const std::string& prefix, const std::string& local,
+             const MlpNames& names, int64_t hidden, int64_t width, bool bias, int expert) {
+  const std::pair<LinearRole, const char*> parts[] = {
+      {LinearRole::Gate, names.gate}, {LinearRole::Up, names.up}, {LinearRole::Down, names.down}};
+  for (const auto& [role, leaf] : parts) {
+    LinearModule m;
+    m.local_name = local + "." + leaf;
+    m.name = prefix + m.local_name;
+    m.role = role;
+    m.in_features = role == LinearRole::Down ? width : hidden;
+    m.out_features = role == LinearRole::Down ? hidden : width;
+    m.has_bias = bias;
+    m.expert = expert;
+    layer.linears.push_back(m);
+  }
+}
+
+void add_router(DecoderLayerLayout& layer, const std::string& prefix, const std::string& local,
+                LinearRole role, int64_t in, int64_t out) {
+  LinearModule m;
+  m.local_name = local;
+  m.name = prefix + local;
+  m.role = role;
+  m.in_features = in;
+  m.out_features = out;
+  m.quantizable = false;
+  layer.linears.push_back(m);
+}
+
+}  // namespace
+
+std::string_view linear_role_name(LinearRole role) {
+  switch (role) {
+    case LinearRole::Q: return "q";
+    case LinearRole::K: return "k";
+    case LinearRole::V: return "v";
+    case LinearRole::O: return "o";
+    case LinearRole::Gate: return "gate";
+    case LinearRole::Up: return "up";
+    case LinearRole::Down: return "down";
+    case LinearRole::Router: return "router";
+    case LinearRole::SharedExpertGate: return "shared_expert_gate";
+  }
+  return "?";
+}
+
+bool LinearModule::packable(int bits) const {
+  const int64_t multiple = bits == 3 ? 32 : 32 / bits;
+  return quantizable && in_features % multiple == 0 && out_features % multiple == 0;
+}
+
+ModelLayout build_layout(const ModelConfig& cfg) {
+  ModelLayout layout;
+  layout.tied_embeddings = cfg.tie_word_embeddings;
+  const int64_t d = cfg.hidden_size;
+  const int64_t q_out = cfg.num_attention_heads * cfg.head_dim;
+  const int64_t kv_out = cfg.num_key_value_heads * cfg.head_dim;
+  const bool mixtral = cfg.family == ModelFamily::Mixtral;
+
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    DecoderLayerLayout layer;
+    layer.index = l;
+    layer.moe = cfg.layer_is_moe(l);
+    const std::string prefix = fmt::format("model.layers.{}.", l);
+    layer.norms.push_back({prefix + "input_layernorm.weight", {d}});
+    layer.norms.push_back({prefix + "post_attention_layernorm.weight", {d}});
+    if (cfg.qk_norm) {
+      layer.norms.push_back({prefix + "self_attn.q_norm.weight", {cfg.head_dim}});
+      layer.norms.push_back({prefix + "self_attn.k_norm.weight", {cfg.head_dim}});
+    }
+    const std::tuple<LinearRole, const char*, int64_t, int64_t, bool> attention[] = {
+        {LinearRole::Q, "self_attn.q_proj", d, q_out, cfg.qkv_bias},
+        {LinearRole::K, "self_attn.k_proj", d, kv_out, cfg.qkv_bias},
+        {LinearRole::V, "self_attn.v_proj", d, kv_out, cfg.qkv_bias},
+        {LinearRole::O, "self_attn.o_proj", q_out, d, cfg.o_bias},
+    };
+    for (const auto& [role, local, in, out, bias] : attention) {
+      LinearModule m;
+      m.local_name = local;
+      m.name = prefix + local;
+      m.role = role;
+      m.in_features = in;
+      m.out_features = out;
+      m.has_bias = bias;
+      layer.linears.push_back(m);
+    }
+
+    if (!layer.moe) {
+      add_mlp(layer, prefix, "mlp", {"gate_proj", "up_proj", "down_proj"}, d,
+              cfg.intermediate_size, cfg.mlp_bias, kNotExpert);
+    } else if (mixtral) {
+      add_router(layer, prefix, "block_sparse_moe.gate", LinearRole::Router, d, cfg.num_experts);
+      for (int e = 0; e < cfg.num_experts; ++e)
+        add_mlp(layer, prefix, fmt::format("block_sparse_moe.experts.{}", e), {"w1", "w3", "w2"},
+                d, cfg.intermediate_size, false, e);
+    } else {
+      add_router(layer, prefix, "mlp.gate", LinearRole::Router, d, cfg.num_experts);
+      for (int e = 0; e < cfg.num_experts; ++e)
+        add_mlp(layer, prefix, fmt::format("mlp.experts.{}", e),
+                {"gate_proj", "up_proj", "down_proj"}, d, cfg.moe_intermediate_size, false, e);
+      if (cfg.shared_expert_intermediate_size > 0) {
+        add_mlp(layer, prefix, "mlp.shared_expert", {"gate_proj", "up_proj", "down_proj"}, d,
+                cfg.shared_expert_intermediate_size, false, kSharedExpert);
+        add_router(layer, prefix, "mlp.shared_expert_gate", LinearRole::SharedExpertGate, d, 1);
+      }
+    }
+    layout.layers.push_back(std::move(layer));
+  }
+  layout.globals.push_back({"model.embed_tokens.weight", {cfg.vocab_size, d}});
+  layout.globals.push_back({"model.norm.weight", {d}});
+  if (!layout.tied_embeddings) layout.globals.push_back({"lm_head.weight", {cfg.vocab_size, d}});
+  return layout;
+}
+
+std::vector<NamedShape> expected_tensors(const ModelLayout& layout) {
+  std::vector<NamedShape> out = layout.globals;
+  for (const auto& layer : layout.layers) {
+    for (const auto& norm : layer.norms) out.push_back(norm);
+    for (const auto& m : layer.linears) {
+      out.push_back({m.weight_name(), {m.out_features, m.in_features}});
+      if (m.has_bias) out.push_back({m.bias_name(), {m.out_features}});
+    }
+  }
+  return out;
+}
+
+LayoutCheck check_checkpoint(ModelLayout& layout, const Checkpoint& ckpt) {
+  LayoutCheck check;
+  auto warn = [&](std::string message) {
+    spdlog::warn("{}", message);
+    check.warnings.push_back(std::move(message));
+  };
+  const std::string where = ckpt.dir().string();
+  if (!layout.tied_embeddings && !ckpt.contains("lm_head.weight")) {
+    warn(fmt::format("{}: no lm_head.weight although tie_word_embeddings is false; using the "
+                     "input embeddings as lm_head",
+                     where));
+    layout.tied_embeddings = true;
+    layout.globals.erase(std::remove_if(layout.globals.begin(), layout.globals.end(),
+                                        [](const NamedShape& t) { return t.name == "lm_head.weight"; }),
+                         layout.globals.end());
+  }
+
+  // transformers >= 5 may save experts fused ([E, 2I, d] gate_up_proj); splitting them is part of
+  // weight loading, which this version does not have yet. Say so rather than "tensor missing".
+  for (const auto& layer : layout.layers) {
+    const std::string fused = fmt::format("model.layers.{}.mlp.experts.gate_up_proj", layer.index);
+    if (layer.moe && ckpt.contains(fused))
+      throw Error(ErrorKind::NotImplemented,
+                  fmt::format("{}: experts are stored fused ('{}', transformers >= 5 layout); "
+                              "this version reads only per-expert tensors",
+                              where, fused));
+  }
+
+  std::set<std::string> expected_names;
+  for (const auto& t : expected_tensors(layout)) {
+    expected_names.insert(t.name);
+    if (!ckpt.contains(t.name))
+      throw_bad_input(fmt::format("{}: tensor '{}' {} is missing from the checkpoint", where,
+                                  t.name, shape_text(t.shape)));
+    const auto& shape = ckpt.info(t.name).shape;
+    if (shape != t.shape)
+      throw_bad_input(fmt::format("{}: tensor '{}' has shape {}, config.json implies {}", where,
+                                  t.name, shape_text(shape), shape_text(t.shape)));
+  }
+  // A bias the config does not announce would be silently dropped: refuse it.
+  for (const auto& layer : layout.layers)
+    for (const auto& m : layer.linears)
+      if (!m.has_bias && ckpt.contains(m.bias_name()))
+        throw_bad_input(fmt::format("{}: tensor '{}' exists but config.json implies no bias for "
+                                    "{} (check attention_bias / mlp_bias)",
+                                    where, m.bias_name(), m.name));
+  for (const auto& name : ckpt.tensor_names())
+    if (expected_names.count(name) == 0) check.unused_tensors.push_back(name);
+  if (!check.unused_tensors.empty())
+    warn(fmt::format("{}: {} checkpoint tensor(s) are not part of the model and will be ignored "
+                     "(first: '{}')",
+                     where, check.unused_tensors.size(), check.unused_tensors.front()));
+  return check;
+}
+
+}  // namespace sarqc

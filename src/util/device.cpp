@@ -1,0 +1,49 @@
+#include "sarqc/util/device.h"
+
+#include <thread>
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <fmt/format.h>
+
+#include "sarqc/util/error.h"
+
+namespace sarqc {
+
+bool cuda_available() { return at::globalContext().hasCUDA() && cuda_device_count() > 0; }
+
+int cuda_device_count() {
+  if (!at::globalContext().hasCUDA()) return 0;
+  return at::detail::getCUDAHooks().getNumGPUs();
+}
+
+c10::Device parse_device(const std::string& text) {
+  if (text == "cpu") return c10::Device(c10::kCPU);
+  int index = -1;
+  if (text == "cuda") {
+    index = 0;
+  } else if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 8 &&
+             text.find_first_not_of("0123456789", 5) == std::string::npos) {
+    index = std::stoi(text.substr(5));
+  } else {
+    throw_usage(fmt::format("--device '{}': expected cpu, cuda or cuda:N", text));
+  }
+  if (!cuda_available())
+    throw_usage(fmt::format("--device {}: CUDA is not available (this libtorch has no CUDA "
+                            "support or no GPU is visible); use --device cpu",
+                            text));
+  const int count = cuda_device_count();
+  if (index >= count)
+    throw_usage(fmt::format("--device {}: only {} CUDA device(s) visible (cuda:0..cuda:{})", text,
+                            count, count - 1));
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+int configure_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+  return n;
+}
+
+}  // namespace sarqc

@@ -1,0 +1,127 @@
+#include "sarqc/util/file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "sarqc/util/error.h"
+
+namespace sarqc {
+namespace fs = std::filesystem;
+
+namespace {
+std::string errno_text() { return std::strerror(errno); }
+
+void fsync_directory(const fs::path& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // best effort: the rename itself already happened
+  ::fsync(fd);
+  ::close(fd);
+}
+}  // namespace
+
+std::shared_ptr<const MappedFile> MappedFile::open(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_bad_input(fmt::format("{}: cannot open: {}", path.string(), errno_text()));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw_bad_input(fmt::format("{}: not a regular file", path.string()));
+  }
+  std::shared_ptr<MappedFile> file(new MappedFile());
+  file->path_ = path;
+  file->size_ = static_cast<uint64_t>(st.st_size);
+  if (file->size_ > 0) {
+    void* addr = ::mmap(nullptr, file->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (addr == MAP_FAILED) {
+      const std::string reason = errno_text();
+      ::close(fd);
+      throw_runtime(fmt::format("{}: cannot memory-map: {}", path.string(), reason));
+    }
+    file->data_ = static_cast<uint8_t*>(addr);
+    ::madvise(addr, file->size_, MADV_RANDOM);  // advice only: failure is harmless
+  }
+  ::close(fd);  // the mapping keeps the file alive
+  return file;
+}
+
+void MappedFile::will_need(uint64_t offset, uint64_t length) const {
+  if (length == 0 || offset >= size_) return;
+  static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page;
+  const uint64_t end = std::min(size_, offset + length);
+  ::madvise(data_ + begin, end - begin, MADV_WILLNEED);
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(data_, size_);
+}
+
+std::string read_text_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_bad_input(fmt::format("{}: cannot open: {}", path.string(), errno_text()));
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) throw_bad_input(fmt::format("{}: read error", path.string()));
+  return buffer.str();
+}
+
+AtomicFileWriter::AtomicFileWriter(fs::path final_path) : final_path_(std::move(final_path)) {
+  temp_path_ = final_path_;
+  temp_path_ += fmt::format(".tmp.{}", ::getpid());
+  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0)
+    throw_runtime(fmt::format("{}: cannot create: {}", temp_path_.string(), errno_text()));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(temp_path_.c_str());
+}
+
+void AtomicFileWriter::write_at(uint64_t offset, const void* data, size_t size) {
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd_, bytes, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_runtime(fmt::format("{}: write failed: {}", temp_path_.string(), errno_text()));
+    }
+    bytes += n;
+    offset += static_cast<uint64_t>(n);
+    size -= static_cast<size_t>(n);
+  }
+}
+
+void AtomicFileWriter::commit() {
+  if (committed_) return;
+  if (::fsync(fd_) != 0)
+    throw_runtime(fmt::format("{}: fsync failed: {}", temp_path_.string(), errno_text()));
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    throw_runtime(fmt::format("{}: close failed: {}", temp_path_.string(), errno_text()));
+  }
+  fd_ = -1;
+  if (::rename(temp_path_.c_str(), final_path_.c_str()) != 0)
+    throw_runtime(fmt::format("cannot rename {} to {}: {}", temp_path_.string(),
+                              final_path_.string(), errno_text()));
+  committed_ = true;
+  fsync_directory(final_path_.parent_path());
+}
+
+void write_file_atomically(const fs::path& path, std::string_view content) {
+  AtomicFileWriter writer(path);
+  writer.write_at(0, content.data(), content.size());
+  writer.commit();
+}
+
+}  // namespace sarqc

@@ -1,0 +1,142 @@
+// End-to-end: the real `sarqc` binary, its exit codes, stdout/stderr discipline.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+#include "sarqc/util/device.h"
+#include "sarqc/util/error.h"
+#include "test_support.h"
+
+namespace sarqc {
+namespace {
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string quote(const std::string& arg) {
+  std::string q = "'";
+  for (char c : arg) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+RunResult run_sarqc(const std::vector<std::string>& args) {
+  test::TempDir dir;
+  std::string command = quote(SARQC_BINARY);
+  for (const auto& a : args) command += " " + quote(a);
+  command += " >" + quote((dir / "out").string()) + " 2>" + quote((dir / "err").string()) +
+             " </dev/null";
+  const int status = std::system(command.c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = test::read_bytes(dir / "out");
+  r.err = test::read_bytes(dir / "err");
+  return r;
+}
+
+size_t count_lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
+
+TEST(Cli, VersionAndHelp) {
+  RunResult r = run_sarqc({"--version"});
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out.rfind("sarqc 0.", 0), 0u) << r.out;
+  for (const char* sub : {"inspect", "eval", "quantize"}) {
+    r = run_sarqc({sub, "--help"});
+    EXPECT_EQ(r.exit_code, 0) << sub;
+    EXPECT_NE(r.out.find("--model"), std::string::npos) << sub;
+  }
+  r = run_sarqc({"--help"});
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* flag : {"--log-level", "--threads", "--device", "--version"})
+    EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
+}
+
+TEST(Cli, UsageErrorsExitWithTwo) {
+  const std::vector<std::vector<std::string>> cases = {
+      {},
+      {"frobnicate"},
+      {"inspect"},
+      {"inspect", "--model"},
+      {"inspect", "--model", "x", "--bogus"},
+      {"quantize", "--model", "m", "--out", "o", "--bits", "5"},
+      {"--threads", "-1", "inspect", "--model", "x"},
+      {"--log-level", "loud", "inspect", "--model", "x"},
+      {"--device", "tpu", "inspect", "--model", "x"},
+  };
+  for (const auto& args : cases) {
+    const RunResult r = run_sarqc(args);
+    std::string joined;
+    for (const auto& a : args) joined += a + " ";
+    EXPECT_EQ(r.exit_code, kExitUsage) << joined << "\n" << r.err;
+    EXPECT_FALSE(r.err.empty()) << joined;
+    EXPECT_TRUE(r.out.empty()) << joined << ": stdout must stay clean: " << r.out;
+  }
+}
+
+TEST(Cli, CudaDeviceWithoutGpuIsAUsageError) {
+  if (cuda_available()) GTEST_SKIP() << "a CUDA GPU is present";
+  SARQC_REQUIRE_FIXTURES();
+  const RunResult r = run_sarqc(
+      {"inspect", "--model", test::fixture_model("stories260K").string(), "--device", "cuda"});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_NE(r.err.find("CUDA is not available"), std::string::npos) << r.err;
+}
+
+TEST(Cli, InspectJsonOnStdoutOnly) {
+  SARQC_REQUIRE_FIXTURES();
+  for (const char* model : {"stories260K", "babyllama-tok105"}) {
+    const RunResult r =
+        run_sarqc({"inspect", "--model", test::fixture_model(model).string(), "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);  // the whole of stdout is one JSON document
+    EXPECT_EQ(j["config"]["num_hidden_layers"], 5);
+    EXPECT_EQ(j["config"]["hidden_size"], std::string(model) == "stories260K" ? 64 : 128);
+  }
+}
+
+TEST(Cli, InspectTextNamesWhatConfigSays) {
+  SARQC_REQUIRE_FIXTURES();
+  const RunResult r = run_sarqc(
+      {"--threads", "1", "inspect", "--model", test::fixture_model("stories260K").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* fragment : {"layers       5 (dense)", "hidden       64  intermediate 172",
+                               "heads 8 (kv 4, head_dim 8)", "260,032", "tokenizer.model"})
+    EXPECT_NE(r.out.find(fragment), std::string::npos) << fragment << "\n" << r.out;
+}
+
+TEST(Cli, BadInputExitsWithThreeAndOneLine) {
+  SARQC_REQUIRE_FIXTURES();
+  test::TempDir dir;
+  // A truncated copy of a real checkpoint.
+  std::filesystem::copy_file(test::fixture_model("stories260K") / "config.json",
+                             dir / "config.json");
+  const std::string bytes = test::read_bytes(test::fixture_model("stories260K") /
+                                             "model.safetensors");
+  test::write_bytes(dir / "model.safetensors", bytes.substr(0, bytes.size() / 2));
+  RunResult r = run_sarqc({"inspect", "--model", dir.path().string()});
+  EXPECT_EQ(r.exit_code, kExitBadInput);
+  EXPECT_EQ(count_lines(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find("model.safetensors"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("beyond the data buffer"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+
+  r = run_sarqc({"inspect", "--model", (dir / "nope").string()});
+  EXPECT_EQ(r.exit_code, kExitBadInput);
+  EXPECT_NE(r.err.find("config.json: not found"), std::string::npos) << r.err;
+}
+
+TEST(Cli, UnimplementedSubcommandsSaySo) {
+  SARQC_REQUIRE_FIXTURES();
+  const std::string model = test::fixture_model("stories260K").string();
+  RunResult r = run_sarqc({"quantize", "--model", model, "--out", "never-written"});
+  EXPECT_EQ(r.exit_code, kExitNotImplemented);
+  EXPECT_NE(r.err.find("not implemented"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists("never-written"));
+  r = run_sarqc({"eval", "--model", model, "--data", "x.txt"});
+  EXPECT_EQ(r.exit_code, kExitNotImplemented);
+}
+
+}  // namespace
+}  // namespace sarqc
