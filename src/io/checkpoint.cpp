@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sarqc/util/error.h"
-#include "sarqc/util/file.h"
+#include "sarqc/util/json_file.h"
 
 namespace sarqc {
 namespace fs = std::filesystem;
@@ -46,16 +46,11 @@ Checkpoint Checkpoint::open(const fs::path& dir) {
   const fs::path single_path = dir / kSingleSafetensorsName;
   if (fs::exists(index_path, ec)) {
     ckpt.sharded_ = true;
-    json index;
-    try {
-      index = json::parse(read_text_file(index_path));
-    } catch (const json::exception& e) {
-      throw_bad_input(fmt::format("{}: not valid JSON: {}", index_path.string(), e.what()));
-    }
-    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+    const json index = read_json_file(index_path);
+    if (!index.is_object() || !index.contains("weight_map") || !index.at("weight_map").is_object())
       throw_bad_input(fmt::format("{}: missing object 'weight_map' (tensor name -> shard file)",
                                   index_path.string()));
-    const json& weight_map = index["weight_map"];
+    const json& weight_map = index.at("weight_map");
     if (weight_map.empty())
       throw_bad_input(fmt::format("{}: 'weight_map' is empty", index_path.string()));
     std::map<std::string, size_t> shard_index;  // shard file name -> files_ position

@@ -7,7 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "sarqc/util/error.h"
-#include "sarqc/util/file.h"
+#include "sarqc/util/json_file.h"
 
 namespace sarqc {
 using nlohmann::json;
@@ -337,13 +337,7 @@ ModelConfig load_model_config(const std::filesystem::path& model_dir) {
   if (!std::filesystem::exists(path, ec))
     throw_bad_input(fmt::format("{}: not found (expected a HuggingFace model folder)",
                                 path.string()));
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    throw_bad_input(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
-  }
-  return parse_model_config(j, path.string());
+  return parse_model_config(read_json_file(path), path.string());
 }
 
 }  // namespace sarqc

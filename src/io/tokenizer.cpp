@@ -5,7 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "sarqc/util/error.h"
-#include "sarqc/util/file.h"
+#include "sarqc/util/json_file.h"
 #include "sentencepiece_plugin.h"
 
 namespace sarqc {
@@ -17,13 +17,9 @@ namespace {
 json read_optional_json(const fs::path& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return json::object();
-  try {
-    json j = json::parse(read_text_file(path));
-    if (!j.is_object()) throw_bad_input(fmt::format("{}: must be a JSON object", path.string()));
-    return j;
-  } catch (const json::exception& e) {
-    throw_bad_input(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
-  }
+  json j = read_json_file(path);
+  if (!j.is_object()) throw_bad_input(fmt::format("{}: must be a JSON object", path.string()));
+  return j;
 }
 
 // A special token is written either as a string or as an AddedToken object {"content": ...}.

@@ -16,6 +16,21 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
 
+void add_linear(DecoderLayerLayout& layer, const std::string& prefix, const std::string& local,
+                LinearRole role, int64_t in, int64_t out, bool bias, int expert = kNotExpert) {
+  LinearModule m;
+  m.local_name = local;
+  m.name = prefix + local;
+  m.role = role;
+  m.in_features = in;
+  m.out_features = out;
+  m.has_bias = bias;
+  m.expert = expert;
+  // Routers and the shared-expert gate decide where tokens go; they stay in full precision.
+  m.quantizable = role != LinearRole::Router && role != LinearRole::SharedExpertGate;
+  layer.linears.push_back(m);
+}
+
 struct MlpNames {
   const char* gate;
   const char* up;
@@ -24,31 +39,9 @@ struct MlpNames {
 
 void add_mlp(DecoderLayerLayout& layer, const std::string& prefix, const std::string& local,
              const MlpNames& names, int64_t hidden, int64_t width, bool bias, int expert) {
-  const std::pair<LinearRole, const char*> parts[] = {
-      {LinearRole::Gate, names.gate}, {LinearRole::Up, names.up}, {LinearRole::Down, names.down}};
-  for (const auto& [role, leaf] : parts) {
-    LinearModule m;
-    m.local_name = local + "." + leaf;
-    m.name = prefix + m.local_name;
-    m.role = role;
-    m.in_features = role == LinearRole::Down ? width : hidden;
-    m.out_features = role == LinearRole::Down ? hidden : width;
-    m.has_bias = bias;
-    m.expert = expert;
-    layer.linears.push_back(m);
-  }
-}
-
-void add_router(DecoderLayerLayout& layer, const std::string& prefix, const std::string& local,
-                LinearRole role, int64_t in, int64_t out) {
-  LinearModule m;
-  m.local_name = local;
-  m.name = prefix + local;
-  m.role = role;
-  m.in_features = in;
-  m.out_features = out;
-  m.quantizable = false;
-  layer.linears.push_back(m);
+  add_linear(layer, prefix, local + "." + names.gate, LinearRole::Gate, hidden, width, bias, expert);
+  add_linear(layer, prefix, local + "." + names.up, LinearRole::Up, hidden, width, bias, expert);
+  add_linear(layer, prefix, local + "." + names.down, LinearRole::Down, width, hidden, bias, expert);
 }
 
 }  // namespace
@@ -92,40 +85,30 @@ ModelLayout build_layout(const ModelConfig& cfg) {
       layer.norms.push_back({prefix + "self_attn.q_norm.weight", {cfg.head_dim}});
       layer.norms.push_back({prefix + "self_attn.k_norm.weight", {cfg.head_dim}});
     }
-    const std::tuple<LinearRole, const char*, int64_t, int64_t, bool> attention[] = {
-        {LinearRole::Q, "self_attn.q_proj", d, q_out, cfg.qkv_bias},
-        {LinearRole::K, "self_attn.k_proj", d, kv_out, cfg.qkv_bias},
-        {LinearRole::V, "self_attn.v_proj", d, kv_out, cfg.qkv_bias},
-        {LinearRole::O, "self_attn.o_proj", q_out, d, cfg.o_bias},
-    };
-    for (const auto& [role, local, in, out, bias] : attention) {
-      LinearModule m;
-      m.local_name = local;
-      m.name = prefix + local;
-      m.role = role;
-      m.in_features = in;
-      m.out_features = out;
-      m.has_bias = bias;
-      layer.linears.push_back(m);
-    }
+    add_linear(layer, prefix, "self_attn.q_proj", LinearRole::Q, d, q_out, cfg.qkv_bias);
+    add_linear(layer, prefix, "self_attn.k_proj", LinearRole::K, d, kv_out, cfg.qkv_bias);
+    add_linear(layer, prefix, "self_attn.v_proj", LinearRole::V, d, kv_out, cfg.qkv_bias);
+    add_linear(layer, prefix, "self_attn.o_proj", LinearRole::O, q_out, d, cfg.o_bias);
 
     if (!layer.moe) {
       add_mlp(layer, prefix, "mlp", {"gate_proj", "up_proj", "down_proj"}, d,
               cfg.intermediate_size, cfg.mlp_bias, kNotExpert);
     } else if (mixtral) {
-      add_router(layer, prefix, "block_sparse_moe.gate", LinearRole::Router, d, cfg.num_experts);
+      add_linear(layer, prefix, "block_sparse_moe.gate", LinearRole::Router, d, cfg.num_experts,
+                 false);
       for (int e = 0; e < cfg.num_experts; ++e)
         add_mlp(layer, prefix, fmt::format("block_sparse_moe.experts.{}", e), {"w1", "w3", "w2"},
                 d, cfg.intermediate_size, false, e);
     } else {
-      add_router(layer, prefix, "mlp.gate", LinearRole::Router, d, cfg.num_experts);
+      add_linear(layer, prefix, "mlp.gate", LinearRole::Router, d, cfg.num_experts, false);
       for (int e = 0; e < cfg.num_experts; ++e)
         add_mlp(layer, prefix, fmt::format("mlp.experts.{}", e),
                 {"gate_proj", "up_proj", "down_proj"}, d, cfg.moe_intermediate_size, false, e);
       if (cfg.shared_expert_intermediate_size > 0) {
         add_mlp(layer, prefix, "mlp.shared_expert", {"gate_proj", "up_proj", "down_proj"}, d,
                 cfg.shared_expert_intermediate_size, false, kSharedExpert);
-        add_router(layer, prefix, "mlp.shared_expert_gate", LinearRole::SharedExpertGate, d, 1);
+        add_linear(layer, prefix, "mlp.shared_expert_gate", LinearRole::SharedExpertGate, d, 1,
+                   false);
       }
     }
     layout.layers.push_back(std::move(layer));

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <random>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -128,6 +129,47 @@ TEST(MalformedSafetensors, UnknownTensorNameIsBadInput) {
   save_safetensors(dir / "model.safetensors", {{"w", at::zeros({2})}});
   test::expect_bad_input([&] { Checkpoint::open(dir.path()).load("v"); },
                          "checkpoint has no tensor 'v'");
+}
+
+// Mutated copies of a valid file (bytes flipped in the header and length prefix, or truncated):
+// each must open and load, or fail with a sarqc::Error. Anything else, or a crash, fails.
+TEST(MalformedSafetensors, RandomMutationsNeverCrash) {
+  test::TempDir dir;
+  const fs::path valid = dir / "valid.safetensors";
+  save_safetensors(valid, {{"a", at::arange(6, at::kFloat).reshape({2, 3})},
+                           {"b", at::ones({4}, at::kHalf)},
+                           {"c", at::zeros({3}, at::kBool)},
+                           {"d", at::arange(5, at::kLong)}});
+  const std::string original = test::read_bytes(valid);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, original.data(), 8);
+  std::mt19937_64 rng(12345);
+  const char interesting[] = {'{', '}', '[', ']', '"', ',', ':', '0', '9', '-', ' ', '\0', '\xff'};
+  int rejected = 0, accepted = 0;
+  for (int round = 0; round < 400; ++round) {
+    std::string bytes = original;
+    if (round % 10 == 9) {
+      bytes.resize(rng() % bytes.size());
+    } else {
+      for (int k = 0, n = 1 + int(rng() % 3); k < n; ++k) {
+        const size_t pos = rng() % (8 + header_len);
+        bytes[pos] = rng() % 2 ? interesting[rng() % sizeof(interesting)] : char(rng());
+      }
+    }
+    const fs::path path = dir / "mutated.safetensors";
+    test::write_bytes(path, bytes);
+    try {
+      const auto file = SafetensorsFile::open(path);
+      for (const auto& t : file.tensors()) file.load(t.name);
+      ++accepted;
+    } catch (const Error&) {
+      ++rejected;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "round " << round << ": unexpected exception " << e.what();
+    }
+  }
+  EXPECT_GT(rejected, 300);  // nearly every mutation of the header breaks it
+  EXPECT_GT(accepted + rejected, 399);
 }
 
 // --- sharded checkpoints -------------------------------------------------------------------
