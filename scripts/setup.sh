@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake ninja-build ccache pkg-config
+  g++ cmake ninja-build ccache
   libtorch-dev            # libtorch 1.13 (CPU)
   libopenblas0-pthread    # the reference BLAS Debian falls back to is ~30x slower
   libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libsentencepiece-dev
