@@ -15,5 +15,7 @@ struct Command {
 Command add_inspect_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_quantize_command(CLI::App& app);
+Command add_generate_command(CLI::App& app);
+Command add_make_moe_command(CLI::App& app);
 
 }  // namespace sarqc::cli

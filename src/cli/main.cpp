@@ -29,7 +29,9 @@ int main(int argc, char** argv) {
   cli::GlobalOptions global;
   cli::add_global_options(app, global);
   const std::vector<cli::Command> commands = {
-      cli::add_quantize_command(app), cli::add_eval_command(app), cli::add_inspect_command(app)};
+      cli::add_quantize_command(app), cli::add_eval_command(app),
+      cli::add_generate_command(app), cli::add_inspect_command(app),
+      cli::add_make_moe_command(app)};
 
   try {
     app.parse(argc, argv);

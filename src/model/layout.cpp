@@ -2,6 +2,8 @@
 
 #include <map>
 #include <set>
+#include <tuple>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -119,13 +121,38 @@ ModelLayout build_layout(const ModelConfig& cfg) {
   return layout;
 }
 
+std::string DecoderLayerLayout::fused_gate_up_name() const {
+  return fmt::format("model.layers.{}.mlp.experts.gate_up_proj", index);
+}
+
+std::string DecoderLayerLayout::fused_down_name() const {
+  return fmt::format("model.layers.{}.mlp.experts.down_proj", index);
+}
+
+std::string DecoderLayerLayout::weight_source(const LinearModule& m) const {
+  if (!fused_experts) return m.weight_name();
+  if (m.expert >= 0) return m.role == LinearRole::Down ? fused_down_name() : fused_gate_up_name();
+  if (m.role == LinearRole::Router) return fmt::format("model.layers.{}.mlp.gate.weight", index);
+  return m.weight_name();
+}
+
 std::vector<NamedShape> expected_tensors(const ModelLayout& layout) {
   std::vector<NamedShape> out = layout.globals;
   for (const auto& layer : layout.layers) {
     for (const auto& norm : layer.norms) out.push_back(norm);
+    int64_t experts = 0, width = 0, hidden = 0;
     for (const auto& m : layer.linears) {
-      out.push_back({m.weight_name(), {m.out_features, m.in_features}});
+      if (layer.fused_experts && m.expert >= 0) {
+        experts = std::max<int64_t>(experts, m.expert + 1);
+        if (m.role == LinearRole::Down) std::tie(hidden, width) = std::pair(m.out_features, m.in_features);
+        continue;
+      }
+      out.push_back({layer.weight_source(m), {m.out_features, m.in_features}});
       if (m.has_bias) out.push_back({m.bias_name(), {m.out_features}});
+    }
+    if (layer.fused_experts) {
+      out.push_back({layer.fused_gate_up_name(), {experts, 2 * width, hidden}});
+      out.push_back({layer.fused_down_name(), {experts, hidden, width}});
     }
   }
   return out;
@@ -148,16 +175,9 @@ LayoutCheck check_checkpoint(ModelLayout& layout, const Checkpoint& ckpt) {
                          layout.globals.end());
   }
 
-  // transformers >= 5 may save experts fused ([E, 2I, d] gate_up_proj); splitting them is part of
-  // weight loading, which this version does not have yet. Say so rather than "tensor missing".
-  for (const auto& layer : layout.layers) {
-    const std::string fused = fmt::format("model.layers.{}.mlp.experts.gate_up_proj", layer.index);
-    if (layer.moe && ckpt.contains(fused))
-      throw Error(ErrorKind::NotImplemented,
-                  fmt::format("{}: experts are stored fused ('{}', transformers >= 5 layout); "
-                              "this version reads only per-expert tensors",
-                              where, fused));
-  }
+  // transformers >= 5 may save experts fused; the loader slices them per expert.
+  for (auto& layer : layout.layers)
+    layer.fused_experts = layer.moe && ckpt.contains(layer.fused_gate_up_name());
 
   std::set<std::string> expected_names;
   for (const auto& t : expected_tensors(layout)) {

@@ -162,16 +162,37 @@ TEST_F(LayoutCheckErrors, UnannouncedBias) {
                      "bias");
 }
 
-TEST_F(LayoutCheckErrors, FusedExpertsAreNamedAsUnsupported) {
+std::vector<NamedShape> fuse_experts(const std::vector<NamedShape>& tensors, int64_t gate_up_rows) {
   std::vector<NamedShape> fused;
-  for (const auto& t : tensors_)
+  for (const auto& t : tensors)
     if (t.name.find("mlp.experts.") == std::string::npos) fused.push_back(t);
-  fused.push_back({"model.layers.1.mlp.experts.gate_up_proj", {4, 32, 32}});
+  fused.push_back({"model.layers.1.mlp.experts.gate_up_proj", {4, gate_up_rows, 32}});
   fused.push_back({"model.layers.1.mlp.experts.down_proj", {4, 32, 16}});
-  write_checkpoint(dir_.path(), fused);
+  return fused;
+}
+
+TEST_F(LayoutCheckErrors, FusedExpertsAreAcceptedAndMarked) {
+  write_checkpoint(dir_.path(), fuse_experts(tensors_, 32));
   ModelLayout layout = build_layout(config_);
-  test::expect_error([&] { check_checkpoint(layout, Checkpoint::open(dir_.path())); },
-                     ErrorKind::NotImplemented, "experts are stored fused");
+  const LayoutCheck check = check_checkpoint(layout, Checkpoint::open(dir_.path()));
+  EXPECT_TRUE(check.unused_tensors.empty());
+  EXPECT_FALSE(layout.layers[0].fused_experts);
+  ASSERT_TRUE(layout.layers[1].fused_experts);
+  const auto& layer = layout.layers[1];
+  for (const auto& m : layer.linears) {
+    if (m.expert < 0) {
+      EXPECT_EQ(layer.weight_source(m), m.weight_name());
+    } else {
+      EXPECT_EQ(layer.weight_source(m), m.role == LinearRole::Down ? layer.fused_down_name()
+                                                                   : layer.fused_gate_up_name());
+    }
+  }
+}
+
+TEST_F(LayoutCheckErrors, FusedExpertsWithWrongShape) {
+  tensors_ = fuse_experts(tensors_, 30);
+  expect_check_error("'model.layers.1.mlp.experts.gate_up_proj' has shape [4, 30, 32], config.json "
+                     "implies [4, 32, 32]");
 }
 
 TEST_F(LayoutCheckErrors, MissingLmHeadFallsBackToTiedWithWarning) {

@@ -45,6 +45,14 @@ struct DecoderLayerLayout {
   bool moe = false;
   std::vector<LinearModule> linears;  // in true-sequential order: q,k,v, o, gate,up, down
   std::vector<NamedShape> norms;      // input/post-attention norms, q_norm/k_norm
+  // transformers >= 5 may store the routed experts of a MoE layer fused in two tensors
+  // (fused_gate_up_name: [E, 2I, d], gate rows first; fused_down_name: [E, d, I]) and mixtral's
+  // router as mlp.gate. Module names stay the per-expert ones; the weight loader slices.
+  bool fused_experts = false;
+  std::string fused_gate_up_name() const;
+  std::string fused_down_name() const;
+  // Where `module`'s weight is stored in this layer's checkpoint (differs only when fused).
+  std::string weight_source(const LinearModule& module) const;
 };
 
 struct ModelLayout {

@@ -1,0 +1,76 @@
+#pragma once
+// One decoder layer on the compute device: its weights and its forward pass, for every supported
+// architecture (dense SwiGLU MLP or a mixture of experts). The calibration pipeline watches the
+// input of every linear through a LinearInputObserver and swaps weights as it quantizes.
+#include <map>
+#include <optional>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "sarqc/model/compute.h"
+#include "sarqc/model/layout.h"
+#include "sarqc/model/moe.h"
+#include "sarqc/model/rotary.h"
+
+namespace sarqc {
+
+class ModelWeights;
+
+class LinearInputObserver {
+ public:
+  virtual ~LinearInputObserver() = default;
+  // `input` [tokens, in_features] is what `module` is about to be applied to: every token of the
+  // batch, or for a routed expert only the tokens routed to it.
+  virtual void observe_input(const LinearModule& module, const at::Tensor& input) = 0;
+  // Routing decisions of a MoE layer for the current batch (tokens flattened as [B·T]).
+  virtual void observe_routing(const DecoderLayerLayout& /*layer*/, const MoeRouting& /*r*/) {}
+};
+
+class DecoderLayer {
+ public:
+  // Loads layer `index` of `weights` onto options.device as options.dtype.
+  static DecoderLayer load(const ModelWeights& weights, int64_t index,
+                           const ComputeOptions& options);
+
+  const DecoderLayerLayout& layout() const { return *layout_; }
+
+  // hidden: [B, T, d] in the compute dtype on the compute device; T <= the tables' length.
+  // forward = mlp_block(attention_block(hidden)).
+  at::Tensor forward(const at::Tensor& hidden, const RotaryTables& rope,
+                     LinearInputObserver* observer = nullptr) const;
+  // hidden + o_proj(attention(input_layernorm(hidden)))
+  at::Tensor attention_block(const at::Tensor& hidden, const RotaryTables& rope,
+                             LinearInputObserver* observer = nullptr) const;
+  // h + mlp(post_attention_layernorm(h)), the MLP dense or a mixture of experts
+  at::Tensor mlp_block(const at::Tensor& h, LinearInputObserver* observer = nullptr) const;
+
+  // Linear weights ([out, in]) by module local name ("self_attn.q_proj").
+  const at::Tensor& weight(const std::string& local_name) const;
+  void set_weight(const std::string& local_name, const at::Tensor& weight);
+
+ private:
+  struct Linear {
+    const LinearModule* module = nullptr;
+    at::Tensor weight;
+    std::optional<at::Tensor> bias;
+  };
+  void check_hidden(const at::Tensor& hidden, const char* what) const;
+  const Linear& linear(const std::string& local_name) const;
+  at::Tensor apply(const std::string& local_name, const at::Tensor& x,
+                   LinearInputObserver* observer) const;
+  at::Tensor attention(const at::Tensor& x, const RotaryTables& rope,
+                       LinearInputObserver* observer) const;
+  at::Tensor mlp(const std::string& prefix, const at::Tensor& x,
+                 LinearInputObserver* observer) const;
+  at::Tensor moe(const at::Tensor& x, LinearInputObserver* observer) const;
+
+  const ModelConfig* config_ = nullptr;
+  const DecoderLayerLayout* layout_ = nullptr;
+  ComputeOptions options_;
+  std::map<std::string, Linear, std::less<>> linears_;
+  std::map<std::string, at::Tensor, std::less<>> norms_;  // by local name, e.g. "input_layernorm"
+  int64_t attention_window_ = 0;  // 0: full causal attention
+};
+
+}  // namespace sarqc

@@ -1,0 +1,48 @@
+#pragma once
+// A model folder opened for computation: config, layout checked against the checkpoint, and the
+// one place that turns stored tensors into compute tensors. Linear weights go through
+// linear_weight(), which is where storage layouts differ (fused experts today; packed GPTQ
+// modules, dequantized on load, with the quantized checkpoint reader).
+#include <filesystem>
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "sarqc/io/checkpoint.h"
+#include "sarqc/io/hf_config.h"
+#include "sarqc/model/compute.h"
+#include "sarqc/model/layout.h"
+
+namespace sarqc {
+
+class ModelWeights {
+ public:
+  // Throws a bad-input Error naming the folder and the problem.
+  static ModelWeights open(const std::filesystem::path& dir);
+
+  const std::filesystem::path& dir() const { return checkpoint_.dir(); }
+  const ModelConfig& config() const { return config_; }
+  const ModelLayout& layout() const { return layout_; }
+  const Checkpoint& checkpoint() const { return checkpoint_; }
+
+  // A non-linear tensor (norm, embedding) as `dtype` on `device`.
+  at::Tensor tensor(const std::string& name, c10::Device device, c10::ScalarType dtype) const;
+  // Dense [out, in] weight of `module` in layer `layer`.
+  at::Tensor linear_weight(const DecoderLayerLayout& layer, const LinearModule& module,
+                           c10::Device device, c10::ScalarType dtype) const;
+  std::optional<at::Tensor> linear_bias(const LinearModule& module, c10::Device device,
+                                        c10::ScalarType dtype) const;
+
+  at::Tensor embed_tokens(c10::Device device, c10::ScalarType dtype) const;
+  at::Tensor lm_head(c10::Device device, c10::ScalarType dtype) const;  // tied: the embeddings
+  at::Tensor final_norm(c10::Device device, c10::ScalarType dtype) const;
+
+ private:
+  ModelWeights(ModelConfig config, Checkpoint checkpoint)
+      : config_(std::move(config)), checkpoint_(std::move(checkpoint)) {}
+  ModelConfig config_;
+  ModelLayout layout_;
+  Checkpoint checkpoint_;
+};
+
+}  // namespace sarqc

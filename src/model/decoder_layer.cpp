@@ -1,0 +1,182 @@
+#include "sarqc/model/decoder_layer.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "sarqc/model/attention.h"
+#include "sarqc/model/rms_norm.h"
+#include "sarqc/model/weights.h"
+#include "sarqc/util/error.h"
+
+namespace sarqc {
+namespace {
+
+std::string local_norm_name(const std::string& full_name, int64_t layer) {
+  const std::string prefix = fmt::format("model.layers.{}.", layer);
+  std::string local = full_name.substr(prefix.size());
+  const std::string suffix = ".weight";
+  return local.substr(0, local.size() - suffix.size());
+}
+
+// Which layers of which models attend through a sliding window (formats.md §9).
+int64_t attention_window(const ModelConfig& cfg, int64_t layer, bool& unresolved) {
+  unresolved = false;
+  if (!cfg.sliding_window) return 0;
+  const bool qwen = cfg.family == ModelFamily::Qwen2 || cfg.family == ModelFamily::Qwen3 ||
+                    cfg.family == ModelFamily::Qwen2Moe || cfg.family == ModelFamily::Qwen3Moe;
+  if (!qwen) return *cfg.sliding_window;
+  if (cfg.layer_types.empty()) {
+    unresolved = true;  // the max_window_layers rule changed between transformers versions
+    return *cfg.sliding_window;
+  }
+  return cfg.layer_types[static_cast<size_t>(layer)] == "sliding_attention" ? *cfg.sliding_window
+                                                                            : 0;
+}
+
+}  // namespace
+
+DecoderLayer DecoderLayer::load(const ModelWeights& weights, int64_t index,
+                                const ComputeOptions& options) {
+  const ModelConfig& cfg = weights.config();
+  TORCH_CHECK(index >= 0 && index < static_cast<int64_t>(weights.layout().layers.size()),
+              "DecoderLayer::load: layer ", index, " out of range");
+  DecoderLayer layer;
+  layer.config_ = &cfg;
+  layer.layout_ = &weights.layout().layers[static_cast<size_t>(index)];
+  layer.options_ = options;
+  for (const auto& m : layer.layout_->linears) {
+    Linear lin;
+    lin.module = &m;
+    lin.weight = weights.linear_weight(*layer.layout_, m, options.device, options.dtype);
+    lin.bias = weights.linear_bias(m, options.device, options.dtype);
+    layer.linears_.emplace(m.local_name, std::move(lin));
+  }
+  for (const auto& norm : layer.layout_->norms)
+    layer.norms_.emplace(local_norm_name(norm.name, index),
+                         weights.tensor(norm.name, options.device, options.dtype));
+  bool unresolved = false;
+  layer.attention_window_ = attention_window(cfg, index, unresolved);
+  if (unresolved) layer.attention_window_ = -*cfg.sliding_window;  // checked per call
+  return layer;
+}
+
+const DecoderLayer::Linear& DecoderLayer::linear(const std::string& local_name) const {
+  auto it = linears_.find(local_name);
+  TORCH_CHECK(it != linears_.end(), "layer ", layout_->index, " has no linear module '",
+              local_name, "'");
+  return it->second;
+}
+
+const at::Tensor& DecoderLayer::weight(const std::string& local_name) const {
+  return linear(local_name).weight;
+}
+
+void DecoderLayer::set_weight(const std::string& local_name, const at::Tensor& weight) {
+  Linear& lin = const_cast<Linear&>(linear(local_name));
+  TORCH_CHECK(weight.sizes() == lin.weight.sizes(), "set_weight: '", local_name, "' must be [",
+              lin.module->out_features, ", ", lin.module->in_features, "], got ", weight.sizes());
+  lin.weight = weight.to(options_.device, options_.dtype);
+}
+
+at::Tensor DecoderLayer::apply(const std::string& local_name, const at::Tensor& x,
+                               LinearInputObserver* observer) const {
+  const Linear& lin = linear(local_name);
+  if (observer) observer->observe_input(*lin.module, x);
+  return lin.bias ? at::linear(x, lin.weight, *lin.bias) : at::linear(x, lin.weight);
+}
+
+at::Tensor DecoderLayer::forward(const at::Tensor& hidden, const RotaryTables& rope,
+                                 LinearInputObserver* observer) const {
+  return mlp_block(attention_block(hidden, rope, observer), observer);
+}
+
+void DecoderLayer::check_hidden(const at::Tensor& hidden, const char* what) const {
+  const int64_t d = config_->hidden_size;
+  TORCH_CHECK(hidden.dim() == 3 && hidden.size(2) == d, what, ": hidden must be [B, T, ", d,
+              "], got ", hidden.sizes());
+  TORCH_CHECK(hidden.scalar_type() == options_.dtype && hidden.device() == options_.device, what,
+              ": hidden must be ", options_.dtype, " on ", options_.device, ", got ",
+              hidden.scalar_type(), " on ", hidden.device());
+}
+
+at::Tensor DecoderLayer::attention_block(const at::Tensor& hidden, const RotaryTables& rope,
+                                         LinearInputObserver* observer) const {
+  check_hidden(hidden, "DecoderLayer::attention_block");
+  const at::Tensor normed = rms_norm(hidden, norms_.at("input_layernorm"), config_->rms_norm_eps);
+  return hidden + attention(normed, rope, observer);
+}
+
+at::Tensor DecoderLayer::mlp_block(const at::Tensor& h, LinearInputObserver* observer) const {
+  check_hidden(h, "DecoderLayer::mlp_block");
+  const at::Tensor x = rms_norm(h, norms_.at("post_attention_layernorm"), config_->rms_norm_eps)
+                           .reshape({-1, config_->hidden_size});
+  const at::Tensor y = layout_->moe ? moe(x, observer) : mlp("mlp", x, observer);
+  return h + y.view(h.sizes());
+}
+
+at::Tensor DecoderLayer::attention(const at::Tensor& x, const RotaryTables& rope,
+                                   LinearInputObserver* observer) const {
+  const ModelConfig& cfg = *config_;
+  const int64_t B = x.size(0), T = x.size(1), H = cfg.num_attention_heads,
+                KV = cfg.num_key_value_heads, hd = cfg.head_dim;
+  int64_t window = attention_window_;
+  if (window < 0) {
+    if (T > -window)
+      throw_bad_input(fmt::format(
+          "config.json: use_sliding_window is set without layer_types, and which qwen layers "
+          "slide differs between transformers versions; sequences of {} tokens exceed "
+          "sliding_window {} (use a shorter --seqlen)",
+          T, -window));
+    window = 0;
+  }
+  const at::Tensor flat = x.reshape({B * T, cfg.hidden_size});
+  at::Tensor q = apply("self_attn.q_proj", flat, observer).view({B, T, H, hd});
+  at::Tensor k = apply("self_attn.k_proj", flat, observer).view({B, T, KV, hd});
+  at::Tensor v = apply("self_attn.v_proj", flat, observer).view({B, T, KV, hd});
+  if (cfg.qk_norm) {
+    q = rms_norm(q, norms_.at("self_attn.q_norm"), cfg.rms_norm_eps);
+    k = rms_norm(k, norms_.at("self_attn.k_norm"), cfg.rms_norm_eps);
+  }
+  q = apply_rotary(q.transpose(1, 2), rope);
+  k = apply_rotary(k.transpose(1, 2), rope);
+  v = v.transpose(1, 2);
+  const at::Tensor attended =
+      causal_attention(q, k, v, window, options_.attention_chunk_bytes);  // [B, H, T, hd]
+  const at::Tensor merged = attended.transpose(1, 2).reshape({B * T, H * hd});
+  return apply("self_attn.o_proj", merged, observer).view({B, T, cfg.hidden_size});
+}
+
+at::Tensor DecoderLayer::mlp(const std::string& prefix, const at::Tensor& x,
+                             LinearInputObserver* observer) const {
+  // Expert modules are named w1/w3/w2 in mixtral and gate/up/down_proj elsewhere.
+  const bool mixtral = prefix.find("block_sparse_moe.experts.") != std::string::npos;
+  const at::Tensor gate = apply(prefix + (mixtral ? ".w1" : ".gate_proj"), x, observer);
+  const at::Tensor up = apply(prefix + (mixtral ? ".w3" : ".up_proj"), x, observer);
+  return apply(prefix + (mixtral ? ".w2" : ".down_proj"), at::silu(gate) * up, observer);
+}
+
+at::Tensor DecoderLayer::moe(const at::Tensor& x, LinearInputObserver* observer) const {
+  const ModelConfig& cfg = *config_;
+  const bool mixtral = cfg.family == ModelFamily::Mixtral;
+  const std::string block = mixtral ? "block_sparse_moe" : "mlp";
+  const at::Tensor logits = apply(block + ".gate", x, observer);
+  const MoeRouting routing = route_tokens(logits, cfg.num_experts_per_tok,
+                                          mixtral || cfg.norm_topk_prob, x.scalar_type());
+  if (observer) observer->observe_routing(*layout_, routing);
+
+  at::Tensor out = at::zeros_like(x);
+  for (size_t e = 0; e < routing.experts.size(); ++e) {
+    const ExpertTokens& routed = routing.experts[e];
+    if (routed.tokens.numel() == 0) continue;
+    const at::Tensor y = mlp(fmt::format("{}.experts.{}", block, e),
+                             x.index_select(0, routed.tokens), observer);
+    out.index_add_(0, routed.tokens, y * routed.weight.unsqueeze(1));
+  }
+  if (cfg.shared_expert_intermediate_size > 0) {
+    const at::Tensor shared = mlp("mlp.shared_expert", x, observer);
+    out = out + at::sigmoid(apply("mlp.shared_expert_gate", x, observer)) * shared;
+  }
+  return out;
+}
+
+}  // namespace sarqc

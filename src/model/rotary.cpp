@@ -1,0 +1,78 @@
+#include "sarqc/model/rotary.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "sarqc/util/error.h"
+
+namespace sarqc {
+
+std::vector<double> rope_inv_freq(const ModelConfig& cfg) {
+  const int64_t hd = cfg.head_dim;
+  const RopeScaling& rs = cfg.rope_scaling;
+  std::vector<double> inv(static_cast<size_t>(hd / 2));
+  for (int64_t i = 0; i < hd / 2; ++i)
+    inv[i] = 1.0 / std::pow(cfg.rope_theta, static_cast<double>(2 * i) / static_cast<double>(hd));
+  switch (rs.type) {
+    case RopeType::Default:
+    case RopeType::Dynamic:  // identical to default within max_position_embeddings
+      break;
+    case RopeType::Linear:
+      for (double& f : inv) f /= rs.factor;
+      break;
+    case RopeType::Llama3: {
+      const double l0 = static_cast<double>(rs.original_max_position_embeddings);
+      const double low_wavelen = l0 / rs.low_freq_factor;
+      const double high_wavelen = l0 / rs.high_freq_factor;
+      for (double& f : inv) {
+        const double wavelen = 2.0 * M_PI / f;
+        if (wavelen < high_wavelen) continue;
+        if (wavelen > low_wavelen) {
+          f /= rs.factor;
+        } else {
+          const double t =
+              (l0 / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+          f = (1.0 - t) * f / rs.factor + t * f;
+        }
+      }
+      break;
+    }
+  }
+  return inv;
+}
+
+void check_rope_seqlen(const ModelConfig& cfg, int64_t seqlen, const std::string& what) {
+  if (cfg.rope_scaling.type == RopeType::Dynamic && cfg.max_position_embeddings > 0 &&
+      seqlen > cfg.max_position_embeddings)
+    throw_usage(fmt::format("{} {} exceeds max_position_embeddings {}, beyond which dynamic rope "
+                            "scaling changes the frequencies; this version does not support that",
+                            what, seqlen, cfg.max_position_embeddings));
+}
+
+RotaryTables make_rotary_tables(const ModelConfig& cfg, int64_t seqlen, c10::Device device,
+                                c10::ScalarType dtype) {
+  const std::vector<double> inv = rope_inv_freq(cfg);
+  const auto opts = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor freq = at::tensor(inv, opts);
+  freq = at::cat({freq, freq});                                   // [hd]
+  at::Tensor pos = at::arange(seqlen, opts).unsqueeze(1);         // [T, 1]
+  at::Tensor angle = pos * freq.unsqueeze(0);                     // [T, hd]
+  return {angle.cos().to(device, dtype), angle.sin().to(device, dtype)};
+}
+
+at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t) {
+  TORCH_CHECK(x.dim() == 4 && x.size(3) == t.cos.size(1),
+              "apply_rotary: x must be [B, heads, T, ", t.cos.size(1), "], got ", x.sizes());
+  const int64_t T = x.size(2);
+  TORCH_CHECK(T <= t.cos.size(0), "apply_rotary: sequence of ", T, " tokens exceeds the ",
+              t.cos.size(0), " positions of the rotary tables");
+  const int64_t half = x.size(3) / 2;
+  const at::Tensor cos = t.cos.narrow(0, 0, T);
+  const at::Tensor sin = t.sin.narrow(0, 0, T);
+  const at::Tensor rotated = at::cat({-x.narrow(3, half, half), x.narrow(3, 0, half)}, 3);
+  return x * cos + rotated * sin;
+}
+
+}  // namespace sarqc

@@ -1,0 +1,96 @@
+#include "sarqc/model/streaming_model.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include "sarqc/model/rms_norm.h"
+
+namespace sarqc {
+
+StreamingModel::StreamingModel(const ModelWeights& weights, const ComputeOptions& options)
+    : weights_(&weights), options_(options) {
+  embed_tokens_ = weights.embed_tokens(options.device, options.dtype);
+  lm_head_ = weights.layout().tied_embeddings ? embed_tokens_
+                                              : weights.lm_head(options.device, options.dtype);
+  final_norm_ = weights.final_norm(options.device, options.dtype);
+}
+
+const RotaryTables& StreamingModel::rotary(int64_t seqlen) const {
+  if (!rotary_.cos.defined() || rotary_.cos.size(0) < seqlen)
+    rotary_ = make_rotary_tables(weights_->config(), seqlen, options_.device, options_.dtype);
+  return rotary_;
+}
+
+HiddenBatches StreamingModel::embed(const at::Tensor& ids, int64_t batch_tokens) const {
+  TORCH_CHECK(ids.dim() == 2 && ids.scalar_type() == at::kLong,
+              "StreamingModel::embed: ids must be int64 [sequences, T], got ", ids.scalar_type(),
+              " ", ids.sizes());
+  const int64_t S = ids.size(0), T = ids.size(1), vocab = embed_tokens_.size(0);
+  if (ids.numel() > 0) {
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < vocab, "StreamingModel::embed: token ids must lie in [0, ", vocab,
+                "), got [", lo, ", ", hi, "]");
+  }
+  const int64_t per_batch = std::max<int64_t>(1, batch_tokens / std::max<int64_t>(T, 1));
+  const int64_t bytes = S * T * weights_->config().hidden_size * c10::elementSize(options_.dtype);
+  HiddenBatches out;
+  out.seqlen = T;
+  out.storage = options_.device.is_cpu() || bytes <= options_.device_activation_budget
+                    ? options_.device
+                    : c10::Device(c10::kCPU);
+  if (out.storage != options_.device)
+    spdlog::info("activations ({:.1f} MiB) exceed the device budget; keeping them in host memory",
+                 bytes / 1048576.0);
+  for (int64_t s = 0; s < S; s += per_batch) {
+    const at::Tensor chunk = ids.narrow(0, s, std::min(per_batch, S - s)).to(options_.device);
+    at::Tensor h = embed_tokens_.index_select(0, chunk.reshape(-1))
+                       .view({chunk.size(0), T, embed_tokens_.size(1)});
+    out.batches.push_back(h.to(out.storage));
+  }
+  return out;
+}
+
+at::Tensor StreamingModel::run_layer(const DecoderLayer& layer, const at::Tensor& batch) const {
+  return layer.forward(batch.to(options_.device), rotary(batch.size(1)));
+}
+
+void StreamingModel::run_layers(HiddenBatches& hidden,
+                                const std::function<void(int64_t)>& on_layer) const {
+  const int64_t L = weights_->config().num_hidden_layers;
+  check_rope_seqlen(weights_->config(), hidden.seqlen, "sequence length");
+  for (int64_t l = 0; l < L; ++l) {
+    // Loaded layer by layer unless resident; the previous layer is freed when `owned` is replaced.
+    DecoderLayer owned;
+    const DecoderLayer* layer = nullptr;
+    if (!resident_.empty()) {
+      layer = &resident_[static_cast<size_t>(l)];
+    } else {
+      owned = DecoderLayer::load(*weights_, l, options_);
+      layer = &owned;
+    }
+    for (auto& batch : hidden.batches) batch = run_layer(*layer, batch).to(hidden.storage);
+    if (on_layer) on_layer(l);
+  }
+}
+
+void StreamingModel::keep_layers_resident() {
+  if (!resident_.empty()) return;
+  for (int64_t l = 0; l < weights_->config().num_hidden_layers; ++l)
+    resident_.push_back(DecoderLayer::load(*weights_, l, options_));
+}
+
+at::Tensor StreamingModel::logits(const at::Tensor& hidden) const {
+  const at::Tensor h = hidden.to(options_.device);
+  return at::linear(rms_norm(h, final_norm_, weights_->config().rms_norm_eps), lm_head_)
+      .to(at::kFloat);
+}
+
+at::Tensor StreamingModel::forward(const at::Tensor& ids) const {
+  HiddenBatches hidden = embed(ids, ids.numel());
+  run_layers(hidden);
+  return logits(hidden.batches.at(0));
+}
+
+}  // namespace sarqc

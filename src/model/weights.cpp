@@ -1,0 +1,51 @@
+#include "sarqc/model/weights.h"
+
+#include <ATen/ATen.h>
+
+namespace sarqc {
+
+ModelWeights ModelWeights::open(const std::filesystem::path& dir) {
+  ModelWeights w(load_model_config(dir), Checkpoint::open(dir));
+  w.layout_ = build_layout(w.config_);
+  check_checkpoint(w.layout_, w.checkpoint_);
+  return w;
+}
+
+at::Tensor ModelWeights::tensor(const std::string& name, c10::Device device,
+                                c10::ScalarType dtype) const {
+  // Loading straight onto the device first keeps host copies out of the CUDA path.
+  return checkpoint_.load(name, device).to(dtype);
+}
+
+at::Tensor ModelWeights::linear_weight(const DecoderLayerLayout& layer, const LinearModule& m,
+                                       c10::Device device, c10::ScalarType dtype) const {
+  const std::string source = layer.weight_source(m);
+  if (source == m.weight_name() || m.expert < 0) return tensor(source, device, dtype);
+  // Fused experts: slice expert m.expert out of the [E, ...] tensor before moving it, so only
+  // that expert's bytes are read.
+  at::Tensor fused = checkpoint_.load(source, c10::Device(c10::kCPU)).select(0, m.expert);
+  if (m.role == LinearRole::Gate) fused = fused.narrow(0, 0, m.out_features);
+  if (m.role == LinearRole::Up) fused = fused.narrow(0, m.out_features, m.out_features);
+  return fused.to(device, dtype).contiguous();
+}
+
+std::optional<at::Tensor> ModelWeights::linear_bias(const LinearModule& m, c10::Device device,
+                                                    c10::ScalarType dtype) const {
+  if (!m.has_bias) return std::nullopt;
+  return tensor(m.bias_name(), device, dtype);
+}
+
+at::Tensor ModelWeights::embed_tokens(c10::Device device, c10::ScalarType dtype) const {
+  return tensor("model.embed_tokens.weight", device, dtype);
+}
+
+at::Tensor ModelWeights::lm_head(c10::Device device, c10::ScalarType dtype) const {
+  return tensor(layout_.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", device,
+                dtype);
+}
+
+at::Tensor ModelWeights::final_norm(c10::Device device, c10::ScalarType dtype) const {
+  return tensor("model.norm.weight", device, dtype);
+}
+
+}  // namespace sarqc
