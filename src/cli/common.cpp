@@ -13,9 +13,37 @@ void add_global_options(CLI::App& app, GlobalOptions& options) {
       ->capture_default_str();
   app.add_option("--threads", options.threads, "CPU threads for tensor math (0: one per core)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_number());
   app.add_option("--device", options.device, "Compute device: cpu, cuda or cuda:N")
       ->capture_default_str();
+}
+
+CLI::Validator positive_integer() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const long long value = std::stoll(text, &used);
+          if (used == text.size() && value > 0) return {};
+        } catch (const std::exception&) {
+        }
+        return "expected a positive integer, got '" + text + "'";
+      },
+      "INT>0");
+}
+
+CLI::Validator non_negative_number() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          size_t used = 0;
+          const double value = std::stod(text, &used);
+          if (used == text.size() && value >= 0) return {};
+        } catch (const std::exception&) {
+        }
+        return "expected a number >= 0, got '" + text + "'";
+      },
+      "NUM>=0");
 }
 
 c10::Device apply_global_options(const GlobalOptions& options) {

@@ -16,6 +16,10 @@ struct GlobalOptions {
 // Registers --log-level, --threads, --device on the top-level app.
 void add_global_options(CLI::App& app, GlobalOptions& options);
 
+// Validators with short messages (CLI11's PositiveNumber prints its whole double range).
+CLI::Validator positive_integer();
+CLI::Validator non_negative_number();
+
 // Applies logging and threads, then parses the device (usage error when unavailable).
 c10::Device apply_global_options(const GlobalOptions& options);
 

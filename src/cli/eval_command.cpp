@@ -23,10 +23,10 @@ Command add_eval_command(CLI::App& app) {
   sub->add_option("--data", flags->data, "Text file to evaluate on")->required();
   sub->add_option("--seqlen", flags->seqlen,
                   "Window length in tokens (default: max_position_embeddings, at most 2048)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   sub->add_option("--max-windows", flags->max_windows,
                   "Evaluate only the first K windows (default: all)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   sub->add_option("--reference", flags->reference,
                   "Reference model folder (same vocabulary): also report KL divergence");
   sub->add_option("--dtype", flags->dtype, "Activation dtype: fp32, bf16, fp16")

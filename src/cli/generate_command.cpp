@@ -26,7 +26,7 @@ Command add_generate_command(CLI::App& app) {
                                              "config asks)")
       ->required();
   sub->add_option("--tokens", flags->tokens, "Number of new tokens")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   sub->add_flag("--ignore-eos", flags->ignore_eos, "Keep generating after end-of-sequence");
   sub->add_option("--dtype", flags->dtype, "Activation dtype: fp32, bf16, fp16")

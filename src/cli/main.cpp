@@ -36,8 +36,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);  // prints help/version or the parse error
-    return code == 0 ? kExitOk : kExitUsage;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    return fail(kExitUsage, std::string(e.what()) + " (see --help)");
   }
   try {
     for (const auto& command : commands)

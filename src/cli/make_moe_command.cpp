@@ -21,14 +21,14 @@ Command add_make_moe_command(CLI::App& app) {
       ->check(CLI::IsMember({"mixtral", "qwen2_moe", "qwen3_moe"}))
       ->capture_default_str();
   sub->add_option("--experts", flags->options.experts, "Experts per layer")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   sub->add_option("--top-k", flags->options.top_k, "Experts per token")
-      ->check(CLI::PositiveNumber)
+      ->check(positive_integer())
       ->capture_default_str();
   sub->add_option("--noise", flags->options.noise,
                   "Relative perturbation of each expert's weights")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative_number())
       ->capture_default_str();
   sub->add_option("--seed", flags->options.seed, "Random seed")->capture_default_str();
   sub->add_flag("--fused", flags->options.fused,

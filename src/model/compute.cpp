@@ -1,5 +1,6 @@
 #include "sarqc/model/compute.h"
 
+#include <ATen/ATen.h>
 #include <fmt/format.h>
 
 #include "sarqc/util/error.h"
@@ -20,6 +21,23 @@ std::string activation_dtype_name(c10::ScalarType type) {
     case c10::kHalf: return "fp16";
     default: return c10::toString(type);
   }
+}
+
+bool dtype_supported(c10::Device device, c10::ScalarType dtype) {
+  try {
+    const auto x = at::ones({2, 2}, at::TensorOptions().device(device).dtype(dtype));
+    (void)at::linear(x, x);
+    return true;
+  } catch (const c10::Error&) {
+    return false;
+  }
+}
+
+void check_dtype_supported(c10::Device device, c10::ScalarType dtype) {
+  if (!dtype_supported(device, dtype))
+    throw_usage(fmt::format("--dtype {} is not supported on {} by this libtorch build; use fp32 "
+                            "or bf16 there",
+                            activation_dtype_name(dtype), device.str()));
 }
 
 }  // namespace sarqc

@@ -11,6 +11,7 @@ namespace sarqc {
 
 StreamingModel::StreamingModel(const ModelWeights& weights, const ComputeOptions& options)
     : weights_(&weights), options_(options) {
+  check_dtype_supported(options.device, options.dtype);
   embed_tokens_ = weights.embed_tokens(options.device, options.dtype);
   lm_head_ = weights.layout().tied_embeddings ? embed_tokens_
                                               : weights.lm_head(options.device, options.dtype);

@@ -70,7 +70,8 @@ TEST(Cli, UsageErrorsExitWithTwo) {
     std::string joined;
     for (const auto& a : args) joined += a + " ";
     EXPECT_EQ(r.exit_code, kExitUsage) << joined << "\n" << r.err;
-    EXPECT_FALSE(r.err.empty()) << joined;
+    EXPECT_EQ(r.err.rfind("sarqc: error: ", 0), 0u) << joined << "\n" << r.err;
+    EXPECT_EQ(count_lines(r.err), 1u) << joined << "\n" << r.err;
     EXPECT_TRUE(r.out.empty()) << joined << ": stdout must stay clean: " << r.out;
   }
 }
@@ -134,8 +135,90 @@ TEST(Cli, UnimplementedSubcommandsSaySo) {
   EXPECT_EQ(r.exit_code, kExitNotImplemented);
   EXPECT_NE(r.err.find("not implemented"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists("never-written"));
-  r = run_sarqc({"eval", "--model", model, "--data", "x.txt"});
-  EXPECT_EQ(r.exit_code, kExitNotImplemented);
+}
+
+TEST(Cli, EvalPrintsOneJsonRecordMatchingTheReference) {
+  SARQC_REQUIRE_FIXTURES();
+  const nlohmann::json ref =
+      nlohmann::json::parse(test::read_bytes(test::fixtures_dir() / "reference.json"));
+  RunResult r = run_sarqc({"eval", "--model", test::fixture_model("stories260K").string(),
+                           "--data", test::fixture_text("tinystories_val.txt").string(),
+                           "--max-windows", "4", "--seqlen", "128", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count_lines(r.out), 1u) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["windows"], 4);
+  EXPECT_EQ(j["scored_tokens"], 512);
+  EXPECT_EQ(j["total_tokens"], ref["stories260K"]["tinystories_val.txt"]["total_tokens_in_file"]);
+  EXPECT_GT(j["ppl"].get<double>(), 1.0);
+  EXPECT_GT(j["tokens_per_second"].get<double>(), 0.0);
+}
+
+TEST(Cli, EvalBadInputExitsWithThreeAndOneLine) {
+  SARQC_REQUIRE_FIXTURES();
+  test::TempDir dir;
+  const std::string model = test::fixture_model("stories260K").string();
+  test::write_bytes(dir / "empty.txt", "");
+  test::write_bytes(dir / "short.txt", "Once upon a time there was a cat.");
+  struct Case {
+    std::vector<std::string> args;
+    int code;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {{"--data", (dir / "empty.txt").string()}, kExitBadInput, "the file is empty"},
+      {{"--data", (dir / "short.txt").string()}, kExitBadInput, "one window of --seqlen 512 needs 513"},
+      {{"--data", (dir / "missing.txt").string()}, kExitBadInput, "missing.txt"},
+      {{"--data", (dir / "short.txt").string(), "--reference",
+        test::fixture_model("babyllama-tok105").string()},
+       kExitBadInput, "vocab_size 105 differs from the model's 512"},
+      {{"--data", (dir / "short.txt").string(), "--seqlen", "0"}, kExitUsage,
+       "--seqlen: expected a positive integer, got '0'"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> args = {"eval", "--model", model};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    const RunResult r = run_sarqc(args);
+    EXPECT_EQ(r.exit_code, c.code) << r.err;
+    // Progress logs may precede it; the error itself is the last line, and a single one.
+    const size_t at = r.err.rfind("sarqc: error: ");
+    ASSERT_NE(at, std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("sarqc: error: "), at) << r.err;
+    EXPECT_EQ(r.err.find('\n', at), r.err.size() - 1) << r.err;
+    EXPECT_NE(r.err.find(c.needle, at), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+TEST(Cli, EvalWarnsWhenSeqlenExceedsTheTrainedContext) {
+  SARQC_REQUIRE_FIXTURES();
+  const RunResult r = run_sarqc({"eval", "--model", test::fixture_model("babyllama-tok105").string(),
+                                 "--data", test::fixture_text("tinystories_val.txt").string(),
+                                 "--seqlen", "300", "--max-windows", "1", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("exceeds the model's max_position_embeddings 256"), std::string::npos)
+      << r.err;
+}
+
+TEST(Cli, GenerateAndMakeMoe) {
+  SARQC_REQUIRE_FIXTURES();
+  test::TempDir dir;
+  const std::string model = test::fixture_model("stories260K").string();
+  RunResult r = run_sarqc({"make-moe", "--model", model, "--out", (dir / "moe").string(),
+                           "--layout", "qwen2_moe", "--experts", "3", "--top-k", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_sarqc({"inspect", "--model", (dir / "moe").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["model_type"], "qwen2_moe") << r.out;
+  r = run_sarqc({"make-moe", "--model", model, "--out", (dir / "moe").string()});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_NE(r.err.find("exists and is not empty"), std::string::npos) << r.err;
+  r = run_sarqc({"generate", "--model", (dir / "moe").string(), "--prompt", "Once upon a time",
+                 "--tokens", "5", "--ignore-eos", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["generated_ids"].size(), 5u);
+  EXPECT_EQ(j["text"].get<std::string>().rfind("Once upon a time", 0), 0u);
 }
 
 }  // namespace

@@ -25,4 +25,9 @@ struct ComputeOptions {
 c10::ScalarType parse_activation_dtype(const std::string& text);
 std::string activation_dtype_name(c10::ScalarType type);
 
+// Whether this libtorch can run the forward's matmuls in `dtype` on `device` (libtorch 1.13 has
+// no fp16 matmul on CPU); check_ throws a usage error naming --dtype when it cannot.
+bool dtype_supported(c10::Device device, c10::ScalarType dtype);
+void check_dtype_supported(c10::Device device, c10::ScalarType dtype);
+
 }  // namespace sarqc
