@@ -5,6 +5,7 @@
 
 #include "sarqc/model/streaming_model.h"
 #include "sarqc/model/weights.h"
+#include "sarqc/util/device.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -85,6 +86,25 @@ TEST_F(StreamingModelTest, RejectsTokenIdsOutsideTheVocabulary) {
   StreamingModel model(w, {});
   EXPECT_THROW(model.embed(at::full({1, 4}, 105, at::kLong)), c10::Error);
   EXPECT_THROW(model.embed(at::zeros({4}, at::kLong)), c10::Error);
+}
+
+TEST_F(StreamingModelTest, CudaForwardMatchesCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device in this build/machine";
+  const ModelWeights w = ModelWeights::open(test::fixture_model("stories260K"));
+  const at::Tensor cpu = StreamingModel(w, {}).forward(ids_);
+  ComputeOptions o;
+  o.device = c10::Device(c10::kCUDA, 0);
+  const StreamingModel gpu_model(w, o);
+  const at::Tensor gpu = gpu_model.forward(ids_);
+  EXPECT_TRUE(gpu.is_cuda());
+  EXPECT_TRUE(at::allclose(gpu.cpu(), cpu, 1e-4, 1e-3));
+  // Streamed with activations forced to host memory between layers.
+  o.device_activation_budget = 0;
+  const StreamingModel host_model(w, o);
+  EXPECT_TRUE(at::allclose(streamed_logits(host_model, 128).cpu(), cpu, 1e-4, 1e-3));
+  o.dtype = at::kHalf;
+  const at::Tensor half = StreamingModel(w, o).forward(ids_).cpu();
+  EXPECT_GT((at::log_softmax(half, -1).argmax(-1) == cpu.argmax(-1)).to(at::kFloat).mean().item<float>(), 0.9);
 }
 
 }  // namespace
