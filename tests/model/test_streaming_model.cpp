@@ -2,8 +2,11 @@
 // and reduced-precision activations against fp32.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "sarqc/model/streaming_model.h"
+#include "sarqc/model/rms_norm.h"
+#include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
 #include "sarqc/util/device.h"
 #include "test_support.h"
@@ -86,6 +89,28 @@ TEST_F(StreamingModelTest, RejectsTokenIdsOutsideTheVocabulary) {
   StreamingModel model(w, {});
   EXPECT_THROW(model.embed(at::full({1, 4}, 105, at::kLong)), c10::Error);
   EXPECT_THROW(model.embed(at::zeros({4}, at::kLong)), c10::Error);
+}
+
+TEST(StreamingModel, UntiedHeadUsesLmHeadAfterTheFinalNorm) {
+  const nlohmann::json cfg = {
+      {"model_type", "llama"}, {"hidden_size", 16}, {"intermediate_size", 24},
+      {"num_hidden_layers", 2}, {"num_attention_heads", 2}, {"vocab_size", 30},
+      {"rms_norm_eps", 1e-6}, {"tie_word_embeddings", false}};
+  test::TempDir dir;
+  write_random_model(cfg, dir / "m", 4);
+  const ModelWeights w = ModelWeights::open(dir / "m");
+  ASSERT_FALSE(w.layout().tied_embeddings);
+  const at::Tensor ids = at::randint(0, 30, {2, 7}, at::kLong);
+  // Composed by hand from the parts: embedding rows, each layer, final norm, lm_head.
+  at::Tensor h = w.embed_tokens(c10::kCPU, at::kFloat).index_select(0, ids.reshape(-1)).view({2, 7, 16});
+  const RotaryTables rope = make_rotary_tables(w.config(), 7, c10::kCPU, at::kFloat);
+  for (int64_t l = 0; l < 2; ++l) h = DecoderLayer::load(w, l, {}).forward(h, rope);
+  const at::Tensor expected =
+      at::matmul(rms_norm(h, w.final_norm(c10::kCPU, at::kFloat), 1e-6),
+                 w.tensor("lm_head.weight", c10::kCPU, at::kFloat).t());
+  EXPECT_TRUE(at::allclose(StreamingModel(w, {}).forward(ids), expected, 1e-5, 1e-5));
+  EXPECT_FALSE(at::equal(w.tensor("lm_head.weight", c10::kCPU, at::kFloat),
+                         w.embed_tokens(c10::kCPU, at::kFloat)));
 }
 
 TEST_F(StreamingModelTest, CudaForwardMatchesCpu) {
