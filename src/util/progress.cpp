@@ -44,6 +44,7 @@ void ProgressBar::draw() {
 void ProgressBar::finish() {
   if (enabled_ && !finished_) std::fprintf(stderr, "\r\033[K");
   finished_ = true;
+  enabled_ = false;  // later advance() calls draw nothing
 }
 
 }  // namespace sarqc

@@ -15,7 +15,7 @@ class ProgressBar {
   ProgressBar& operator=(const ProgressBar&) = delete;
 
   void advance(int64_t steps = 1);
-  void finish();  // clears the line
+  void finish();  // clears the line; the bar stays hidden afterwards
 
  private:
   void draw();
