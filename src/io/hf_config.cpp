@@ -312,6 +312,31 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     throw_bad_input(fmt::format("{}: num_experts_per_tok {} exceeds the number of experts {}",
                                 source, cfg.num_experts_per_tok, cfg.num_experts));
 
+  if (f.has("quantization_config")) {
+    const json& q = j["quantization_config"];
+    if (!q.is_object()) f.fail("quantization_config", "an object");
+    const Fields qf(q, source + " quantization_config", cfg.model_type);
+    const std::string method = qf.string_or("quant_method", "gptq");
+    if (method != "gptq")
+      throw Error(ErrorKind::NotImplemented,
+                  fmt::format("{}: quantization_config.quant_method '{}' is not supported (only "
+                              "gptq checkpoints can be read)",
+                              source, method));
+    GptqQuantization g;
+    g.bits = static_cast<int>(qf.positive_int("bits"));
+    if (g.bits != 2 && g.bits != 3 && g.bits != 4 && g.bits != 8) qf.fail("bits", "2, 3, 4 or 8");
+    if (!qf.has("group_size") || !q["group_size"].is_number_integer() ||
+        (q["group_size"].get<int64_t>() <= 0 && q["group_size"].get<int64_t>() != -1))
+      qf.fail("group_size", "-1 or a positive integer");
+    g.group_size = q["group_size"].get<int64_t>();
+    g.desc_act = qf.boolean_or("desc_act", false);
+    g.sym = qf.boolean_or("sym", true);
+    const std::string format = qf.string_or("checkpoint_format", qf.string_or("format", "gptq"));
+    if (format != "gptq" && format != "gptq_v2") qf.fail("checkpoint_format", "gptq or gptq_v2");
+    g.v2 = format == "gptq_v2";
+    cfg.quantization = g;
+  }
+
   if (f.has("bos_token_id")) {
     if (!j["bos_token_id"].is_number_integer()) f.fail("bos_token_id", "an integer");
     cfg.bos_token_id = j["bos_token_id"].get<int64_t>();

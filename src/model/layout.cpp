@@ -70,6 +70,7 @@ bool LinearModule::packable(int bits) const {
 
 ModelLayout build_layout(const ModelConfig& cfg) {
   ModelLayout layout;
+  layout.quantization = cfg.quantization;
   layout.tied_embeddings = cfg.tie_word_embeddings;
   const int64_t d = cfg.hidden_size;
   const int64_t q_out = cfg.num_attention_heads * cfg.head_dim;
@@ -147,7 +148,16 @@ std::vector<NamedShape> expected_tensors(const ModelLayout& layout) {
         if (m.role == LinearRole::Down) std::tie(hidden, width) = std::pair(m.out_features, m.in_features);
         continue;
       }
-      out.push_back({layer.weight_source(m), {m.out_features, m.in_features}});
+      if (m.stored_packed) {
+        const int64_t b = layout.quantization->bits, g = layout.quantization->group_size;
+        const int64_t G = g > 0 ? m.in_features / g : 1;
+        out.push_back({m.name + ".qweight", {m.in_features * b / 32, m.out_features}});
+        out.push_back({m.name + ".qzeros", {G, m.out_features * b / 32}});
+        out.push_back({m.name + ".scales", {G, m.out_features}});
+        out.push_back({m.name + ".g_idx", {m.in_features}});
+      } else {
+        out.push_back({layer.weight_source(m), {m.out_features, m.in_features}});
+      }
       if (m.has_bias) out.push_back({m.bias_name(), {m.out_features}});
     }
     if (layer.fused_experts) {
@@ -174,6 +184,10 @@ LayoutCheck check_checkpoint(ModelLayout& layout, const Checkpoint& ckpt) {
                                         [](const NamedShape& t) { return t.name == "lm_head.weight"; }),
                          layout.globals.end());
   }
+
+  if (layout.quantization)
+    for (auto& layer : layout.layers)
+      for (auto& m : layer.linears) m.stored_packed = ckpt.contains(m.name + ".qweight");
 
   // transformers >= 5 may save experts fused; the loader slices them per expert.
   for (auto& layer : layout.layers)

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "sarqc/quant/gptq_format.h"
+
 namespace sarqc {
 
 ModelWeights ModelWeights::open(const std::filesystem::path& dir) {
@@ -19,6 +21,16 @@ at::Tensor ModelWeights::tensor(const std::string& name, c10::Device device,
 
 at::Tensor ModelWeights::linear_weight(const DecoderLayerLayout& layer, const LinearModule& m,
                                        c10::Device device, c10::ScalarType dtype) const {
+  if (m.stored_packed) {
+    const GptqQuantization& q = *layout_.quantization;
+    const c10::Device cpu(c10::kCPU);
+    const GptqTensors t{checkpoint_.load(m.name + ".qweight", cpu),
+                        checkpoint_.load(m.name + ".qzeros", cpu),
+                        checkpoint_.load(m.name + ".scales", cpu),
+                        checkpoint_.load(m.name + ".g_idx", cpu)};
+    return dequantize_gptq(t, q.bits, q.v2, m.in_features, m.out_features, m.name)
+        .to(device, dtype);
+  }
   const std::string source = layer.weight_source(m);
   if (source == m.weight_name() || m.expert < 0) return tensor(source, device, dtype);
   // Fused experts: slice expert m.expert out of the [E, ...] tensor before moving it, so only

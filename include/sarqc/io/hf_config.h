@@ -26,6 +26,15 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 0;  // llama3
 };
 
+// A GPTQ-quantized checkpoint's config.json["quantization_config"] (formats.md §7).
+struct GptqQuantization {
+  int bits = 4;
+  int64_t group_size = 128;  // -1: per output channel
+  bool desc_act = false;
+  bool sym = true;
+  bool v2 = false;  // checkpoint_format "gptq_v2": stored zeros are the true zeros
+};
+
 struct ModelConfig {
   ModelFamily family = ModelFamily::Llama;
   std::string model_type;    // as written in config.json
@@ -65,6 +74,8 @@ struct ModelConfig {
 
   std::optional<int64_t> bos_token_id;
   std::vector<int64_t> eos_token_ids;
+
+  std::optional<GptqQuantization> quantization;  // present for GPTQ checkpoints
 
   bool is_moe() const { return num_experts > 0; }
   bool layer_is_moe(int64_t layer) const;

@@ -3,6 +3,7 @@
 // its shape, bias and calibration group, plus norms and the global tensors. One place that knows
 // HF tensor names; the checkpoint is checked against it before any work starts.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct LinearModule {
   bool has_bias = false;
   bool quantizable = true;  // routers and the shared-expert gate stay in full precision
   int expert = kNotExpert;  // routed expert index, kSharedExpert, or kNotExpert
+  bool stored_packed = false;  // GPTQ checkpoint: stored as qweight/qzeros/scales/g_idx
 
   std::string weight_name() const { return name + ".weight"; }
   std::string bias_name() const { return name + ".bias"; }
@@ -56,6 +58,7 @@ struct DecoderLayerLayout {
 };
 
 struct ModelLayout {
+  std::optional<GptqQuantization> quantization;  // GPTQ checkpoint (from config.json)
   std::vector<DecoderLayerLayout> layers;
   std::vector<NamedShape> globals;  // embed_tokens, final norm, lm_head when untied
   bool tied_embeddings = false;
@@ -73,6 +76,8 @@ struct LayoutCheck {
 
 // Throws a bad-input Error naming the first missing tensor, wrong shape or bias mismatch.
 // A missing lm_head.weight with tie_word_embeddings false makes the layout tied (with a warning).
+// In a GPTQ checkpoint, modules stored as <name>.qweight are marked stored_packed (the others,
+// left unquantized, keep <name>.weight).
 LayoutCheck check_checkpoint(ModelLayout& layout, const Checkpoint& checkpoint);
 
 }  // namespace sarqc

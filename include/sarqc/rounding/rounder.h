@@ -1,0 +1,53 @@
+#pragma once
+// A rounding backend turns a target W_ref and a metric M (from a calibration objective) into
+// integer codes on a QuantGrid, minimising row by row E(Q) = tr((Q − W_ref) M (Q − W_ref)ᵀ).
+// Adding a backend is one file defining a Rounder plus one line in rounder.cpp's registry.
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "sarqc/quant/quantized_linear.h"
+
+namespace sarqc {
+
+struct RoundingOptions {
+  bool act_order = false;      // process columns by descending diag(M)
+  bool static_groups = false;  // group parameters fixed from the target before any update
+  int64_t block_size = 128;    // GPTQ lazy-update block
+};
+
+// Thrown when M is not positive definite enough to factor; the pipeline raises the damping and
+// retries (methods.md §4).
+class FactorizationFailed : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Rounder {
+ public:
+  virtual ~Rounder() = default;
+  virtual std::string name() const = 0;
+  // Whether the backend uses the metric at all (RTN does not: no calibration needed).
+  virtual bool needs_metric() const { return true; }
+  // target: [m, n] floating (fp32, or fp64 in tests); metric: [n, n] symmetric positive
+  // definite in the same dtype, or undefined when !needs_metric().
+  virtual QuantizedLinear round(const at::Tensor& target, const at::Tensor& metric,
+                                const QuantGrid& grid, const RoundingOptions& options) const = 0;
+};
+
+// "rtn", "gptq"; throws a usage error listing the known names.
+std::unique_ptr<Rounder> make_rounder(const std::string& name);
+std::vector<std::string> rounder_names();
+
+// Shared by backends: the GPTQ output layout from codes and per-group params collected in
+// processing order. `perm` maps processing position -> column (identity without reordering).
+QuantizedLinear assemble_quantized(const QuantGrid& grid, const at::Tensor& codes_processing,
+                                   const std::vector<at::Tensor>& scales,
+                                   const std::vector<at::Tensor>& zeros, const at::Tensor& perm,
+                                   bool groups_in_processing_order);
+
+}  // namespace sarqc

@@ -1,0 +1,87 @@
+#include "sarqc/quant/grid.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "sarqc/util/error.h"
+
+namespace sarqc {
+namespace {
+
+// fp16 rounding of the scale, kept positive: a scale that underflows fp16 becomes its smallest
+// subnormal (such a group is all but zero anyway).
+at::Tensor round_scale(const at::Tensor& s) {
+  const at::Tensor r = s.to(at::kHalf).to(s.scalar_type());
+  return r.clamp_min(5.960464477539063e-08);  // 2^-24
+}
+
+// Column view helpers: params are per row, broadcast over the group's columns.
+at::Tensor per_row(const at::Tensor& p, const at::Tensor& x) {
+  return x.dim() == 2 ? p.unsqueeze(1) : p;
+}
+
+GroupParams params_for_range(const at::Tensor& lo_in, const at::Tensor& hi_in,
+                             const QuantGrid& grid) {
+  const double maxq = static_cast<double>(grid.maxq());
+  if (grid.sym) {
+    at::Tensor a = at::maximum(lo_in.abs(), hi_in.abs());
+    a = at::where(a == 0, at::ones_like(a), a);
+    const at::Tensor s = round_scale(2 * a / maxq);
+    return {s, at::full_like(s, static_cast<double>(int64_t{1} << (grid.bits - 1)))};
+  }
+  at::Tensor lo = lo_in.clamp_max(0), hi = hi_in.clamp_min(0);
+  const at::Tensor both_zero = (lo == 0).logical_and(hi == 0);
+  lo = at::where(both_zero, -at::ones_like(lo), lo);
+  hi = at::where(both_zero, at::ones_like(hi), hi);
+  const at::Tensor s = round_scale((hi - lo) / maxq);
+  return {s, at::round(-lo / s).clamp(0, maxq)};
+}
+
+}  // namespace
+
+void QuantGrid::validate() const {
+  if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
+    throw_usage(fmt::format("--bits: expected 2, 3, 4 or 8, got {}", bits));
+  if (group_size == 0 || group_size < -1)
+    throw_usage(fmt::format("--group-size: expected -1 (per output channel) or a positive "
+                            "divisor of in_features, got {}",
+                            group_size));
+}
+
+std::string QuantGrid::describe() const {
+  return fmt::format("{}-bit {} {}{}", bits, sym ? "sym" : "asym",
+                     group_size < 0 ? std::string("per-channel") : fmt::format("g{}", group_size),
+                     mse_clip ? " mse-clip" : "");
+}
+
+GroupParams find_params(const at::Tensor& x, const QuantGrid& grid) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) > 0, "find_params: x must be [rows, k>0], got ",
+              x.sizes());
+  const at::Tensor lo = std::get<0>(x.min(1)), hi = std::get<0>(x.max(1));
+  GroupParams best = params_for_range(lo, hi, grid);
+  if (!grid.mse_clip) return best;
+  // Shrink the range by p = 1 − i/100 for i < 80 and keep the smallest Σ|quant(x) − x|^2.4.
+  at::Tensor best_err = at::full({x.size(0)}, std::numeric_limits<double>::infinity(), x.options());
+  for (int i = 0; i < 80; ++i) {
+    const double p = 1.0 - i / 100.0;
+    GroupParams cand = params_for_range(lo * p, hi * p, grid);
+    const at::Tensor q = dequantize_codes(quantize_codes(x, cand, grid.maxq()), cand);
+    const at::Tensor err = (q - x).abs().pow(2.4).sum(1);
+    const at::Tensor better = err < best_err;
+    best_err = at::where(better, err, best_err);
+    best.scale = at::where(better, cand.scale, best.scale);
+    best.zero = at::where(better, cand.zero, best.zero);
+  }
+  return best;
+}
+
+at::Tensor quantize_codes(const at::Tensor& x, const GroupParams& p, int64_t maxq) {
+  return at::clamp(at::round(x / per_row(p.scale, x)) + per_row(p.zero, x), 0,
+                   static_cast<double>(maxq));
+}
+
+at::Tensor dequantize_codes(const at::Tensor& codes, const GroupParams& p) {
+  return per_row(p.scale, codes) * (codes - per_row(p.zero, codes));
+}
+
+}  // namespace sarqc

@@ -1,0 +1,63 @@
+#include "sarqc/rounding/rounder.h"
+
+#include <map>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "sarqc/rounding/gptq.h"
+#include "sarqc/rounding/rtn.h"
+#include "sarqc/util/error.h"
+
+namespace sarqc {
+namespace {
+
+using Factory = std::function<std::unique_ptr<Rounder>()>;
+
+const std::map<std::string, Factory>& registry() {
+  static const std::map<std::string, Factory> r = {
+      {"rtn", [] { return std::make_unique<RtnRounder>(); }},
+      {"gptq", [] { return std::make_unique<GptqRounder>(); }},
+  };
+  return r;
+}
+
+}  // namespace
+
+std::unique_ptr<Rounder> make_rounder(const std::string& name) {
+  const auto it = registry().find(name);
+  if (it == registry().end())
+    throw_usage(fmt::format("--rounding '{}': expected one of {}", name,
+                            fmt::join(rounder_names(), ", ")));
+  return it->second();
+}
+
+std::vector<std::string> rounder_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, factory] : registry()) names.push_back(name);
+  return names;
+}
+
+QuantizedLinear assemble_quantized(const QuantGrid& grid, const at::Tensor& codes_processing,
+                                   const std::vector<at::Tensor>& scales,
+                                   const std::vector<at::Tensor>& zeros, const at::Tensor& perm,
+                                   bool groups_in_processing_order) {
+  const int64_t n = codes_processing.size(1);
+  QuantizedLinear q;
+  q.grid = grid;
+  const at::Tensor inverse = at::argsort(perm);  // column -> processing position
+  q.codes = codes_processing.index_select(1, inverse).to(at::kInt).contiguous();
+  q.scales = at::stack(scales).to(at::kFloat).contiguous();
+  q.zeros = at::stack(zeros).to(at::kInt).contiguous();
+  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(perm.device());
+  if (grid.group_size <= 0)
+    q.g_idx = at::zeros({n}, long_opts);
+  else if (groups_in_processing_order)
+    q.g_idx = at::div(inverse, grid.group_size, "floor");
+  else
+    q.g_idx = at::div(at::arange(n, long_opts), grid.group_size, "floor");
+  q.g_idx = q.g_idx.to(at::kInt);
+  return q;
+}
+
+}  // namespace sarqc
