@@ -1,35 +1,95 @@
+#include <iostream>
 #include <memory>
 
+#include <nlohmann/json.hpp>
+
 #include "commands.h"
+#include "sarqc/pipeline/quantize.h"
 #include "sarqc/util/error.h"
 
 namespace sarqc::cli {
 
 Command add_quantize_command(CLI::App& app) {
   struct Flags {
-    std::string model, out, method = "gptq", calib;
-    int bits = 4, group_size = 128;
+    std::string model, out, method = "gptq", calib, calib_tokens, dtype = "fp32";
+    int bits = 4;
+    int64_t group_size = 128, nsamples = 128, seqlen = 2048;
+    uint64_t seed = 0;
+    double damp = 0.01;
+    bool sym = false, asym = false, act_order = false, static_groups = false, mse_clip = false;
     bool force = false, json = false;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* sub = app.add_subcommand(
-      "quantize", "Quantize a model and write a GPTQ-format checkpoint "
-                  "[not implemented in this version]");
+      "quantize", "Quantize a model layer by layer and write a GPTQ-format checkpoint");
   sub->add_option("--model", flags->model, "HuggingFace model folder")->required();
   sub->add_option("--out", flags->out, "Output folder (written atomically)")->required();
-  sub->add_option("--bits", flags->bits, "Bits per weight")
+  sub->add_option("--bits", flags->bits, "Bits per weight: 2, 3, 4 or 8")
       ->check(CLI::IsMember({2, 3, 4, 8}))
       ->capture_default_str();
-  sub->add_option("--group-size", flags->group_size, "Group size along inputs (-1: per channel)")
+  sub->add_option("--group-size", flags->group_size,
+                  "Group size along the inputs, -1 for one group per output channel (clamped to "
+                  "the narrowest input)")
       ->capture_default_str();
-  sub->add_option("--method", flags->method, "Quantization method")->capture_default_str();
-  sub->add_option("--calib", flags->calib, "Calibration text file, or 'self'");
-  sub->add_flag("--force", flags->force, "Overwrite an existing output folder");
-  sub->add_flag("--json", flags->json, "Print the final report as JSON");
-  return {sub, [flags](const GlobalOptions& global) -> int {  // flags outlive parsing
-            apply_global_options(global);
-            throw Error(ErrorKind::NotImplemented,
-                        "sarqc quantize is not implemented in this version (see README: status)");
+  sub->add_flag("--sym", flags->sym, "Symmetric grid (default; written as checkpoint_format gptq)");
+  sub->add_flag("--asym", flags->asym, "Asymmetric grid (written as checkpoint_format gptq_v2)");
+  sub->add_flag("--mse-clip", flags->mse_clip, "Search a shrunken range per group (MSE clip)");
+  sub->add_option("--method", flags->method, "rtn (no calibration) or gptq")
+      ->check(CLI::IsMember({"rtn", "gptq"}))
+      ->capture_default_str();
+  sub->add_option("--calib", flags->calib, "Calibration text file (tokenized with the model)");
+  sub->add_option("--calib-tokens", flags->calib_tokens,
+                  "Calibration token ids: a JSON array or raw little-endian int32");
+  sub->add_option("--nsamples", flags->nsamples, "Calibration windows")
+      ->check(positive_integer())
+      ->capture_default_str();
+  sub->add_option("--seqlen", flags->seqlen,
+                  "Tokens per calibration window (clamped to max_position_embeddings)")
+      ->check(positive_integer())
+      ->capture_default_str();
+  sub->add_option("--seed", flags->seed, "Seed for drawing the calibration windows")
+      ->capture_default_str();
+  sub->add_option("--damp", flags->damp,
+                  "Damping as a fraction of mean(diag H); raised by 0.01 when Cholesky fails")
+      ->check(non_negative_number())
+      ->capture_default_str();
+  sub->add_flag("--act-order", flags->act_order,
+                "Quantize columns by descending Hessian diagonal (desc_act)");
+  sub->add_flag("--static-groups", flags->static_groups,
+                "Fix group parameters before GPTQ updates (trivial g_idx with --act-order)");
+  sub->add_option("--dtype", flags->dtype, "Activation dtype for calibration: fp32, bf16, fp16")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
+  sub->add_flag("--force", flags->force, "Replace an existing output folder");
+  sub->add_flag("--json", flags->json, "Print the report (also in OUT/report.json) as JSON");
+  return {sub, [flags](const GlobalOptions& global) {  // flags outlive parsing
+            QuantizeOptions o;
+            o.compute.device = apply_global_options(global);
+            o.compute.dtype = parse_activation_dtype(flags->dtype);
+            if (flags->sym && flags->asym) throw_usage("--sym and --asym exclude each other");
+            if (flags->calib == "self")
+              throw Error(ErrorKind::NotImplemented,
+                          "--calib self (sampling calibration text from the model) is not "
+                          "implemented in this version; pass a text file");
+            o.model_dir = flags->model;
+            o.out_dir = flags->out;
+            o.grid = {flags->bits, flags->group_size, !flags->asym, flags->mse_clip};
+            o.method = flags->method;
+            o.calib_text = flags->calib;
+            o.calib_tokens = flags->calib_tokens;
+            o.nsamples = flags->nsamples;
+            o.seqlen = flags->seqlen;
+            o.seed = flags->seed;
+            o.damp = flags->damp;
+            o.rounding_options.act_order = flags->act_order;
+            o.rounding_options.static_groups = flags->static_groups;
+            o.force = flags->force;
+            const QuantizeReport report = quantize(o);
+            if (flags->json)
+              std::cout << to_json(report).dump() << std::endl;
+            else
+              std::cout << to_text(report) << std::flush;
+            return 0;
           }};
 }
 

@@ -8,28 +8,48 @@
 namespace sarqc {
 namespace {
 
-TEST(Grid, SymmetricScaleIsTwiceMaxOverMaxqRoundedToFp16) {
-  const at::Tensor x = at::tensor({-0.7, 0.3, 0.1, 0.05}, at::kDouble).view({1, 4});
+double fp16(double v) { return at::tensor({v}, at::kDouble).to(at::kHalf).item<double>(); }
+
+TEST(Grid, SymmetricScaleIsTwiceMaxOverMaxqRoundedDownToFp16) {
+  at::manual_seed(4);
+  const at::Tensor x = at::randn({64, 9}, at::kDouble);
+  for (int bits : {2, 3, 4, 8}) {
+    const QuantGrid g{bits, -1, true, false};
+    const GroupParams p = find_params(x, g);
+    const at::Tensor a = std::get<0>(x.abs().max(1));
+    const at::Tensor exact = 2 * a / g.maxq();
+    // Representable in fp16, not above 2a/maxq, and the largest such value.
+    EXPECT_TRUE(at::equal(p.scale.to(at::kHalf).to(at::kDouble), p.scale));
+    EXPECT_TRUE((p.scale <= exact).all().item<bool>());
+    // The next fp16 above a normal value v is v + 2^(floor(log2 v) − 10).
+    const at::Tensor next_up = p.scale + at::pow(2.0, at::floor(at::log2(p.scale)) - 10);
+    EXPECT_TRUE(at::equal(next_up.to(at::kHalf).to(at::kDouble), next_up));
+    EXPECT_TRUE((next_up > exact).all().item<bool>());
+    EXPECT_TRUE((p.zero == double(int64_t{1} << (bits - 1))).all().item<bool>());
+    // So the row's most negative extreme −a lands on code 0 (its magnitude is the largest).
+    const at::Tensor codes = quantize_codes(-a.unsqueeze(1), p, g.maxq());
+    EXPECT_TRUE((codes == 0).all().item<bool>()) << bits;
+  }
+}
+
+TEST(Grid, SymmetricGridClipsTheMostPositiveValue) {
+  const at::Tensor x = at::tensor({-0.7, 0.3, 0.1, 0.7}, at::kDouble).view({1, 4});
   const QuantGrid g{4, -1, true, false};
   const GroupParams p = find_params(x, g);
-  const double s = at::tensor({2 * 0.7 / 15}, at::kDouble).to(at::kHalf).item<double>();
-  EXPECT_EQ(p.scale.item<double>(), s);
-  EXPECT_EQ(p.zero.item<double>(), 8);
   const at::Tensor codes = quantize_codes(x, p, g.maxq());
-  EXPECT_EQ(codes[0][0].item<double>(), std::max(0.0, std::nearbyint(-0.7 / s) + 8));
-  // The most positive grid value is s·(maxq − z) = s·7: 0.7 would clip there.
-  const at::Tensor big = at::tensor({0.7}, at::kDouble).view({1, 1});
-  EXPECT_EQ(quantize_codes(big, p, g.maxq()).item<double>(), 15);
+  EXPECT_EQ(codes[0][0].item<double>(), 0);
+  EXPECT_EQ(codes[0][3].item<double>(), 15);  // +a clips to s·(maxq − z) = 7s
+  EXPECT_EQ(p.scale.item<double>(), fp16(p.scale.item<double>()));
 }
 
 TEST(Grid, AsymmetricRangeIncludesZeroAndAllZeroRowsGetUnitRange) {
   const QuantGrid g{3, -1, false, false};
   const at::Tensor x = at::tensor({0.2, 0.5, 0.9, 0.0, 0.0, 0.0}, at::kDouble).view({2, 3});
   const GroupParams p = find_params(x, g);
-  const double s0 = at::tensor({0.9 / 7}, at::kDouble).to(at::kHalf).item<double>();
+  const double s0 = fp16(0.9 / 7);  // asymmetric scales round to nearest
   EXPECT_EQ(p.scale[0].item<double>(), s0);  // lo = min(0, 0.2) = 0
   EXPECT_EQ(p.zero[0].item<double>(), 0);
-  const double s1 = at::tensor({2.0 / 7}, at::kDouble).to(at::kHalf).item<double>();
+  const double s1 = fp16(2.0 / 7);
   EXPECT_EQ(p.scale[1].item<double>(), s1);  // [-1, 1]
   EXPECT_EQ(p.zero[1].item<double>(), std::nearbyint(1 / s1));
 }

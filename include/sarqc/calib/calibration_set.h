@@ -1,0 +1,35 @@
+#pragma once
+// Calibration windows (methods.md §7): N windows of L tokens at seeded random offsets, raw token
+// slices without an inserted BOS, from a text file (tokenized once with the model's tokenizer)
+// or from a file of token ids.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace sarqc {
+
+class Tokenizer;
+
+struct CalibrationSet {
+  at::Tensor ids;           // [N, L] int64
+  std::string source;       // the file
+  int64_t source_tokens = 0;
+  std::string fingerprint;  // sha256 of the window ids (int32 little-endian), for the config
+};
+
+// Token ids of a file: a JSON array of integers, or raw little-endian int32 (any other content).
+std::vector<int32_t> read_token_file(const std::filesystem::path& file);
+
+// Windows from `tokens`; throws a bad-input Error naming `source` when fewer than L tokens exist.
+CalibrationSet sample_windows(const std::vector<int32_t>& tokens, int64_t nsamples,
+                              int64_t seqlen, uint64_t seed, const std::string& source);
+
+CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::filesystem::path& file,
+                                     int64_t nsamples, int64_t seqlen, uint64_t seed);
+CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
+                                           int64_t seqlen, uint64_t seed);
+
+}  // namespace sarqc

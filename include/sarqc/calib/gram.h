@@ -1,0 +1,30 @@
+#pragma once
+// Running-average Gram matrix H = (2/N) Σ X Xᵀ over calibration sequences (methods.md §1),
+// accumulated in fp32 batch by batch, so that it is a reduction: two accumulators over disjoint
+// batches merge into the one over all of them.
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+namespace sarqc {
+
+class GramAccumulator {
+ public:
+  GramAccumulator(int64_t features, c10::Device device);
+
+  // x: [tokens, features] inputs seen for `sequences` calibration sequences (cast to fp32).
+  void add(const at::Tensor& x, int64_t sequences);
+  // Combines another accumulator's sequences with these (weighted by sequence counts).
+  void merge(const GramAccumulator& other);
+
+  const at::Tensor& matrix() const { return h_; }  // [features, features] fp32
+  int64_t sequences() const { return sequences_; }
+  int64_t tokens() const { return tokens_; }
+
+ private:
+  at::Tensor h_;
+  int64_t sequences_ = 0;
+  int64_t tokens_ = 0;
+};
+
+}  // namespace sarqc

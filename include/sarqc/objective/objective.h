@@ -1,0 +1,50 @@
+#pragma once
+// A calibration objective turns a module's calibration statistics into the metric M and target
+// W_ref that a rounding backend minimises tr((Q − W_ref) M (Q − W_ref)ᵀ) for (methods.md §5).
+// Adding one is a file defining an Objective plus one line in objective.cpp's registry.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "sarqc/calib/gram.h"
+
+namespace sarqc {
+
+struct ObjectiveInput {
+  at::Tensor weight;   // [m, n] fp32, dead columns already zeroed
+  at::Tensor damped;   // H_d = H + δI, [n, n] fp32, dead diagonal entries already 1
+  const GramAccumulator* gram = nullptr;
+};
+
+struct ObjectiveOutput {
+  at::Tensor metric;  // M
+  at::Tensor target;  // W_ref
+};
+
+class Objective {
+ public:
+  virtual ~Objective() = default;
+  virtual std::string name() const = 0;
+  // Whether the pipeline must also carry the full-precision stream X_f for this objective.
+  virtual bool needs_fp_stream() const { return false; }
+  virtual ObjectiveOutput build(const ObjectiveInput& input) const = 0;
+};
+
+// "plain"; throws a usage error listing the known names.
+std::unique_ptr<Objective> make_objective(const std::string& name);
+std::vector<std::string> objective_names();
+
+struct PreparedMetric {
+  at::Tensor weight;  // W with dead columns zeroed
+  at::Tensor damped;  // H_d
+  int64_t dead_columns = 0;
+};
+
+// methods.md §1: a column with H_jj = 0 gets H_jj = 1 and W[:, j] = 0; then
+// H_d = H + percdamp·mean(diag H)·I. Throws a runtime Error on NaN/Inf in H.
+PreparedMetric prepare_metric(const at::Tensor& gram, const at::Tensor& weight, double percdamp,
+                              const std::string& module);
+
+}  // namespace sarqc

@@ -1,0 +1,73 @@
+#pragma once
+// `sarqc quantize` as one library call (methods.md §7): calibration windows streamed through the
+// model layer by layer; per true-sequential group of linears a Gram matrix, an objective and a
+// rounding backend; the quantized layer produces the next layer's inputs; the result is written
+// as a GPTQ checkpoint (formats.md) into a temporary folder renamed at the end.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "sarqc/model/compute.h"
+#include "sarqc/quant/grid.h"
+#include "sarqc/rounding/rounder.h"
+
+namespace sarqc {
+
+struct QuantizeOptions {
+  std::filesystem::path model_dir;
+  std::filesystem::path out_dir;
+  QuantGrid grid;
+  std::string method = "gptq";     // preset: rtn | gptq
+  std::string objective = "plain";
+  std::string rounding;            // backend; empty: the method's
+  RoundingOptions rounding_options;
+
+  // Calibration: exactly one of a text file or a token-id file (none for rtn).
+  std::filesystem::path calib_text;
+  std::filesystem::path calib_tokens;
+  int64_t nsamples = 128;
+  int64_t seqlen = 2048;  // clamped to max_position_embeddings
+  uint64_t seed = 0;
+  double damp = 0.01;     // percdamp: fraction of mean(diag H)
+  int max_damp_retries = 10;
+
+  ComputeOptions compute;
+  bool force = false;     // replace an existing output folder
+  bool progress = true;
+};
+
+struct ModuleRecord {
+  int64_t layer = 0;
+  std::string module;     // full name
+  std::string method;     // backend used: gptq, rtn, rtn-fallback, or "unquantized"
+  std::string reason;     // why not the configured backend, when it was not
+  double loss = 0;        // E(Q) = tr((Q − W_ref) M (Q − W_ref)ᵀ)
+  double relative_loss = 0;  // E(Q) / tr(W_ref M W_refᵀ)
+  int64_t tokens = 0;     // calibration tokens in its Gram matrix
+  double damp = 0;        // final percdamp
+  int64_t dead_columns = 0;
+  double seconds = 0;
+};
+
+struct QuantizeReport {
+  std::filesystem::path out_dir;
+  std::string grid;  // description
+  std::string method, objective, rounding;
+  int64_t nsamples = 0, seqlen = 0;
+  std::string calibration_sha256;
+  std::vector<ModuleRecord> modules;
+  std::vector<std::string> unquantized_modules;
+  double seconds = 0;
+  int64_t peak_host_bytes = 0;       // process peak resident memory
+  int64_t estimated_peak_bytes = 0;  // one layer + its Gram matrices + the activation stream
+};
+
+QuantizeReport quantize(const QuantizeOptions& options);
+
+nlohmann::json to_json(const QuantizeReport& report);
+std::string to_text(const QuantizeReport& report);
+
+}  // namespace sarqc

@@ -1,0 +1,85 @@
+#include "sarqc/calib/calibration_set.h"
+
+#include <cstring>
+#include <random>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "sarqc/io/tokenizer.h"
+#include "sarqc/util/error.h"
+#include "sarqc/util/file.h"
+#include "sarqc/util/sha256.h"
+
+namespace sarqc {
+
+std::vector<int32_t> read_token_file(const std::filesystem::path& file) {
+  const std::string bytes = read_text_file(file);
+  const size_t first = bytes.find_first_not_of(" \t\r\n");
+  std::vector<int32_t> ids;
+  if (first != std::string::npos && bytes[first] == '[') {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(bytes);
+    } catch (const nlohmann::json::exception& e) {
+      throw_bad_input(fmt::format("{}: not a valid JSON array of token ids: {}", file.string(),
+                                  e.what()));
+    }
+    for (const auto& v : j) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+        throw_bad_input(fmt::format("{}: expected non-negative integer token ids, found {}",
+                                    file.string(), v.dump()));
+      ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+    }
+    return ids;
+  }
+  if (bytes.size() % 4 != 0)
+    throw_bad_input(fmt::format("{}: {} bytes is not a whole number of little-endian int32 token "
+                                "ids (and the file is not a JSON array)",
+                                file.string(), bytes.size()));
+  ids.resize(bytes.size() / 4);
+  std::memcpy(ids.data(), bytes.data(), bytes.size());
+  for (int32_t id : ids)
+    if (id < 0) throw_bad_input(fmt::format("{}: negative token id {}", file.string(), id));
+  return ids;
+}
+
+CalibrationSet sample_windows(const std::vector<int32_t>& tokens, int64_t nsamples,
+                              int64_t seqlen, uint64_t seed, const std::string& source) {
+  if (nsamples < 1) throw_usage(fmt::format("--nsamples must be at least 1, got {}", nsamples));
+  if (seqlen < 1) throw_usage(fmt::format("--seqlen must be at least 1, got {}", seqlen));
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n < seqlen)
+    throw_bad_input(fmt::format("{}: {} tokens found, but one calibration window of --seqlen {} "
+                                "needs {}; give more text or a shorter --seqlen",
+                                source, n, seqlen, seqlen));
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> offset(0, n - seqlen);
+  std::vector<int32_t> flat;
+  flat.reserve(static_cast<size_t>(nsamples * seqlen));
+  for (int64_t s = 0; s < nsamples; ++s) {
+    const int64_t start = offset(rng);
+    flat.insert(flat.end(), tokens.begin() + start, tokens.begin() + start + seqlen);
+  }
+  CalibrationSet set;
+  set.source = source;
+  set.source_tokens = n;
+  set.fingerprint = sha256_hex(flat.data(), flat.size() * sizeof(int32_t));
+  set.ids = at::tensor(at::ArrayRef<int32_t>(flat)).to(at::kLong).view({nsamples, seqlen});
+  return set;
+}
+
+CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::filesystem::path& file,
+                                     int64_t nsamples, int64_t seqlen, uint64_t seed) {
+  const std::string text = read_text_file(file);
+  if (text.empty()) throw_bad_input(fmt::format("{}: the calibration file is empty", file.string()));
+  return sample_windows(tokenizer.encode(text), nsamples, seqlen, seed, file.string());
+}
+
+CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
+                                           int64_t seqlen, uint64_t seed) {
+  return sample_windows(read_token_file(file), nsamples, seqlen, seed, file.string());
+}
+
+}  // namespace sarqc

@@ -1,0 +1,553 @@
+#include "sarqc/pipeline/quantize.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <regex>
+#include <set>
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "sarqc/calib/calibration_set.h"
+#include "sarqc/calib/gram.h"
+#include "sarqc/io/dtype.h"
+#include "sarqc/io/safetensors_writer.h"
+#include "sarqc/io/tokenizer.h"
+#include "sarqc/model/decoder_layer.h"
+#include "sarqc/model/streaming_model.h"
+#include "sarqc/model/weights.h"
+#include "sarqc/objective/objective.h"
+#include "sarqc/quant/gptq_format.h"
+#include "sarqc/rounding/rtn.h"
+#include "sarqc/util/error.h"
+#include "sarqc/util/file.h"
+#include "sarqc/util/json_file.h"
+#include "sarqc/util/progress.h"
+#include "sarqc/version.h"
+
+namespace sarqc {
+namespace fs = std::filesystem;
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// True-sequential groups (methods.md §7, §8): [q,k,v] -> [o] -> [gate,up] -> [down]; in MoE
+// layers every expert's gate/up (and the shared expert's) form one group, likewise down.
+int sequential_group(const LinearModule& m) {
+  switch (m.role) {
+    case LinearRole::Q:
+    case LinearRole::K:
+    case LinearRole::V: return 0;
+    case LinearRole::O: return 1;
+    case LinearRole::Gate:
+    case LinearRole::Up: return 2;
+    case LinearRole::Down: return 3;
+    default: return -1;  // routers and the shared-expert gate stay unquantized
+  }
+}
+
+std::string parent_of(const std::string& local_name) {
+  return local_name.substr(0, local_name.rfind('.'));
+}
+
+// Modules that see the same input share one Gram matrix: q/k/v, and gate/up of one MLP.
+std::string input_key(const LinearModule& m) {
+  switch (m.role) {
+    case LinearRole::Q:
+    case LinearRole::K:
+    case LinearRole::V: return "attention";
+    case LinearRole::Gate:
+    case LinearRole::Up: return parent_of(m.local_name);
+    default: return m.local_name;
+  }
+}
+
+// The module of each key that feeds the accumulator (the others see the identical tensor).
+bool feeds_key(const LinearModule& m) {
+  return m.role != LinearRole::K && m.role != LinearRole::V && m.role != LinearRole::Up;
+}
+
+class GramObserver : public LinearInputObserver {
+ public:
+  GramObserver(int group, int64_t sequences, c10::Device device)
+      : group_(group), sequences_(sequences), device_(device) {}
+  void observe_input(const LinearModule& m, const at::Tensor& x) override {
+    if (sequential_group(m) != group_ || !feeds_key(m)) return;
+    auto it = grams_.find(input_key(m));
+    if (it == grams_.end())
+      it = grams_.emplace(input_key(m), GramAccumulator(m.in_features, device_)).first;
+    // Routed experts see a subset of the batch's tokens; every sequence still counts toward N
+    // (the normaliser stays 2/N, methods.md §8).
+    it->second.add(x, sequences_);
+  }
+  void set_sequences(int64_t s) { sequences_ = s; }
+  const GramAccumulator* find(const std::string& key) const {
+    const auto it = grams_.find(key);
+    return it == grams_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  int group_;
+  int64_t sequences_;
+  c10::Device device_;
+  std::map<std::string, GramAccumulator> grams_;
+};
+
+// Which modules the GPTQ format can hold at this grid (formats.md §11); fused siblings (q/k/v,
+// gate/up of one MLP) and a layer's expert set are kept or dropped together.
+std::map<std::string, std::string> unrepresentable_modules(const ModelLayout& layout,
+                                                           const QuantGrid& grid) {
+  std::map<std::string, std::string> reason;  // module name -> why
+  for (const auto& layer : layout.layers) {
+    std::map<std::string, std::string> sibling_reason;
+    bool experts_fail = false;
+    std::string expert_reason;
+    for (const auto& m : layer.linears) {
+      if (!m.quantizable) continue;
+      std::string why;
+      if (grid.group_size > 0 && m.in_features % grid.group_size != 0)
+        why = fmt::format("in_features {} is not a multiple of group size {}", m.in_features,
+                          grid.group_size);
+      else if (!m.packable(grid.bits))
+        why = fmt::format("shape [{}, {}] cannot be packed at {} bits (needs multiples of {})",
+                          m.out_features, m.in_features, grid.bits, grid.bits == 3 ? 32 : 32 / grid.bits);
+      if (why.empty()) continue;
+      reason[m.name] = why;
+      if (m.expert >= 0) experts_fail = true, expert_reason = why;
+      if (m.role != LinearRole::O && m.role != LinearRole::Down)
+        sibling_reason[input_key(m)] = why;
+    }
+    for (const auto& m : layer.linears) {
+      if (!m.quantizable || reason.count(m.name)) continue;
+      if (m.expert >= 0 && experts_fail)
+        reason[m.name] = "another expert of this layer cannot be packed: " + expert_reason;
+      else if (m.role != LinearRole::O && m.role != LinearRole::Down &&
+               sibling_reason.count(input_key(m)))
+        reason[m.name] = "a fused sibling cannot be packed: " + sibling_reason[input_key(m)];
+    }
+  }
+  return reason;
+}
+
+std::string regex_escape(const std::string& s) {
+  return std::regex_replace(s, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)");
+}
+
+// vLLM/GPTQModel "dynamic" negative entries for unquantized modules, matching split and fused
+// names (formats.md §11).
+nlohmann::json dynamic_exclusions(const ModelLayout& layout,
+                                  const std::map<std::string, std::string>& skipped) {
+  nlohmann::json dynamic = nlohmann::json::object();
+  for (const auto& layer : layout.layers)
+    for (const auto& m : layer.linears) {
+      if (!skipped.count(m.name)) continue;
+      const std::string prefix = fmt::format("model.layers.{}.", layer.index);
+      std::string pattern;
+      if (m.expert >= 0) {
+        pattern = regex_escape(prefix) + R"((mlp|block_sparse_moe)\.experts)";
+      } else {
+        const std::string parent = regex_escape(prefix + parent_of(m.local_name)) + R"(\.)";
+        if (m.role == LinearRole::Q || m.role == LinearRole::K || m.role == LinearRole::V)
+          pattern = parent + "(q|k|v|qkv)_proj$";
+        else if (m.role == LinearRole::Gate || m.role == LinearRole::Up)
+          pattern = parent + "(gate|up|gate_up)_proj$";
+        else
+          pattern = regex_escape(m.name) + "$";
+      }
+      dynamic["-:" + pattern] = nlohmann::json::object();
+    }
+  return dynamic;
+}
+
+c10::ScalarType stored_type(const Checkpoint& ckpt, const std::string& name) {
+  return *to_scalar_type(ckpt.info(name).dtype);
+}
+
+int64_t peak_rss_bytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+// Output folder written under a temporary name and renamed into place at the end.
+class OutputFolder {
+ public:
+  OutputFolder(const fs::path& out, bool force) : out_(out), force_(force) {
+    if (fs::exists(out_) && !force_)
+      throw_usage(fmt::format("{}: output folder exists; pass --force to replace it",
+                              out_.string()));
+    const fs::path parent = out_.has_parent_path() ? out_.parent_path() : fs::path(".");
+    fs::create_directories(parent);
+    partial_ = parent / fmt::format(".{}.partial-{}", out_.filename().string(), ::getpid());
+    fs::remove_all(partial_);
+    fs::create_directories(partial_);
+  }
+  ~OutputFolder() {
+    std::error_code ec;
+    if (!published_) fs::remove_all(partial_, ec);
+  }
+  const fs::path& path() const { return partial_; }
+  void publish() {
+    std::error_code ec;
+    fs::path old;
+    if (fs::exists(out_)) {
+      old = out_.parent_path() / fmt::format(".{}.old-{}", out_.filename().string(), ::getpid());
+      fs::rename(out_, old);
+    }
+    fs::rename(partial_, out_);
+    published_ = true;
+    if (!old.empty()) fs::remove_all(old, ec);
+  }
+
+ private:
+  fs::path out_, partial_;
+  bool force_, published_ = false;
+};
+
+}  // namespace
+
+QuantizeReport quantize(const QuantizeOptions& o) {
+  const auto start = Clock::now();
+  QuantGrid grid = o.grid;
+  grid.validate();
+  if (o.damp < 0) throw_usage(fmt::format("--damp must be >= 0, got {}", o.damp));
+  const std::string backend = o.rounding.empty() ? o.method : o.rounding;
+  if (o.method != "rtn" && o.method != "gptq")
+    throw_usage(fmt::format("--method '{}': expected rtn or gptq in this version", o.method));
+  const auto rounder = make_rounder(backend);
+  const auto objective = make_objective(o.objective);
+  const bool calibrate = rounder->needs_metric();
+  if (calibrate && o.calib_text.empty() && o.calib_tokens.empty())
+    throw_usage(fmt::format("--method {} needs calibration data: --calib FILE or --calib-tokens "
+                            "FILE",
+                            o.method));
+  if (!o.calib_text.empty() && !o.calib_tokens.empty())
+    throw_usage("give either --calib or --calib-tokens, not both");
+
+  const ModelWeights weights = ModelWeights::open(o.model_dir);
+  const ModelConfig& cfg = weights.config();
+  const ModelLayout& layout = weights.layout();
+  if (cfg.quantization)
+    throw_bad_input(fmt::format("{}: the model is already GPTQ-quantized (config.json has "
+                                "quantization_config)",
+                                o.model_dir.string()));
+  OutputFolder output(o.out_dir, o.force);  // refuses an existing folder before any work
+
+  // One group size for the whole checkpoint: clamp to the narrowest quantizable input.
+  int64_t narrowest = INT64_MAX;
+  for (const auto& layer : layout.layers)
+    for (const auto& m : layer.linears)
+      if (m.quantizable) narrowest = std::min(narrowest, m.in_features);
+  if (grid.group_size > narrowest) {
+    spdlog::info("--group-size {} exceeds the narrowest quantized input ({}); using {}",
+                 grid.group_size, narrowest, narrowest);
+    grid.group_size = narrowest;
+  }
+  const auto skipped = unrepresentable_modules(layout, grid);
+  for (const auto& [name, why] : skipped)
+    spdlog::warn("{} stays unquantized: {}", name, why);
+
+  QuantizeReport report;
+  report.out_dir = o.out_dir;
+  report.grid = grid.describe();
+  report.method = o.method;
+  report.objective = o.objective;
+  report.rounding = backend;
+
+  // Calibration windows (not needed by RTN).
+  CalibrationSet calib;
+  int64_t seqlen = o.seqlen;
+  if (calibrate) {
+    if (cfg.max_position_embeddings > 0 && seqlen > cfg.max_position_embeddings) {
+      spdlog::info("--seqlen {} exceeds max_position_embeddings; using {}", seqlen,
+                   cfg.max_position_embeddings);
+      seqlen = cfg.max_position_embeddings;
+    }
+    if (!o.calib_text.empty()) {
+      const auto tokenizer = load_tokenizer(o.model_dir);
+      calib = calibration_from_text(*tokenizer, o.calib_text, o.nsamples, seqlen, o.seed);
+    } else {
+      calib = calibration_from_token_file(o.calib_tokens, o.nsamples, seqlen, o.seed);
+    }
+    const int64_t top = calib.ids.max().item<int64_t>();
+    if (top >= cfg.vocab_size)
+      throw_bad_input(fmt::format("{}: token id {} is outside the model's vocab_size {}",
+                                  calib.source, top, cfg.vocab_size));
+    report.nsamples = o.nsamples;
+    report.seqlen = seqlen;
+    report.calibration_sha256 = calib.fingerprint;
+    spdlog::info("calibration: {} windows of {} tokens from {} ({} tokens), seed {}", o.nsamples,
+                 seqlen, calib.source, calib.source_tokens, o.seed);
+  }
+  const int64_t starved_below =
+      std::max<int64_t>(16, static_cast<int64_t>(std::ceil(0.005 * o.nsamples * seqlen)));
+
+  // Plan every output tensor, then stream them into the writer as they are produced.
+  const Checkpoint& ckpt = weights.checkpoint();
+  std::vector<TensorSpec> specs;
+  auto plan_source = [&](const std::string& out_name, const std::string& source,
+                         std::vector<int64_t> shape) {
+    specs.push_back({out_name, ckpt.info(source).dtype, std::move(shape)});
+  };
+  for (const auto& g : layout.globals) plan_source(g.name, g.name, g.shape);
+  for (const auto& layer : layout.layers) {
+    for (const auto& n : layer.norms) plan_source(n.name, n.name, n.shape);
+    for (const auto& m : layer.linears) {
+      const bool quantized = m.quantizable && !skipped.count(m.name);
+      if (quantized) {
+        for (auto& s : gptq_tensor_specs(m.name, m.in_features, m.out_features, grid.bits,
+                                         grid.group_size))
+          specs.push_back(std::move(s));
+      } else {
+        plan_source(m.weight_name(), layer.weight_source(m), {m.out_features, m.in_features});
+      }
+      if (m.has_bias)
+        specs.push_back({m.bias_name(), quantized ? Dtype::F16 : ckpt.info(m.bias_name()).dtype,
+                         {m.out_features}});
+    }
+  }
+  ShardedWriter writer(output.path(), specs, {{"format", "pt"}});
+  const c10::Device cpu(c10::kCPU);
+  for (const auto& g : layout.globals)
+    writer.write(g.name, ckpt.load(g.name, cpu));
+
+  // Streams: the calibration windows' hidden states, quantized model so far.
+  const ComputeOptions& compute = o.compute;
+  StreamingModel model(weights, compute);
+  HiddenBatches stream;
+  if (calibrate) stream = model.embed(calib.ids);
+  int64_t total_modules = 0;
+  for (const auto& layer : layout.layers)
+    for (const auto& m : layer.linears) total_modules += m.quantizable ? 1 : 0;
+  ProgressBar bar("quantize", total_modules);
+  if (!o.progress) bar.finish();
+  bool any_reordered = false;
+
+  for (const auto& layer_layout : layout.layers) {
+    const int64_t l = layer_layout.index;
+    for (const auto& n : layer_layout.norms) writer.write(n.name, ckpt.load(n.name, cpu));
+    DecoderLayer layer = DecoderLayer::load(weights, l, compute);
+    int64_t layer_bytes = 0;
+    for (const auto& m : layer_layout.linears) layer_bytes += m.numel() * 4;
+    for (int group = 0; group < 4; ++group) {
+      std::vector<const LinearModule*> members;
+      for (const auto& m : layer_layout.linears)
+        if (sequential_group(m) == group) members.push_back(&m);
+      if (members.empty()) continue;
+      GramObserver observer(group, 1, compute.device);
+      if (calibrate) {
+        const RotaryTables& rope = model.rotary(stream.seqlen);
+        for (const auto& batch : stream.batches) {
+          observer.set_sequences(batch.size(0));
+          const at::Tensor x = batch.to(compute.device);
+          if (group <= 1)
+            layer.attention_block(x, rope, &observer);
+          else
+            layer.forward(x, rope, &observer);
+        }
+      }
+      int64_t gram_bytes = 0;
+      for (const LinearModule* m : members) gram_bytes += m->in_features * m->in_features * 4;
+      const int64_t stream_bytes = calibrate ? calib.ids.numel() * cfg.hidden_size *
+                                                   static_cast<int64_t>(c10::elementSize(compute.dtype))
+                                             : 0;
+      report.estimated_peak_bytes =
+          std::max(report.estimated_peak_bytes, layer_bytes + gram_bytes + stream_bytes);
+
+      for (const LinearModule* m : members) {
+        const auto t0 = Clock::now();
+        ModuleRecord rec;
+        rec.layer = l;
+        rec.module = m->name;
+        if (skipped.count(m->name)) {
+          rec.method = "unquantized";
+          rec.reason = skipped.at(m->name);
+          writer.write(m->weight_name(),
+                       weights.linear_weight(layer_layout, *m, cpu,
+                                             stored_type(ckpt, layer_layout.weight_source(*m))));
+          if (m->has_bias) writer.write(m->bias_name(), ckpt.load(m->bias_name(), cpu));
+          report.unquantized_modules.push_back(m->name);
+          report.modules.push_back(rec);
+          bar.advance();
+          continue;
+        }
+        const at::Tensor W = layer.weight(m->local_name).to(at::kFloat);
+        const GramAccumulator* gram = calibrate ? observer.find(input_key(*m)) : nullptr;
+        rec.tokens = gram ? gram->tokens() : 0;
+        QuantizedLinear q;
+        bool done = false;
+        if (calibrate && (gram == nullptr || (m->expert >= 0 && rec.tokens < starved_below))) {
+          rec.reason = fmt::format("{} routed tokens < {}", rec.tokens, starved_below);
+        } else if (calibrate) {
+          double damp = o.damp;
+          for (int attempt = 0; attempt <= o.max_damp_retries && !done; ++attempt) {
+            const PreparedMetric prep = prepare_metric(gram->matrix(), W, damp, m->name);
+            const ObjectiveOutput target = objective->build({prep.weight, prep.damped, gram});
+            try {
+              q = rounder->round(target.target, target.metric, grid, o.rounding_options);
+              const double scale = (at::matmul(target.target, target.metric) * target.target)
+                                       .sum()
+                                       .item<double>();
+              rec.relative_loss = scale > 0 ? q.loss / scale : 0;
+              rec.dead_columns = prep.dead_columns;
+              rec.damp = damp;
+              rec.method = rounder->name();
+              done = true;
+            } catch (const FactorizationFailed& e) {
+              spdlog::warn("{}: {} at percdamp {:.2f}; retrying with {:.2f}", m->name, e.what(),
+                           damp, damp + 0.01);
+              damp += 0.01;
+            }
+          }
+          if (!done) {
+            rec.reason = fmt::format("factorization failed up to percdamp {:.2f}", damp);
+            spdlog::error("{}: {}; falling back to RTN", m->name, rec.reason);
+          }
+        }
+        if (!done) {
+          q = RtnRounder().round(W, {}, grid, {});
+          rec.method = calibrate ? "rtn-fallback" : "rtn";
+        }
+        rec.loss = q.loss;
+        any_reordered |= q.reordered();
+        layer.set_weight(m->local_name, q.dequantize());
+        const GptqTensors t = to_gptq_tensors(q, /*v2=*/!grid.sym);
+        writer.write(m->name + ".qweight", t.qweight);
+        writer.write(m->name + ".qzeros", t.qzeros);
+        writer.write(m->name + ".scales", t.scales);
+        writer.write(m->name + ".g_idx", t.g_idx);
+        if (m->has_bias)
+          writer.write(m->bias_name(), ckpt.load(m->bias_name(), cpu).to(at::kHalf));
+        rec.seconds = seconds_since(t0);
+        spdlog::debug("layer {} {}: {} loss {:.6g} (relative {:.4g}), {} tokens, damp {:.2f}, "
+                      "{:.2f} s{}",
+                      l, m->local_name, rec.method, rec.loss, rec.relative_loss, rec.tokens,
+                      rec.damp, rec.seconds, rec.reason.empty() ? "" : " (" + rec.reason + ")");
+        if (rec.method == "rtn-fallback" && !rec.reason.empty() && m->expert >= 0)
+          spdlog::info("{}: RTN ({})", m->name, rec.reason);
+        report.modules.push_back(rec);
+        bar.advance();
+      }
+    }
+    // The quantized layer produces the next layer's inputs.
+    if (calibrate && l + 1 < cfg.num_hidden_layers) {
+      const RotaryTables& rope = model.rotary(stream.seqlen);
+      for (auto& batch : stream.batches)
+        batch = layer.forward(batch.to(compute.device), rope).to(stream.storage);
+    }
+    spdlog::info("layer {}/{} done ({:.1f} s)", l + 1, cfg.num_hidden_layers, seconds_since(start));
+  }
+  bar.finish();
+
+  // config.json with quantization_config, quantize_config.json, copied files, report.
+  nlohmann::json qc = {
+      {"quant_method", "gptq"},
+      {"bits", grid.bits},
+      {"group_size", grid.group_size},
+      {"desc_act", any_reordered},
+      {"static_groups", o.rounding_options.static_groups},
+      {"sym", grid.sym},
+      {"lm_head", false},
+      {"true_sequential", true},
+      {"damp_percent", o.damp},
+      {"checkpoint_format", grid.sym ? "gptq" : "gptq_v2"},
+      {"format", grid.sym ? "gptq" : "gptq_v2"},
+      {"pack_dtype", "int32"},
+      {"meta",
+       {{"quantizer", {std::string("sarqc:") + kVersion}},
+        {"sarqc",
+         {{"method", o.method},
+          {"backend", backend},
+          {"objective", o.objective},
+          {"act_order", o.rounding_options.act_order},
+          {"mse_clip", grid.mse_clip},
+          {"seed", o.seed},
+          {"nsamples", calibrate ? o.nsamples : 0},
+          {"seqlen", calibrate ? seqlen : 0},
+          {"calibration_file", calibrate ? calib.source : ""},
+          {"calibration_sha256", report.calibration_sha256},
+          {"unquantized_modules", report.unquantized_modules}}}}}};
+  if (!skipped.empty()) qc["dynamic"] = dynamic_exclusions(layout, skipped);
+  nlohmann::json config = read_json_file(o.model_dir / "config.json");
+  config["quantization_config"] = qc;
+  write_file_atomically(output.path() / "config.json", config.dump(2) + "\n");
+  write_file_atomically(output.path() / "quantize_config.json", qc.dump(2) + "\n");
+  static const std::set<std::string> kNotCopied = {
+      "config.json", "quantize_config.json", "report.json", "model.safetensors.index.json"};
+  for (const auto& entry : fs::directory_iterator(o.model_dir)) {
+    const std::string name = entry.path().filename().string();
+    const std::string ext = entry.path().extension().string();
+    if (!entry.is_regular_file() || name.front() == '.' || kNotCopied.count(name) ||
+        ext == ".safetensors" || ext == ".bin" || ext == ".pt" || ext == ".pth")
+      continue;
+    fs::copy_file(entry.path(), output.path() / name);
+  }
+  writer.commit();
+  report.seconds = seconds_since(start);
+  report.peak_host_bytes = peak_rss_bytes();
+  write_file_atomically(output.path() / "report.json", to_json(report).dump(2) + "\n");
+  output.publish();
+  return report;
+}
+
+nlohmann::json to_json(const QuantizeReport& r) {
+  nlohmann::json modules = nlohmann::json::array();
+  double total_loss = 0;
+  std::map<std::string, int64_t> by_method;
+  for (const auto& m : r.modules) {
+    modules.push_back({{"layer", m.layer},
+                       {"module", m.module},
+                       {"method", m.method},
+                       {"reason", m.reason},
+                       {"loss", m.loss},
+                       {"relative_loss", m.relative_loss},
+                       {"tokens", m.tokens},
+                       {"damp", m.damp},
+                       {"dead_columns", m.dead_columns},
+                       {"seconds", m.seconds}});
+    total_loss += m.loss;
+    ++by_method[m.method];
+  }
+  return {{"sarqc_version", kVersion},
+          {"out_dir", r.out_dir.string()},
+          {"grid", r.grid},
+          {"method", r.method},
+          {"objective", r.objective},
+          {"rounding", r.rounding},
+          {"nsamples", r.nsamples},
+          {"seqlen", r.seqlen},
+          {"calibration_sha256", r.calibration_sha256},
+          {"totals",
+           {{"modules", r.modules.size()},
+            {"by_method", by_method},
+            {"loss", total_loss},
+            {"seconds", r.seconds},
+            {"peak_host_bytes", r.peak_host_bytes},
+            {"estimated_peak_bytes", r.estimated_peak_bytes}}},
+          {"unquantized_modules", r.unquantized_modules},
+          {"modules", modules}};
+}
+
+std::string to_text(const QuantizeReport& r) {
+  std::map<std::string, int64_t> by_method;
+  double loss = 0;
+  for (const auto& m : r.modules) ++by_method[m.method], loss += m.loss;
+  std::string methods;
+  for (const auto& [name, count] : by_method) methods += fmt::format(" {} {}", name, count);
+  return fmt::format(
+      "wrote      {}\ngrid       {} ({} / {} / {})\nmodules   {}\ntotal loss {:.6g}\n"
+      "time       {:.1f} s, peak host memory {:.1f} MiB (estimated working set {:.1f} MiB)\n",
+      r.out_dir.string(), r.grid, r.method, r.objective, r.rounding, methods, loss, r.seconds,
+      r.peak_host_bytes / 1048576.0, r.estimated_peak_bytes / 1048576.0);
+}
+
+}  // namespace sarqc
