@@ -128,13 +128,38 @@ TEST(Cli, BadInputExitsWithThreeAndOneLine) {
   EXPECT_NE(r.err.find("config.json: not found"), std::string::npos) << r.err;
 }
 
-TEST(Cli, UnimplementedSubcommandsSaySo) {
+TEST(Cli, QuantizeEndToEndAndItsErrors) {
   SARQC_REQUIRE_FIXTURES();
-  const std::string model = test::fixture_model("stories260K").string();
-  RunResult r = run_sarqc({"quantize", "--model", model, "--out", "never-written"});
-  EXPECT_EQ(r.exit_code, kExitNotImplemented);
-  EXPECT_NE(r.err.find("not implemented"), std::string::npos);
-  EXPECT_FALSE(std::filesystem::exists("never-written"));
+  test::TempDir dir;
+  const std::string model = test::fixture_model("babyllama-tok105").string();
+  const std::string out = (dir / "q").string();
+  RunResult r = run_sarqc({"quantize", "--model", model, "--out", out, "--calib", "self"});
+  EXPECT_EQ(r.exit_code, kExitNotImplemented) << r.err;
+  r = run_sarqc({"quantize", "--model", model, "--out", out});
+  EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
+  EXPECT_NE(r.err.find("needs calibration data"), std::string::npos) << r.err;
+  r = run_sarqc({"quantize", "--model", model, "--out", out, "--sym", "--asym", "--method", "rtn"});
+  EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out));
+
+  r = run_sarqc({"quantize", "--model", model, "--out", out, "--bits", "3", "--group-size", "32",
+                 "--asym", "--calib", test::fixture_text("tinystories_train.txt").string(),
+                 "--nsamples", "4", "--seqlen", "64", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count_lines(r.out), 1u);
+  const auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["totals"]["modules"], 35);
+  EXPECT_EQ(report["totals"]["by_method"]["gptq"], 35);
+  const auto qc = nlohmann::json::parse(test::read_bytes(dir / "q" / "config.json"))["quantization_config"];
+  EXPECT_EQ(qc["checkpoint_format"], "gptq_v2");
+  EXPECT_EQ(qc["sym"], false);
+  r = run_sarqc({"quantize", "--model", model, "--out", out, "--method", "rtn"});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+  r = run_sarqc({"eval", "--model", out, "--data", test::fixture_text("tinystories_val.txt").string(),
+                 "--max-windows", "2", "--reference", model, "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(nlohmann::json::parse(r.out)["kld_mean"].get<double>(), 0.0);
 }
 
 TEST(Cli, EvalPrintsOneJsonRecordMatchingTheReference) {

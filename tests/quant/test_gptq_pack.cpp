@@ -5,6 +5,10 @@
 
 #include "sarqc/quant/gptq_format.h"
 #include "sarqc/quant/gptq_pack.h"
+#include "sarqc/io/safetensors_reader.h"
+#include "sarqc/io/safetensors_writer.h"
+#include "sarqc/rounding/gptq.h"
+#include "test_support.h"
 
 namespace sarqc {
 namespace {
@@ -92,6 +96,52 @@ TEST(GptqPack, QweightIsTransposedAndQzerosPackedAlongOutputs) {
   const at::Tensor qzeros = pack_qzeros(zeros, 3);
   ASSERT_EQ(qzeros.sizes(), (std::vector<int64_t>{3, 3}));
   EXPECT_TRUE(at::equal(unpack_qzeros(qzeros, 3, 32), zeros));
+}
+
+TEST(GptqFormat, WrittenTensorsDequantizeBitForBitToTheBackendsWeights) {
+  at::manual_seed(2);
+  const int64_t m = 32, n = 64;
+  const at::Tensor W = at::randn({m, n});
+  const at::Tensor X = at::randn({n, 300});
+  const at::Tensor H = at::matmul(X, X.t()) / 150 + 0.01 * at::eye(n);
+  test::TempDir dir;
+  for (int bits : {2, 3, 4, 8})
+    for (bool sym : {true, false})
+      for (bool act_order : {false, true}) {
+        const QuantGrid grid{bits, 16, sym, false};
+        RoundingOptions o;
+        o.act_order = act_order;
+        const QuantizedLinear q = GptqRounder().round(W, H, grid, o);
+        const bool v2 = !sym;
+        const GptqTensors t = to_gptq_tensors(q, v2);
+        save_safetensors(dir / "m.safetensors", {{"l.qweight", t.qweight},
+                                                  {"l.qzeros", t.qzeros},
+                                                  {"l.scales", t.scales},
+                                                  {"l.g_idx", t.g_idx}});
+        const SafetensorsFile f = SafetensorsFile::open(dir / "m.safetensors");
+        const GptqTensors back{f.load("l.qweight"), f.load("l.qzeros"), f.load("l.scales"),
+                               f.load("l.g_idx")};
+        const at::Tensor deq = dequantize_gptq(back, bits, v2, n, m, "l");
+        EXPECT_TRUE(at::equal(deq, q.dequantize())) << bits << sym << act_order;
+        if (sym) {  // v1 stores z - 1 = 2^(b-1) - 1 everywhere
+          EXPECT_TRUE((unpack_qzeros(t.qzeros, bits, m) == (1 << (bits - 1)) - 1).all().item<bool>());
+        } else {
+          EXPECT_TRUE(at::equal(unpack_qzeros(t.qzeros, bits, m), q.zeros));
+        }
+      }
+  QuantizedLinear asym = GptqRounder().round(W, H, QuantGrid{4, 16, false, false}, {});
+  EXPECT_THROW(to_gptq_tensors(asym, /*v2=*/false), c10::Error);
+}
+
+TEST(GptqFormat, DequantizeRejectsInconsistentTensors) {
+  const QuantizedLinear q = GptqRounder().round(at::randn({32, 64}), at::eye(64),
+                                                QuantGrid{4, 32, true, false}, {});
+  GptqTensors t = to_gptq_tensors(q, false);
+  test::expect_bad_input([&] { dequantize_gptq(t, 4, false, 64, 64, "x"); },
+                         "x.scales: shape [2, 32], expected [2, 64]");
+  t.g_idx[3] = 7;
+  test::expect_bad_input([&] { dequantize_gptq(t, 4, false, 64, 32, "x"); },
+                         "x.g_idx: values must lie in [0, 2)");
 }
 
 TEST(GptqPack, RejectsOutOfRangeValuesAndPartialWords) {

@@ -1,0 +1,83 @@
+// Gram accumulation against X Xᵀ computed at once; calibration windows.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "sarqc/calib/calibration_set.h"
+#include "sarqc/calib/gram.h"
+#include "sarqc/io/tokenizer.h"
+#include "test_support.h"
+
+namespace sarqc {
+namespace {
+
+TEST(Gram, RunningAverageEqualsTheGramOfAllSequencesAtOnce) {
+  at::manual_seed(0);
+  const int64_t n = 12, L = 7;
+  std::vector<at::Tensor> sequences;
+  for (int s = 0; s < 9; ++s) sequences.push_back(at::randn({L, n}, at::kDouble));
+  const at::Tensor X = at::cat(sequences);                    // [9·L, n]
+  const at::Tensor expected = 2.0 / 9 * at::matmul(X.t(), X);  // (2/N) Σ x xᵀ, N sequences
+  // Batches of 1, 3 and 5 sequences.
+  GramAccumulator acc(n, c10::kCPU);
+  acc.add(sequences[0], 1);
+  acc.add(at::cat({sequences[1], sequences[2], sequences[3]}), 3);
+  acc.add(at::cat({sequences[4], sequences[5], sequences[6], sequences[7], sequences[8]}), 5);
+  EXPECT_EQ(acc.sequences(), 9);
+  EXPECT_EQ(acc.tokens(), 9 * L);
+  EXPECT_EQ(acc.matrix().scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::allclose(acc.matrix().to(at::kDouble), expected, 1e-5, 1e-5));
+  // A reduction: two halves merged equal the whole.
+  GramAccumulator a(n, c10::kCPU), b(n, c10::kCPU);
+  for (int s = 0; s < 4; ++s) a.add(sequences[s], 1);
+  for (int s = 4; s < 9; ++s) b.add(sequences[s], 1);
+  a.merge(b);
+  EXPECT_TRUE(at::allclose(a.matrix().to(at::kDouble), expected, 1e-5, 1e-5));
+  EXPECT_EQ(a.tokens(), 9 * L);
+}
+
+TEST(CalibrationSet, SeededWindowsAreRawSlicesOfTheTokens) {
+  std::vector<int32_t> tokens(1000);
+  std::iota(tokens.begin(), tokens.end(), 0);
+  const CalibrationSet a = sample_windows(tokens, 6, 50, 7, "t");
+  const CalibrationSet b = sample_windows(tokens, 6, 50, 7, "t");
+  const CalibrationSet c = sample_windows(tokens, 6, 50, 8, "t");
+  ASSERT_EQ(a.ids.sizes(), (std::vector<int64_t>{6, 50}));
+  EXPECT_TRUE(at::equal(a.ids, b.ids));
+  EXPECT_EQ(a.fingerprint, b.fingerprint);
+  EXPECT_NE(a.fingerprint, c.fingerprint);
+  for (int64_t s = 0; s < 6; ++s) {  // consecutive ids: each window is one contiguous slice
+    const int64_t first = a.ids[s][0].item<int64_t>();
+    EXPECT_TRUE(at::equal(a.ids[s], at::arange(first, first + 50, at::kLong)));
+    EXPECT_LE(first + 50, 1000);
+  }
+  EXPECT_EQ(sample_windows(tokens, 3, 1000, 0, "t").ids[0][0].item<int64_t>(), 0);
+  test::expect_bad_input([&] { sample_windows(tokens, 3, 1001, 0, "calib.txt"); },
+                         "calib.txt: 1000 tokens found, but one calibration window of --seqlen "
+                         "1001 needs 1001");
+}
+
+TEST(CalibrationSet, TokenFilesAsJsonOrRawInt32) {
+  test::TempDir dir;
+  test::write_bytes(dir / "ids.json", "[5, 6, 7, 8]\n");
+  EXPECT_EQ(read_token_file(dir / "ids.json"), (std::vector<int32_t>{5, 6, 7, 8}));
+  const std::vector<int32_t> raw = {9, 10, 11};
+  test::write_bytes(dir / "ids.bin", std::string(reinterpret_cast<const char*>(raw.data()), 12));
+  EXPECT_EQ(read_token_file(dir / "ids.bin"), raw);
+  test::write_bytes(dir / "odd.bin", "abcde");
+  test::expect_bad_input([&] { read_token_file(dir / "odd.bin"); }, "5 bytes is not a whole number");
+  test::write_bytes(dir / "neg.json", "[1, -2]");
+  test::expect_bad_input([&] { read_token_file(dir / "neg.json"); }, "non-negative integer");
+}
+
+TEST(CalibrationSet, FromFixtureTextUsesTheModelTokenizer) {
+  SARQC_REQUIRE_FIXTURES();
+  const auto tokenizer = load_tokenizer(test::fixture_model("stories260K"));
+  const CalibrationSet set = calibration_from_text(
+      *tokenizer, test::fixture_text("tinystories_train.txt"), 4, 128, 0);
+  EXPECT_EQ(set.ids.sizes(), (std::vector<int64_t>{4, 128}));
+  EXPECT_GT(set.source_tokens, 100000);
+  EXPECT_LT(set.ids.max().item<int64_t>(), 512);
+}
+
+}  // namespace
+}  // namespace sarqc

@@ -1,0 +1,194 @@
+// `quantize` end to end on the fixtures: the written GPTQ checkpoint, what it dequantizes to,
+// unrepresentable modules, damping retries, atomic output, and GPTQ beating RTN.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "sarqc/eval/perplexity.h"
+#include "sarqc/io/checkpoint.h"
+#include "sarqc/model/weights.h"
+#include "sarqc/pipeline/quantize.h"
+#include "sarqc/quant/gptq_format.h"
+#include "sarqc/rounding/rtn.h"
+#include "sarqc/util/json_file.h"
+#include "test_support.h"
+
+namespace sarqc {
+namespace {
+
+class QuantizeFixture : public ::testing::Test {
+ protected:
+  void SetUp() override { SARQC_REQUIRE_FIXTURES(); }
+  QuantizeOptions options(const std::string& model, const std::string& out) {
+    QuantizeOptions o;
+    o.model_dir = test::fixture_model(model);
+    o.out_dir = dir_ / out;
+    o.calib_text = test::fixture_text("tinystories_train.txt");
+    o.nsamples = 8;
+    o.seqlen = 64;
+    o.progress = false;
+    return o;
+  }
+  double ppl(const std::filesystem::path& model) {
+    EvalOptions e;
+    e.model_dir = model;
+    e.data_file = test::fixture_text("tinystories_val.txt");
+    e.max_windows = 4;
+    e.progress = false;
+    return evaluate(e).ppl;
+  }
+  test::TempDir dir_;
+};
+
+TEST_F(QuantizeFixture, RtnCheckpointDequantizesBitForBitToTheRoundedWeights) {
+  QuantizeOptions o = options("babyllama-tok105", "rtn");
+  o.method = "gptq";
+  o.rounding = "rtn";
+  o.grid = {3, 32, true, false};
+  o.calib_text.clear();
+  quantize(o);
+  const ModelWeights original = ModelWeights::open(o.model_dir);
+  const ModelWeights packed = ModelWeights::open(o.out_dir);
+  ASSERT_TRUE(packed.config().quantization.has_value());
+  for (const auto& layer : packed.layout().layers)
+    for (size_t k = 0; k < layer.linears.size(); ++k) {
+      const LinearModule& m = layer.linears[k];
+      ASSERT_TRUE(m.stored_packed) << m.name;  // babyllama's shapes all pack at 3 bits, g32
+      const auto& source_layer = original.layout().layers[layer.index];
+      const at::Tensor w =
+          original.linear_weight(source_layer, source_layer.linears[k], c10::kCPU, at::kFloat);
+      const QuantizedLinear q = RtnRounder().round(w, {}, o.grid, {});
+      EXPECT_TRUE(at::equal(packed.linear_weight(layer, m, c10::kCPU, at::kFloat), q.dequantize()))
+          << m.name;
+    }
+}
+
+TEST_F(QuantizeFixture, GptqOutputFollowsFormatsMd) {
+  QuantizeOptions o = options("babyllama-tok105", "gptq");
+  o.grid = {4, 32, true, false};
+  o.rounding_options.act_order = true;
+  const QuantizeReport report = quantize(o);
+  // Files: config with quantization_config, quantize_config, tokenizer copied, report.
+  for (const char* f : {"config.json", "quantize_config.json", "model.safetensors",
+                        "tokenizer.model", "tokenizer_config.json", "report.json"})
+    EXPECT_TRUE(std::filesystem::exists(o.out_dir / f)) << f;
+  const auto config = read_json_file(o.out_dir / "config.json");
+  const auto qc = config["quantization_config"];
+  EXPECT_EQ(qc, read_json_file(o.out_dir / "quantize_config.json"));
+  EXPECT_EQ(qc["quant_method"], "gptq");
+  EXPECT_EQ(qc["bits"], 4);
+  EXPECT_EQ(qc["group_size"], 32);
+  EXPECT_EQ(qc["sym"], true);
+  EXPECT_EQ(qc["desc_act"], true);  // act-order without static groups reorders g_idx
+  EXPECT_EQ(qc["checkpoint_format"], "gptq");
+  EXPECT_EQ(qc["format"], "gptq");
+  EXPECT_EQ(qc["meta"]["sarqc"]["calibration_sha256"], report.calibration_sha256);
+  EXPECT_EQ(qc["meta"]["sarqc"]["nsamples"], 8);
+  EXPECT_FALSE(qc.contains("dynamic"));
+  EXPECT_EQ(config["hidden_size"], 128);  // the rest of config.json is unchanged
+  // Tensors: the four GPTQ tensors per module, no .weight, sym v1 zeros all 2^(b-1) - 1.
+  const Checkpoint ckpt = Checkpoint::open(o.out_dir);
+  EXPECT_FALSE(ckpt.contains("model.layers.0.mlp.down_proj.weight"));
+  const at::Tensor qzeros = ckpt.load("model.layers.0.mlp.down_proj.qzeros");
+  EXPECT_EQ(qzeros.sizes(), (std::vector<int64_t>{352 / 32, 128 * 4 / 32}));
+  EXPECT_TRUE((qzeros == static_cast<int32_t>(0x77777777)).all().item<bool>());
+  EXPECT_EQ(ckpt.info("model.layers.0.mlp.down_proj.scales").dtype, Dtype::F16);
+  EXPECT_EQ(ckpt.load("model.embed_tokens.weight").scalar_type(), at::kFloat);
+  // Report: one record per quantizable module, all by GPTQ, with tokens and loss.
+  const auto rep = read_json_file(o.out_dir / "report.json");
+  EXPECT_EQ(rep["modules"].size(), 35u);
+  for (const auto& m : rep["modules"]) {
+    EXPECT_EQ(m["method"], "gptq") << m;
+    EXPECT_EQ(m["tokens"], 8 * 64) << m;
+    EXPECT_GT(m["loss"].get<double>(), 0) << m;
+  }
+  // And it evaluates.
+  const double q = ppl(o.out_dir), fp = ppl(o.model_dir);
+  EXPECT_GT(q, fp);
+  EXPECT_LT(q, fp * 1.2);
+}
+
+TEST_F(QuantizeFixture, ModulesTheFormatCannotHoldStayUnquantizedAndListed) {
+  // stories260K: intermediate 172 is not a multiple of 8, so at 4 bits the MLP cannot be packed.
+  QuantizeOptions o = options("stories260K", "mixed");
+  o.grid = {4, 128, true, false};  // clamped to 64, the narrowest input
+  quantize(o);
+  const auto qc = read_json_file(o.out_dir / "config.json")["quantization_config"];
+  EXPECT_EQ(qc["group_size"], 64);
+  const auto unquantized = qc["meta"]["sarqc"]["unquantized_modules"];
+  EXPECT_EQ(unquantized.size(), 15u);  // gate, up, down in 5 layers
+  EXPECT_TRUE(qc["dynamic"].contains(R"(-:model\.layers\.0\.mlp\.(gate|up|gate_up)_proj$)"))
+      << qc["dynamic"];
+  EXPECT_TRUE(qc["dynamic"].contains(R"(-:model\.layers\.4\.mlp\.down_proj$)")) << qc["dynamic"];
+  const Checkpoint ckpt = Checkpoint::open(o.out_dir);
+  EXPECT_TRUE(ckpt.contains("model.layers.2.mlp.up_proj.weight"));
+  EXPECT_TRUE(ckpt.contains("model.layers.2.self_attn.q_proj.qweight"));
+  // Unquantized weights are the originals, exactly.
+  EXPECT_TRUE(at::equal(ckpt.load("model.layers.2.mlp.up_proj.weight"),
+                        Checkpoint::open(o.model_dir).load("model.layers.2.mlp.up_proj.weight")));
+  const double q = ppl(o.out_dir);
+  EXPECT_TRUE(std::isfinite(q));
+}
+
+TEST_F(QuantizeFixture, SingularGramWithoutDampingRetriesWithMore) {
+  QuantizeOptions o = options("babyllama-tok105", "damp");
+  o.nsamples = 1;
+  o.seqlen = 16;  // 16 tokens for 128 inputs: H has rank 16
+  o.damp = 0;
+  o.grid = {4, -1, true, false};
+  const QuantizeReport r = quantize(o);
+  int retried = 0;
+  for (const auto& m : r.modules) {
+    EXPECT_EQ(m.method, "gptq") << m.module;
+    retried += m.damp > 0;
+  }
+  EXPECT_GT(retried, 0);
+}
+
+TEST_F(QuantizeFixture, OutputIsAtomicAndNeverOverwrittenWithoutForce) {
+  QuantizeOptions o = options("babyllama-tok105", "out");
+  o.method = "rtn";
+  std::filesystem::create_directories(o.out_dir);
+  test::write_bytes(o.out_dir / "keep.txt", "mine");
+  test::expect_error([&] { quantize(o); }, ErrorKind::Usage, "pass --force to replace it");
+  EXPECT_EQ(test::read_bytes(o.out_dir / "keep.txt"), "mine");
+  // A failure after the work started leaves neither a partial folder nor a changed output.
+  o.force = true;
+  o.method = "gptq";
+  o.calib_text = dir_ / "missing.txt";
+  test::expect_bad_input([&] { quantize(o); }, "missing.txt");
+  EXPECT_EQ(test::read_bytes(o.out_dir / "keep.txt"), "mine");
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path()))
+    EXPECT_EQ(e.path().filename().string().find(".out.partial"), std::string::npos) << e.path();
+  o.method = "rtn";
+  quantize(o);
+  EXPECT_FALSE(std::filesystem::exists(o.out_dir / "keep.txt"));
+  EXPECT_TRUE(std::filesystem::exists(o.out_dir / "model.safetensors"));
+}
+
+TEST_F(QuantizeFixture, GptqBeatsRtnAtThreeBits) {
+  QuantizeOptions o = options("babyllama-tok105", "g3");
+  o.grid = {3, -1, true, false};
+  o.nsamples = 16;
+  o.seqlen = 128;
+  quantize(o);
+  QuantizeOptions r = options("babyllama-tok105", "r3");
+  r.grid = o.grid;
+  r.method = "rtn";
+  quantize(r);
+  const double gptq = ppl(o.out_dir), rtn = ppl(r.out_dir);
+  EXPECT_LT(gptq, rtn);
+}
+
+TEST_F(QuantizeFixture, BadOptionsAreUsageErrorsBeforeAnyWork) {
+  QuantizeOptions o = options("babyllama-tok105", "bad");
+  o.grid.bits = 5;
+  test::expect_error([&] { quantize(o); }, ErrorKind::Usage, "--bits");
+  o = options("babyllama-tok105", "bad");
+  o.calib_text.clear();
+  test::expect_error([&] { quantize(o); }, ErrorKind::Usage, "needs calibration data");
+  EXPECT_FALSE(std::filesystem::exists(o.out_dir));
+}
+
+}  // namespace
+}  // namespace sarqc
