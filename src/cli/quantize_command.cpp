@@ -13,7 +13,9 @@ Command add_quantize_command(CLI::App& app) {
   struct Flags {
     std::string model, out, method = "gptq", calib, calib_tokens, dtype = "fp32";
     int bits = 4;
-    int64_t group_size = 128, nsamples = 128, seqlen = 2048;
+    int64_t group_size = 128, nsamples = 128, seqlen = 2048, moe_min_tokens = 0;
+    std::string moe_policy = "rtn";
+    bool fp_stream = false;
     uint64_t seed = 0;
     double damp = 0.01;
     bool sym = false, asym = false, act_order = false, static_groups = false, mse_clip = false;
@@ -57,6 +59,17 @@ Command add_quantize_command(CLI::App& app) {
                 "Quantize columns by descending Hessian diagonal (desc_act)");
   sub->add_flag("--static-groups", flags->static_groups,
                 "Fix group parameters before GPTQ updates (trivial g_idx with --act-order)");
+  sub->add_option("--moe-min-tokens", flags->moe_min_tokens,
+                  "MoE experts routed fewer tokens are 'starved' (default: max(16, 0.5% of "
+                  "nsamples x seqlen))")
+      ->check(non_negative_number());
+  sub->add_option("--moe-policy", flags->moe_policy,
+                  "Starved experts: rtn, or all-tokens (calibrate on every token of the layer)")
+      ->check(CLI::IsMember({"rtn", "all-tokens"}))
+      ->capture_default_str();
+  sub->add_flag("--fp-stream", flags->fp_stream,
+                "Also carry the full-precision activation stream (asymmetric objectives turn "
+                "this on themselves)");
   sub->add_option("--dtype", flags->dtype, "Activation dtype for calibration: fp32, bf16, fp16")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
       ->capture_default_str();
@@ -83,6 +96,9 @@ Command add_quantize_command(CLI::App& app) {
             o.damp = flags->damp;
             o.rounding_options.act_order = flags->act_order;
             o.rounding_options.static_groups = flags->static_groups;
+            o.moe_min_tokens = flags->moe_min_tokens;
+            o.moe_policy = flags->moe_policy;
+            o.keep_fp_stream = flags->fp_stream;
             o.force = flags->force;
             const QuantizeReport report = quantize(o);
             if (flags->json)

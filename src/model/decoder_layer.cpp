@@ -155,6 +155,22 @@ at::Tensor DecoderLayer::mlp(const std::string& prefix, const at::Tensor& x,
   return apply(prefix + (mixtral ? ".w2" : ".down_proj"), at::silu(gate) * up, observer);
 }
 
+namespace {
+
+// Forwards observe_input to observe_all_tokens_input of the wrapped observer.
+class AllTokensAdapter : public LinearInputObserver {
+ public:
+  explicit AllTokensAdapter(LinearInputObserver& inner) : inner_(inner) {}
+  void observe_input(const LinearModule& m, const at::Tensor& x) override {
+    inner_.observe_all_tokens_input(m, x);
+  }
+
+ private:
+  LinearInputObserver& inner_;
+};
+
+}  // namespace
+
 at::Tensor DecoderLayer::moe(const at::Tensor& x, LinearInputObserver* observer) const {
   const ModelConfig& cfg = *config_;
   const bool mixtral = cfg.family == ModelFamily::Mixtral;
@@ -163,6 +179,11 @@ at::Tensor DecoderLayer::moe(const at::Tensor& x, LinearInputObserver* observer)
   const MoeRouting routing = route_tokens(logits, cfg.num_experts_per_tok,
                                           mixtral || cfg.norm_topk_prob, x.scalar_type());
   if (observer) observer->observe_routing(*layout_, routing);
+  if (observer && observer->wants_all_expert_tokens()) {
+    AllTokensAdapter all(*observer);
+    for (size_t e = 0; e < routing.experts.size(); ++e)
+      mlp(fmt::format("{}.experts.{}", block, e), x, &all);  // statistics only
+  }
 
   at::Tensor out = at::zeros_like(x);
   for (size_t e = 0; e < routing.experts.size(); ++e) {

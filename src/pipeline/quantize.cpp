@@ -76,18 +76,19 @@ bool feeds_key(const LinearModule& m) {
   return m.role != LinearRole::K && m.role != LinearRole::V && m.role != LinearRole::Up;
 }
 
+constexpr const char* kAllTokensSuffix = "#all-tokens";
+
 class GramObserver : public LinearInputObserver {
  public:
-  GramObserver(int group, int64_t sequences, c10::Device device)
-      : group_(group), sequences_(sequences), device_(device) {}
+  GramObserver(int group, int64_t sequences, c10::Device device, bool all_expert_tokens)
+      : group_(group), sequences_(sequences), device_(device), all_(all_expert_tokens) {}
   void observe_input(const LinearModule& m, const at::Tensor& x) override {
-    if (sequential_group(m) != group_ || !feeds_key(m)) return;
-    auto it = grams_.find(input_key(m));
-    if (it == grams_.end())
-      it = grams_.emplace(input_key(m), GramAccumulator(m.in_features, device_)).first;
-    // Routed experts see a subset of the batch's tokens; every sequence still counts toward N
-    // (the normaliser stays 2/N, methods.md §8).
-    it->second.add(x, sequences_);
+    if (sequential_group(m) == group_ && feeds_key(m)) accumulate(input_key(m), m, x);
+  }
+  bool wants_all_expert_tokens() const override { return all_ && group_ >= 2; }
+  void observe_all_tokens_input(const LinearModule& m, const at::Tensor& x) override {
+    if (sequential_group(m) == group_ && feeds_key(m) && m.expert >= 0)
+      accumulate(input_key(m) + kAllTokensSuffix, m, x);
   }
   void set_sequences(int64_t s) { sequences_ = s; }
   const GramAccumulator* find(const std::string& key) const {
@@ -96,9 +97,18 @@ class GramObserver : public LinearInputObserver {
   }
 
  private:
+  void accumulate(const std::string& key, const LinearModule& m, const at::Tensor& x) {
+    auto it = grams_.find(key);
+    if (it == grams_.end()) it = grams_.emplace(key, GramAccumulator(m.in_features, device_)).first;
+    // Routed experts see a subset of the batch's tokens; every sequence still counts toward N
+    // (the normaliser stays 2/N, methods.md §8).
+    it->second.add(x, sequences_);
+  }
+
   int group_;
   int64_t sequences_;
   c10::Device device_;
+  bool all_;
   std::map<std::string, GramAccumulator> grams_;
 };
 
@@ -232,6 +242,11 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                             o.method));
   if (!o.calib_text.empty() && !o.calib_tokens.empty())
     throw_usage("give either --calib or --calib-tokens, not both");
+  if (o.moe_policy != "rtn" && o.moe_policy != "all-tokens")
+    throw_usage(fmt::format("--moe-policy '{}': expected rtn or all-tokens", o.moe_policy));
+  if (o.moe_min_tokens < 0)
+    throw_usage(fmt::format("--moe-min-tokens must be >= 0, got {}", o.moe_min_tokens));
+  const bool keep_fp_stream = calibrate && (o.keep_fp_stream || objective->needs_fp_stream());
 
   const ModelWeights weights = ModelWeights::open(o.model_dir);
   const ModelConfig& cfg = weights.config();
@@ -289,7 +304,12 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                  seqlen, calib.source, calib.source_tokens, o.seed);
   }
   const int64_t starved_below =
-      std::max<int64_t>(16, static_cast<int64_t>(std::ceil(0.005 * o.nsamples * seqlen)));
+      o.moe_min_tokens > 0
+          ? o.moe_min_tokens
+          : std::max<int64_t>(16, static_cast<int64_t>(std::ceil(0.005 * o.nsamples * seqlen)));
+  if (calibrate && cfg.is_moe())
+    spdlog::info("MoE: experts with fewer than {} routed tokens use policy '{}'", starved_below,
+                 o.moe_policy);
 
   // Plan every output tensor, then stream them into the writer as they are produced.
   const Checkpoint& ckpt = weights.checkpoint();
@@ -323,8 +343,9 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   // Streams: the calibration windows' hidden states, quantized model so far.
   const ComputeOptions& compute = o.compute;
   StreamingModel model(weights, compute);
-  HiddenBatches stream;
+  HiddenBatches stream, fp_stream;  // X_q, and X_f when an objective needs it
   if (calibrate) stream = model.embed(calib.ids);
+  if (keep_fp_stream) fp_stream = model.embed(calib.ids);
   int64_t total_modules = 0;
   for (const auto& layer : layout.layers)
     for (const auto& m : layer.linears) total_modules += m.quantizable ? 1 : 0;
@@ -335,7 +356,19 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   for (const auto& layer_layout : layout.layers) {
     const int64_t l = layer_layout.index;
     for (const auto& n : layer_layout.norms) writer.write(n.name, ckpt.load(n.name, cpu));
+    for (const auto& m : layer_layout.linears) {  // routers, shared-expert gate: kept as stored
+      if (m.quantizable) continue;
+      writer.write(m.weight_name(),
+                   weights.linear_weight(layer_layout, m, cpu,
+                                         stored_type(ckpt, layer_layout.weight_source(m))));
+      if (m.has_bias) writer.write(m.bias_name(), ckpt.load(m.bias_name(), cpu));
+    }
     DecoderLayer layer = DecoderLayer::load(weights, l, compute);
+    if (keep_fp_stream) {  // advance X_f with the layer's original weights, before quantizing it
+      const RotaryTables& rope = model.rotary(fp_stream.seqlen);
+      for (auto& batch : fp_stream.batches)
+        batch = layer.forward(batch.to(compute.device), rope).to(fp_stream.storage);
+    }
     int64_t layer_bytes = 0;
     for (const auto& m : layer_layout.linears) layer_bytes += m.numel() * 4;
     for (int group = 0; group < 4; ++group) {
@@ -343,7 +376,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       for (const auto& m : layer_layout.linears)
         if (sequential_group(m) == group) members.push_back(&m);
       if (members.empty()) continue;
-      GramObserver observer(group, 1, compute.device);
+      GramObserver observer(group, 1, compute.device,
+                            layer_layout.moe && o.moe_policy == "all-tokens");
       if (calibrate) {
         const RotaryTables& rope = model.rotary(stream.seqlen);
         for (const auto& batch : stream.batches) {
@@ -357,9 +391,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       }
       int64_t gram_bytes = 0;
       for (const LinearModule* m : members) gram_bytes += m->in_features * m->in_features * 4;
-      const int64_t stream_bytes = calibrate ? calib.ids.numel() * cfg.hidden_size *
-                                                   static_cast<int64_t>(c10::elementSize(compute.dtype))
-                                             : 0;
+      const int64_t stream_bytes =
+          calibrate ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
+                          static_cast<int64_t>(c10::elementSize(compute.dtype))
+                    : 0;
       report.estimated_peak_bytes =
           std::max(report.estimated_peak_bytes, layer_bytes + gram_bytes + stream_bytes);
 
@@ -385,9 +420,17 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         rec.tokens = gram ? gram->tokens() : 0;
         QuantizedLinear q;
         bool done = false;
-        if (calibrate && (gram == nullptr || (m->expert >= 0 && rec.tokens < starved_below))) {
-          rec.reason = fmt::format("{} routed tokens < {}", rec.tokens, starved_below);
-        } else if (calibrate) {
+        bool starved = calibrate && (gram == nullptr || (m->expert >= 0 && rec.tokens < starved_below));
+        if (starved && o.moe_policy == "all-tokens") {
+          gram = observer.find(input_key(*m) + kAllTokensSuffix);
+          rec.reason = fmt::format("{} routed tokens < {}: calibrated on all {} tokens",
+                                   rec.tokens, starved_below, gram ? gram->tokens() : 0);
+          starved = gram == nullptr;
+        } else if (starved) {
+          // Never calibrate on (nearly) no data: dead columns would zero the expert.
+          rec.reason = fmt::format("{} routed tokens < {}: RTN", rec.tokens, starved_below);
+        }
+        if (!starved && calibrate) {
           double damp = o.damp;
           for (int attempt = 0; attempt <= o.max_damp_retries && !done; ++attempt) {
             const PreparedMetric prep = prepare_metric(gram->matrix(), W, damp, m->name);
@@ -415,7 +458,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         }
         if (!done) {
           q = RtnRounder().round(W, {}, grid, {});
-          rec.method = calibrate ? "rtn-fallback" : "rtn";
+          rec.method = !calibrate ? "rtn" : starved ? "rtn-starved" : "rtn-fallback";
         }
         rec.loss = q.loss;
         any_reordered |= q.reordered();
@@ -428,12 +471,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         if (m->has_bias)
           writer.write(m->bias_name(), ckpt.load(m->bias_name(), cpu).to(at::kHalf));
         rec.seconds = seconds_since(t0);
-        spdlog::debug("layer {} {}: {} loss {:.6g} (relative {:.4g}), {} tokens, damp {:.2f}, "
-                      "{:.2f} s{}",
-                      l, m->local_name, rec.method, rec.loss, rec.relative_loss, rec.tokens,
-                      rec.damp, rec.seconds, rec.reason.empty() ? "" : " (" + rec.reason + ")");
-        if (rec.method == "rtn-fallback" && !rec.reason.empty() && m->expert >= 0)
-          spdlog::info("{}: RTN ({})", m->name, rec.reason);
+        spdlog::info("layer={} module={} method={} loss={:.6g} relative={:.4g} tokens={} "
+                     "damp={:.2f} seconds={:.3f}{}",
+                     l, m->local_name, rec.method, rec.loss, rec.relative_loss, rec.tokens,
+                     rec.damp, rec.seconds, rec.reason.empty() ? "" : " note=\"" + rec.reason + "\"");
         report.modules.push_back(rec);
         bar.advance();
       }

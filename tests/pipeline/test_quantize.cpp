@@ -6,6 +6,7 @@
 
 #include "sarqc/eval/perplexity.h"
 #include "sarqc/io/checkpoint.h"
+#include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
 #include "sarqc/pipeline/quantize.h"
 #include "sarqc/quant/gptq_format.h"
@@ -178,6 +179,49 @@ TEST_F(QuantizeFixture, GptqBeatsRtnAtThreeBits) {
   quantize(r);
   const double gptq = ppl(o.out_dir), rtn = ppl(r.out_dir);
   EXPECT_LT(gptq, rtn);
+}
+
+TEST_F(QuantizeFixture, MoeExpertsCalibrateOnTheirOwnTokensAndStarvedOnesFollowThePolicy) {
+  MoeFromDenseOptions moe;
+  moe.experts = 4;
+  moe.top_k = 2;
+  moe.noise = 0.1;
+  moe_from_dense(test::fixture_model("babyllama-tok105"), dir_ / "moe", moe);
+  for (const std::string policy : {"rtn", "all-tokens"}) {
+    SCOPED_TRACE(policy);
+    QuantizeOptions o = options("babyllama-tok105", "q-" + policy);
+    o.model_dir = dir_ / "moe";
+    o.grid = {4, 32, true, false};
+    o.nsamples = 4;
+    o.seqlen = 64;
+    o.moe_min_tokens = 100;  // 256 tokens x top-2 over 4 experts: about 128 each, some fewer
+    o.moe_policy = policy;
+    const QuantizeReport r = quantize(o);
+    int starved = 0, routed = 0;
+    for (int64_t layer = 0; layer < 5; ++layer) {
+      int64_t pairs = 0;
+      for (const auto& m : r.modules) {
+        if (m.layer != layer || m.module.find(".w1") == std::string::npos) continue;
+        const bool all = m.reason.find("calibrated on all") != std::string::npos;
+        if (m.method == "rtn-starved" || all) {
+          ++starved;
+          EXPECT_NE(m.reason.find("routed tokens < 100"), std::string::npos) << m.reason;
+          if (policy == "rtn") EXPECT_EQ(m.method, "rtn-starved");
+          if (policy == "all-tokens") EXPECT_TRUE(all && m.method == "gptq") << m.method;
+        } else {
+          EXPECT_EQ(m.method, "gptq");
+          ++routed;
+        }
+        // Routed (token, expert) pairs: every token goes to exactly top_k experts.
+        pairs += policy == "all-tokens" && all ? std::stoll(m.reason.substr(0, m.reason.find(' ')))
+                                               : m.tokens;
+      }
+      EXPECT_EQ(pairs, 4 * 64 * 2) << "layer " << layer;
+    }
+    EXPECT_GT(routed, 0);
+    EXPECT_GT(starved, 0);  // the threshold above makes some experts starved
+    EXPECT_TRUE(std::isfinite(ppl(o.out_dir)));
+  }
 }
 
 TEST_F(QuantizeFixture, BadOptionsAreUsageErrorsBeforeAnyWork) {

@@ -25,6 +25,11 @@ class LinearInputObserver {
   virtual void observe_input(const LinearModule& module, const at::Tensor& input) = 0;
   // Routing decisions of a MoE layer for the current batch (tokens flattened as [B·T]).
   virtual void observe_routing(const DecoderLayerLayout& /*layer*/, const MoeRouting& /*r*/) {}
+  // When true, every routed expert is additionally run on all tokens of the batch (outputs
+  // discarded) and its inputs reported to observe_all_tokens_input: calibration statistics for
+  // experts that receive too few routed tokens.
+  virtual bool wants_all_expert_tokens() const { return false; }
+  virtual void observe_all_tokens_input(const LinearModule& /*module*/, const at::Tensor& /*x*/) {}
 };
 
 class DecoderLayer {

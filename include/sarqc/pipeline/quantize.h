@@ -34,6 +34,16 @@ struct QuantizeOptions {
   double damp = 0.01;     // percdamp: fraction of mean(diag H)
   int max_damp_retries = 10;
 
+  // MoE experts with fewer routed tokens than this (0: max(16, 0.5 % of N·L)) are "starved":
+  // policy "rtn" quantizes them with RTN, "all-tokens" calibrates them on every token of the
+  // layer (methods.md §8). Either way each expert's routed token count is logged and reported.
+  int64_t moe_min_tokens = 0;
+  std::string moe_policy = "rtn";
+
+  // Carry the full-precision stream X_f next to the quantized one (needed by asymmetric
+  // objectives; forced on when the objective asks for it, off by default to save memory).
+  bool keep_fp_stream = false;
+
   ComputeOptions compute;
   bool force = false;     // replace an existing output folder
   bool progress = true;
