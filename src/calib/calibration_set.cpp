@@ -4,10 +4,13 @@
 #include <random>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "sarqc/io/tokenizer.h"
+#include "sarqc/model/streaming_model.h"
+#include "sarqc/util/progress.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/file.h"
 #include "sarqc/util/sha256.h"
@@ -80,6 +83,37 @@ CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::file
 CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
                                            int64_t seqlen, uint64_t seed) {
   return sample_windows(read_token_file(file), nsamples, seqlen, seed, file.string());
+}
+
+CalibrationSet calibration_from_model(const StreamingModel& model, int32_t bos_id,
+                                      int64_t nsamples, int64_t seqlen, uint64_t seed,
+                                      double temperature) {
+  if (nsamples < 1 || seqlen < 2)
+    throw_usage(fmt::format("--calib self needs --nsamples >= 1 and --seqlen >= 2, got {} and {}",
+                            nsamples, seqlen));
+  if (!(temperature > 0)) throw_usage("sampling temperature must be positive");
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor ids = at::empty({nsamples, seqlen}, at::kLong);
+  ids.select(1, 0).fill_(bos_id);
+  std::vector<KvCache> caches;
+  ProgressBar bar("sampling calibration text", seqlen - 1);
+  at::Tensor next = ids.narrow(1, 0, 1);
+  for (int64_t t = 1; t < seqlen; ++t) {
+    const at::Tensor logits = model.forward_cached(next, caches).select(1, -1).cpu();
+    const at::Tensor probs = at::softmax(logits.to(at::kDouble) / temperature, -1);
+    next = at::multinomial(probs, 1, /*replacement=*/true, gen);  // [N, 1]
+    ids.select(1, t).copy_(next.squeeze(1));
+    bar.advance();
+  }
+  bar.finish();
+  CalibrationSet set;
+  set.ids = ids;
+  set.source = fmt::format("self (sampled from the model, temperature {}, seed {})", temperature,
+                           seed);
+  set.source_tokens = ids.numel();
+  const at::Tensor as_int = ids.to(at::kInt).contiguous();
+  set.fingerprint = sha256_hex(as_int.data_ptr<int32_t>(), as_int.numel() * sizeof(int32_t));
+  return set;
 }
 
 }  // namespace sarqc

@@ -39,7 +39,9 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_option("--method", flags->method, "rtn (no calibration) or gptq")
       ->check(CLI::IsMember({"rtn", "gptq"}))
       ->capture_default_str();
-  sub->add_option("--calib", flags->calib, "Calibration text file (tokenized with the model)");
+  sub->add_option("--calib", flags->calib,
+                  "Calibration text file (tokenized with the model), or 'self': sample it from "
+                  "the model (seeded by --seed; needs all layers in memory)");
   sub->add_option("--calib-tokens", flags->calib_tokens,
                   "Calibration token ids: a JSON array or raw little-endian int32");
   sub->add_option("--nsamples", flags->nsamples, "Calibration windows")
@@ -80,15 +82,12 @@ Command add_quantize_command(CLI::App& app) {
             o.compute.device = apply_global_options(global);
             o.compute.dtype = parse_activation_dtype(flags->dtype);
             if (flags->sym && flags->asym) throw_usage("--sym and --asym exclude each other");
-            if (flags->calib == "self")
-              throw Error(ErrorKind::NotImplemented,
-                          "--calib self (sampling calibration text from the model) is not "
-                          "implemented in this version; pass a text file");
             o.model_dir = flags->model;
             o.out_dir = flags->out;
             o.grid = {flags->bits, flags->group_size, !flags->asym, flags->mse_clip};
             o.method = flags->method;
-            o.calib_text = flags->calib;
+            o.calib_self = flags->calib == "self";
+            if (!o.calib_self) o.calib_text = flags->calib;
             o.calib_tokens = flags->calib_tokens;
             o.nsamples = flags->nsamples;
             o.seqlen = flags->seqlen;

@@ -19,9 +19,9 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
               "causal_attention: q, k, v must be [B, heads, T, hd], got ", q.sizes(), ", ",
               k.sizes(), ", ", v.sizes());
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), hd = q.size(3);
-  const int64_t KV = k.size(1);
-  TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == B && k.size(2) == T && k.size(3) == hd,
-              "causal_attention: k and v must be [", B, ", KV, ", T, ", ", hd, "], got ",
+  const int64_t KV = k.size(1), Tk = k.size(2), offset = Tk - T;
+  TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == B && Tk >= T && k.size(3) == hd,
+              "causal_attention: k and v must be [", B, ", KV, >=", T, ", ", hd, "], got ",
               k.sizes(), " and ", v.sizes());
   TORCH_CHECK(KV > 0 && H % KV == 0, "causal_attention: ", H,
               " query heads are not a multiple of ", KV, " kv heads");
@@ -34,20 +34,20 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
 
   if (chunk_bytes <= 0) chunk_bytes = q.is_cpu() ? kCpuChunkBytes : kDeviceChunkBytes;
-  const int64_t row_bytes = B * H * T * 4;
+  const int64_t row_bytes = B * H * Tk * 4;
   const int64_t chunk = std::clamp<int64_t>(chunk_bytes / std::max<int64_t>(row_bytes, 1), 1, T);
-  const at::Tensor positions = at::arange(T, q.options().dtype(at::kLong));
+  const at::Tensor positions = at::arange(Tk, q.options().dtype(at::kLong));
   std::vector<at::Tensor> outputs;
   for (int64_t start = 0; start < T; start += chunk) {
     const int64_t rows = std::min(chunk, T - start);
     // Keys after the chunk's last query are all masked, and so are keys before the window.
-    const int64_t key_end = start + rows;
-    const int64_t key_begin = window > 0 ? std::max<int64_t>(0, start - window + 1) : 0;
+    const int64_t key_end = offset + start + rows;
+    const int64_t key_begin = window > 0 ? std::max<int64_t>(0, offset + start - window + 1) : 0;
     const int64_t keys = key_end - key_begin;
     at::Tensor scores = at::matmul(qg.narrow(3, start, rows), kt.narrow(4, key_begin, keys))
                             .to(at::kFloat)
                             .mul_(scale);  // [B, KV, rep, rows, keys]
-    const at::Tensor distance = positions.narrow(0, start, rows).unsqueeze(1) -
+    const at::Tensor distance = positions.narrow(0, offset + start, rows).unsqueeze(1) -
                                 positions.narrow(0, key_begin, keys).unsqueeze(0);  // i - j
     at::Tensor hidden = distance < 0;
     if (window > 0) hidden.logical_or_(distance >= window);

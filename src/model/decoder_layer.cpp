@@ -106,6 +106,13 @@ at::Tensor DecoderLayer::attention_block(const at::Tensor& hidden, const RotaryT
   return hidden + attention(normed, rope, observer);
 }
 
+at::Tensor DecoderLayer::forward_cached(const at::Tensor& hidden, const RotaryTables& rope,
+                                        KvCache& cache) const {
+  check_hidden(hidden, "DecoderLayer::forward_cached");
+  const at::Tensor normed = rms_norm(hidden, norms_.at("input_layernorm"), config_->rms_norm_eps);
+  return mlp_block(hidden + attention(normed, rope, nullptr, &cache));
+}
+
 at::Tensor DecoderLayer::mlp_block(const at::Tensor& h, LinearInputObserver* observer) const {
   check_hidden(h, "DecoderLayer::mlp_block");
   const at::Tensor x = rms_norm(h, norms_.at("post_attention_layernorm"), config_->rms_norm_eps)
@@ -115,18 +122,19 @@ at::Tensor DecoderLayer::mlp_block(const at::Tensor& h, LinearInputObserver* obs
 }
 
 at::Tensor DecoderLayer::attention(const at::Tensor& x, const RotaryTables& rope,
-                                   LinearInputObserver* observer) const {
+                                   LinearInputObserver* observer, KvCache* cache) const {
   const ModelConfig& cfg = *config_;
   const int64_t B = x.size(0), T = x.size(1), H = cfg.num_attention_heads,
                 KV = cfg.num_key_value_heads, hd = cfg.head_dim;
+  const int64_t past = cache ? cache->length() : 0;
   int64_t window = attention_window_;
   if (window < 0) {
-    if (T > -window)
+    if (past + T > -window)
       throw_bad_input(fmt::format(
           "config.json: use_sliding_window is set without layer_types, and which qwen layers "
           "slide differs between transformers versions; sequences of {} tokens exceed "
           "sliding_window {} (use a shorter --seqlen)",
-          T, -window));
+          past + T, -window));
     window = 0;
   }
   const at::Tensor flat = x.reshape({B * T, cfg.hidden_size});
@@ -137,9 +145,17 @@ at::Tensor DecoderLayer::attention(const at::Tensor& x, const RotaryTables& rope
     q = rms_norm(q, norms_.at("self_attn.q_norm"), cfg.rms_norm_eps);
     k = rms_norm(k, norms_.at("self_attn.k_norm"), cfg.rms_norm_eps);
   }
-  q = apply_rotary(q.transpose(1, 2), rope);
-  k = apply_rotary(k.transpose(1, 2), rope);
+  q = apply_rotary(q.transpose(1, 2), rope, past);
+  k = apply_rotary(k.transpose(1, 2), rope, past);
   v = v.transpose(1, 2);
+  if (cache) {
+    if (past > 0) {
+      k = at::cat({cache->k, k}, 2);
+      v = at::cat({cache->v, v}, 2);
+    }
+    cache->k = k;
+    cache->v = v;
+  }
   const at::Tensor attended =
       causal_attention(q, k, v, window, options_.attention_chunk_bytes);  // [B, H, T, hd]
   const at::Tensor merged = attended.transpose(1, 2).reshape({B * T, H * hd});

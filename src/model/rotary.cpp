@@ -62,15 +62,15 @@ RotaryTables make_rotary_tables(const ModelConfig& cfg, int64_t seqlen, c10::Dev
   return {angle.cos().to(device, dtype), angle.sin().to(device, dtype)};
 }
 
-at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t) {
+at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t, int64_t offset) {
   TORCH_CHECK(x.dim() == 4 && x.size(3) == t.cos.size(1),
               "apply_rotary: x must be [B, heads, T, ", t.cos.size(1), "], got ", x.sizes());
   const int64_t T = x.size(2);
-  TORCH_CHECK(T <= t.cos.size(0), "apply_rotary: sequence of ", T, " tokens exceeds the ",
-              t.cos.size(0), " positions of the rotary tables");
+  TORCH_CHECK(offset >= 0 && offset + T <= t.cos.size(0), "apply_rotary: positions up to ",
+              offset + T, " exceed the ", t.cos.size(0), " positions of the rotary tables");
   const int64_t half = x.size(3) / 2;
-  const at::Tensor cos = t.cos.narrow(0, 0, T);
-  const at::Tensor sin = t.sin.narrow(0, 0, T);
+  const at::Tensor cos = t.cos.narrow(0, offset, T);
+  const at::Tensor sin = t.sin.narrow(0, offset, T);
   const at::Tensor rotated = at::cat({-x.narrow(3, half, half), x.narrow(3, 0, half)}, 3);
   return x * cos + rotated * sin;
 }

@@ -88,6 +88,19 @@ at::Tensor StreamingModel::logits(const at::Tensor& hidden) const {
       .to(at::kFloat);
 }
 
+at::Tensor StreamingModel::forward_cached(const at::Tensor& ids,
+                                          std::vector<KvCache>& caches) const {
+  TORCH_CHECK(!resident_.empty(), "forward_cached needs keep_layers_resident() first");
+  caches.resize(resident_.size());
+  const int64_t past = caches[0].length(), T = ids.size(1);
+  check_rope_seqlen(weights_->config(), past + T, "sequence length");
+  HiddenBatches hidden = embed(ids, ids.numel());
+  at::Tensor h = hidden.batches.at(0).to(options_.device);
+  const RotaryTables& rope = rotary(past + T);
+  for (size_t l = 0; l < resident_.size(); ++l) h = resident_[l].forward_cached(h, rope, caches[l]);
+  return logits(h);
+}
+
 at::Tensor StreamingModel::forward(const at::Tensor& ids) const {
   HiddenBatches hidden = embed(ids, ids.numel());
   run_layers(hidden);

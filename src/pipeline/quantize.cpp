@@ -236,12 +236,12 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   const auto rounder = make_rounder(backend);
   const auto objective = make_objective(o.objective);
   const bool calibrate = rounder->needs_metric();
-  if (calibrate && o.calib_text.empty() && o.calib_tokens.empty())
-    throw_usage(fmt::format("--method {} needs calibration data: --calib FILE or --calib-tokens "
-                            "FILE",
+  const int sources = !o.calib_text.empty() + !o.calib_tokens.empty() + o.calib_self;
+  if (calibrate && sources == 0)
+    throw_usage(fmt::format("--method {} needs calibration data: --calib FILE, --calib self or "
+                            "--calib-tokens FILE",
                             o.method));
-  if (!o.calib_text.empty() && !o.calib_tokens.empty())
-    throw_usage("give either --calib or --calib-tokens, not both");
+  if (sources > 1) throw_usage("give one of --calib FILE, --calib self, --calib-tokens FILE");
   if (o.moe_policy != "rtn" && o.moe_policy != "all-tokens")
     throw_usage(fmt::format("--moe-policy '{}': expected rtn or all-tokens", o.moe_policy));
   if (o.moe_min_tokens < 0)
@@ -287,7 +287,17 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                    cfg.max_position_embeddings);
       seqlen = cfg.max_position_embeddings;
     }
-    if (!o.calib_text.empty()) {
+    if (o.calib_self) {
+      const std::optional<int64_t> bos = cfg.bos_token_id;
+      if (!bos)
+        throw_bad_input(fmt::format("{}: --calib self starts each sample at BOS, but config.json "
+                                    "has no bos_token_id",
+                                    o.model_dir.string()));
+      StreamingModel sampler(weights, o.compute);
+      sampler.keep_layers_resident();
+      calib = calibration_from_model(sampler, static_cast<int32_t>(*bos), o.nsamples, seqlen,
+                                     o.seed, o.calib_temperature);
+    } else if (!o.calib_text.empty()) {
       const auto tokenizer = load_tokenizer(o.model_dir);
       calib = calibration_from_text(*tokenizer, o.calib_text, o.nsamples, seqlen, o.seed);
     } else {

@@ -5,6 +5,8 @@
 #include "sarqc/calib/calibration_set.h"
 #include "sarqc/calib/gram.h"
 #include "sarqc/io/tokenizer.h"
+#include "sarqc/model/streaming_model.h"
+#include "sarqc/model/weights.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -77,6 +79,28 @@ TEST(CalibrationSet, FromFixtureTextUsesTheModelTokenizer) {
   EXPECT_EQ(set.ids.sizes(), (std::vector<int64_t>{4, 128}));
   EXPECT_GT(set.source_tokens, 100000);
   EXPECT_LT(set.ids.max().item<int64_t>(), 512);
+}
+
+TEST(CalibrationSet, SampledFromTheModelIsSeededAndStartsAtBos) {
+  SARQC_REQUIRE_FIXTURES();
+  const ModelWeights w = ModelWeights::open(test::fixture_model("stories260K"));
+  StreamingModel model(w, {});
+  model.keep_layers_resident();
+  const CalibrationSet a = calibration_from_model(model, 1, 3, 40, 5);
+  const CalibrationSet b = calibration_from_model(model, 1, 3, 40, 5);
+  const CalibrationSet c = calibration_from_model(model, 1, 3, 40, 6);
+  ASSERT_EQ(a.ids.sizes(), (std::vector<int64_t>{3, 40}));
+  EXPECT_TRUE(at::equal(a.ids, b.ids));
+  EXPECT_EQ(a.fingerprint, b.fingerprint);
+  EXPECT_NE(a.fingerprint, c.fingerprint);
+  EXPECT_TRUE((a.ids.select(1, 0) == 1).all().item<bool>());
+  EXPECT_TRUE((a.ids >= 0).all().item<bool>() && (a.ids < 512).all().item<bool>());
+  // A trained model's samples are text-like: a near-zero temperature gives its greedy text.
+  const auto tokenizer = load_tokenizer(test::fixture_model("stories260K"));
+  const CalibrationSet greedy = calibration_from_model(model, 1, 1, 20, 0, 1e-4);
+  std::vector<int32_t> ids;
+  for (int64_t t = 0; t < 20; ++t) ids.push_back(static_cast<int32_t>(greedy.ids[0][t].item<int64_t>()));
+  EXPECT_EQ(tokenizer->decode(ids).rfind("Once upon a time", 0), 0u) << tokenizer->decode(ids);
 }
 
 }  // namespace

@@ -133,8 +133,14 @@ TEST(Cli, QuantizeEndToEndAndItsErrors) {
   test::TempDir dir;
   const std::string model = test::fixture_model("babyllama-tok105").string();
   const std::string out = (dir / "q").string();
-  RunResult r = run_sarqc({"quantize", "--model", model, "--out", out, "--calib", "self"});
-  EXPECT_EQ(r.exit_code, kExitNotImplemented) << r.err;
+  RunResult r = run_sarqc({"quantize", "--model", model, "--out", (dir / "self").string(),
+                           "--calib", "self", "--nsamples", "4", "--seqlen", "32"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto self_qc = nlohmann::json::parse(test::read_bytes(dir / "self" / "config.json"));
+  EXPECT_EQ(self_qc["quantization_config"]["meta"]["sarqc"]["calibration_file"]
+                .get<std::string>()
+                .rfind("self", 0),
+            0u);
   r = run_sarqc({"quantize", "--model", model, "--out", out});
   EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
   EXPECT_NE(r.err.find("needs calibration data"), std::string::npos) << r.err;

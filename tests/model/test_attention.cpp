@@ -61,6 +61,19 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{4, 2, 0, 1}, Case{4, 2, 3, 0}, Case{4, 2, 3, 1}, Case{4, 2, 5, 700},
                       Case{4, 2, 20, 1}));
 
+TEST(Attention, QueriesAfterACachedPrefixMatchTheFullComputation) {
+  at::manual_seed(8);
+  const at::Tensor q = at::randn({2, 4, 11, 8}), k = at::randn({2, 2, 11, 8}),
+                   v = at::randn({2, 2, 11, 8});
+  for (int64_t window : {0, 4}) {
+    const at::Tensor full = causal_attention(q, k, v, window);
+    // The last 3 queries against all 11 keys.
+    const at::Tensor tail = causal_attention(q.narrow(2, 8, 3), k, v, window, 1);
+    EXPECT_TRUE(at::allclose(tail, full.narrow(2, 8, 3), 1e-6, 1e-6)) << window;
+  }
+  EXPECT_THROW(causal_attention(q, k.narrow(2, 0, 5), v.narrow(2, 0, 5)), c10::Error);
+}
+
 TEST(Attention, GroupSharingIsByContiguousBlocksOfHeads) {
   // With KV = 2 and H = 4, heads 0,1 read kv 0 and heads 2,3 read kv 1: giving kv head 1 values
   // of zero must zero exactly heads 2 and 3.

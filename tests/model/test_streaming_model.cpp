@@ -53,6 +53,26 @@ TEST_F(StreamingModelTest, StreamedBatchesEqualAllAtOnce) {
   EXPECT_TRUE(at::equal(model.forward(ids_), all_at_once));
 }
 
+TEST_F(StreamingModelTest, IncrementalDecodingWithKvCacheEqualsTheFullForward) {
+  for (const char* name : {"stories260K", "babyllama-tok105"}) {
+    const ModelWeights w = ModelWeights::open(test::fixture_model(name));
+    StreamingModel model(w, {});
+    model.keep_layers_resident();
+    const at::Tensor ids = ids_.narrow(0, 0, 3).clamp_max(w.config().vocab_size - 1);
+    const at::Tensor full = model.forward(ids);
+    std::vector<KvCache> caches;
+    std::vector<at::Tensor> parts;
+    int64_t t = 0;
+    for (int64_t step : {5, 1, 1, 20, 37}) {  // a prompt, single tokens, then chunks
+      parts.push_back(model.forward_cached(ids.narrow(1, t, step), caches));
+      t += step;
+    }
+    ASSERT_EQ(t, 64);
+    EXPECT_EQ(caches[0].length(), 64);
+    EXPECT_TRUE(at::allclose(at::cat(parts, 1), full, 1e-5, 1e-4)) << name;
+  }
+}
+
 TEST_F(StreamingModelTest, CausalityPrefixLogitsDoNotDependOnLaterTokens) {
   const ModelWeights w = ModelWeights::open(test::fixture_model("babyllama-tok105"));
   StreamingModel model(w, {});

@@ -12,6 +12,7 @@
 namespace sarqc {
 
 class Tokenizer;
+class StreamingModel;
 
 struct CalibrationSet {
   at::Tensor ids;           // [N, L] int64
@@ -31,5 +32,12 @@ CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::file
                                      int64_t nsamples, int64_t seqlen, uint64_t seed);
 CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
                                            int64_t seqlen, uint64_t seed);
+
+// `--calib self`: N sequences sampled from the model itself, each BOS followed by L − 1 tokens
+// drawn at `temperature` with one generator seeded once (sampling runs on the CPU, so the same
+// seed gives the same windows on any device). Needs the model's layers resident.
+CalibrationSet calibration_from_model(const StreamingModel& model, int32_t bos_id,
+                                      int64_t nsamples, int64_t seqlen, uint64_t seed,
+                                      double temperature = 1.0);
 
 }  // namespace sarqc

@@ -6,11 +6,12 @@
 namespace sarqc {
 
 // Causal grouped-query attention with scale 1/sqrt(hd).
-//   q: [B, H, T, hd]; k, v: [B, KV, T, hd]; H a multiple of KV; query head h reads kv head
-//   h / (H / KV) (HF's repeat_kv order).
+//   q: [B, H, Tq, hd]; k, v: [B, KV, Tk, hd] with Tk >= Tq: the queries are the last Tq
+//   positions (Tk > Tq when earlier keys come from a cache); H a multiple of KV; query head h
+//   reads kv head h / (H / KV) (HF's repeat_kv order).
 //   window > 0: query i sees key j only when i − j < window (mistral's sliding window).
 // Softmax runs in fp32. Queries are processed in chunks so that one chunk's score buffer stays
-// under `chunk_bytes` (0: a size that suits the device). Returns [B, H, T, hd] in q's dtype.
+// under `chunk_bytes` (0: a size that suits the device). Returns [B, H, Tq, hd] in q's dtype.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             int64_t window = 0, int64_t chunk_bytes = 0);
 

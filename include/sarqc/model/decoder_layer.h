@@ -32,6 +32,13 @@ class LinearInputObserver {
   virtual void observe_all_tokens_input(const LinearModule& /*module*/, const at::Tensor& /*x*/) {}
 };
 
+// Keys and values of the positions processed so far ([B, KV, T, hd] after rotary), for
+// incremental decoding.
+struct KvCache {
+  at::Tensor k, v;
+  int64_t length() const { return k.defined() ? k.size(2) : 0; }
+};
+
 class DecoderLayer {
  public:
   // Loads layer `index` of `weights` onto options.device as options.dtype.
@@ -49,6 +56,9 @@ class DecoderLayer {
                              LinearInputObserver* observer = nullptr) const;
   // h + mlp(post_attention_layernorm(h)), the MLP dense or a mixture of experts
   at::Tensor mlp_block(const at::Tensor& h, LinearInputObserver* observer = nullptr) const;
+  // forward() of new positions that follow the cached ones; appends their keys and values.
+  at::Tensor forward_cached(const at::Tensor& hidden, const RotaryTables& rope,
+                            KvCache& cache) const;
 
   // Linear weights ([out, in]) by module local name ("self_attn.q_proj").
   const at::Tensor& weight(const std::string& local_name) const;
@@ -65,7 +75,7 @@ class DecoderLayer {
   at::Tensor apply(const std::string& local_name, const at::Tensor& x,
                    LinearInputObserver* observer) const;
   at::Tensor attention(const at::Tensor& x, const RotaryTables& rope,
-                       LinearInputObserver* observer) const;
+                       LinearInputObserver* observer, KvCache* cache = nullptr) const;
   at::Tensor mlp(const std::string& prefix, const at::Tensor& x,
                  LinearInputObserver* observer) const;
   at::Tensor moe(const at::Tensor& x, LinearInputObserver* observer) const;

@@ -26,7 +26,7 @@ struct RotaryTables {
 RotaryTables make_rotary_tables(const ModelConfig& config, int64_t seqlen, c10::Device device,
                                 c10::ScalarType dtype);
 
-// x: [B, heads, T, hd] with T <= the tables' length.
-at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& tables);
+// x: [B, heads, T, hd] at positions offset .. offset+T-1 (within the tables' length).
+at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& tables, int64_t offset = 0);
 
 }  // namespace sarqc

@@ -50,6 +50,10 @@ class StreamingModel {
   // All-at-once forward of one batch of ids [B, T] -> fp32 logits [B, T, vocab].
   at::Tensor forward(const at::Tensor& ids) const;
 
+  // Incremental decoding with resident layers: ids [B, t] follow the positions already in
+  // `caches` (one per layer; empty to start). Returns fp32 logits [B, t, vocab].
+  at::Tensor forward_cached(const at::Tensor& ids, std::vector<KvCache>& caches) const;
+
   const RotaryTables& rotary(int64_t seqlen) const;
 
  private:

@@ -25,9 +25,12 @@ struct QuantizeOptions {
   std::string rounding;            // backend; empty: the method's
   RoundingOptions rounding_options;
 
-  // Calibration: exactly one of a text file or a token-id file (none for rtn).
+  // Calibration: exactly one of a text file, a token-id file, or sampling from the model
+  // itself (none for rtn).
   std::filesystem::path calib_text;
   std::filesystem::path calib_tokens;
+  bool calib_self = false;
+  double calib_temperature = 1.0;
   int64_t nsamples = 128;
   int64_t seqlen = 2048;  // clamped to max_position_embeddings
   uint64_t seed = 0;
