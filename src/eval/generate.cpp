@@ -17,14 +17,15 @@ std::vector<int32_t> generate_greedy(const StreamingModel& model, const std::vec
     throw_usage(fmt::format("prompt ({} tokens) plus {} new tokens exceeds the model's "
                             "max_position_embeddings {}",
                             prompt.size(), new_tokens, max_pos));
-  std::vector<int32_t> ids = prompt, generated;
+  std::vector<int32_t> generated;
+  std::vector<KvCache> caches;
+  at::Tensor input = at::tensor(at::ArrayRef<int32_t>(prompt)).to(at::kLong).unsqueeze(0);
   for (int64_t step = 0; step < new_tokens; ++step) {
-    const at::Tensor input = at::tensor(at::ArrayRef<int32_t>(ids)).to(at::kLong).unsqueeze(0);
-    const at::Tensor logits = model.forward(input);  // [1, T, vocab]
-    const auto next = static_cast<int32_t>(logits[0][-1].argmax().item<int64_t>());
-    ids.push_back(next);
-    generated.push_back(next);
+    const at::Tensor logits = model.forward_cached(input, caches);  // [1, t, vocab]
+    const int64_t next = logits[0][-1].argmax().item<int64_t>();
+    generated.push_back(static_cast<int32_t>(next));
     if (stop_id && next == *stop_id) break;
+    input = at::full({1, 1}, next, at::kLong);
   }
   return generated;
 }

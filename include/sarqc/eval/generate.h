@@ -1,6 +1,6 @@
 #pragma once
 // Greedy decoding: a qualitative check of a model (and of the forward pass against a reference
-// continuation). Recomputes the whole sequence each step, so it is for short texts only.
+// continuation), with a KV cache. The model's layers must be resident.
 #include <cstdint>
 #include <optional>
 #include <vector>
