@@ -350,6 +350,28 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   for (const auto& g : layout.globals)
     writer.write(g.name, ckpt.load(g.name, cpu));
 
+  {  // The working set: one layer's fp32 weights, one group's Gram matrices, the stream(s).
+    int64_t layer_bytes = 0, gram_bytes = 0;
+    for (const auto& layer : layout.layers) {
+      int64_t bytes = 0;
+      std::map<int, int64_t> grams;
+      for (const auto& m : layer.linears) {
+        bytes += m.numel() * 4;
+        if (sequential_group(m) >= 0) grams[sequential_group(m)] += m.in_features * m.in_features * 4;
+      }
+      layer_bytes = std::max(layer_bytes, bytes);
+      for (const auto& [group, b] : grams) gram_bytes = std::max(gram_bytes, b);
+    }
+    const int64_t stream_bytes =
+        calibrate ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
+                        static_cast<int64_t>(c10::elementSize(o.compute.dtype))
+                  : 0;
+    spdlog::info("estimated peak memory {:.1f} MiB: layer {:.1f} + Gram matrices {:.1f} + "
+                 "activation stream(s) {:.1f} (on {})",
+                 (layer_bytes + gram_bytes + stream_bytes) / 1048576.0, layer_bytes / 1048576.0,
+                 gram_bytes / 1048576.0, stream_bytes / 1048576.0, o.compute.device.str());
+  }
+
   // Streams: the calibration windows' hidden states, quantized model so far.
   const ComputeOptions& compute = o.compute;
   StreamingModel model(weights, compute);
@@ -481,10 +503,12 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         if (m->has_bias)
           writer.write(m->bias_name(), ckpt.load(m->bias_name(), cpu).to(at::kHalf));
         rec.seconds = seconds_since(t0);
+        rec.peak_host_bytes = peak_rss_bytes();
         spdlog::info("layer={} module={} method={} loss={:.6g} relative={:.4g} tokens={} "
-                     "damp={:.2f} seconds={:.3f}{}",
+                     "damp={:.2f} seconds={:.3f} peak_mib={:.0f}{}",
                      l, m->local_name, rec.method, rec.loss, rec.relative_loss, rec.tokens,
-                     rec.damp, rec.seconds, rec.reason.empty() ? "" : " note=\"" + rec.reason + "\"");
+                     rec.damp, rec.seconds, rec.peak_host_bytes / 1048576.0,
+                     rec.reason.empty() ? "" : " note=\"" + rec.reason + "\"");
         report.modules.push_back(rec);
         bar.advance();
       }
@@ -564,7 +588,8 @@ nlohmann::json to_json(const QuantizeReport& r) {
                        {"tokens", m.tokens},
                        {"damp", m.damp},
                        {"dead_columns", m.dead_columns},
-                       {"seconds", m.seconds}});
+                       {"seconds", m.seconds},
+                       {"peak_host_bytes", m.peak_host_bytes}});
     total_loss += m.loss;
     ++by_method[m.method];
   }

@@ -63,6 +63,7 @@ struct ModuleRecord {
   double damp = 0;        // final percdamp
   int64_t dead_columns = 0;
   double seconds = 0;
+  int64_t peak_host_bytes = 0;  // process peak resident memory after this module
 };
 
 struct QuantizeReport {
