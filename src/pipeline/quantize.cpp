@@ -242,6 +242,9 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                             "--calib-tokens FILE",
                             o.method));
   if (sources > 1) throw_usage("give one of --calib FILE, --calib self, --calib-tokens FILE");
+  if (!calibrate && sources > 0)
+    spdlog::warn("--method {} uses no calibration data; the calibration option is ignored",
+                 backend);
   if (o.moe_policy != "rtn" && o.moe_policy != "all-tokens")
     throw_usage(fmt::format("--moe-policy '{}': expected rtn or all-tokens", o.moe_policy));
   if (o.moe_min_tokens < 0)
