@@ -7,6 +7,7 @@
 
 #include "sarqc/rounding/gptq.h"
 #include "sarqc/rounding/rtn.h"
+#include "sarqc/rounding/successive.h"
 #include "sarqc/util/error.h"
 
 namespace sarqc {
@@ -18,6 +19,8 @@ const std::map<std::string, Factory>& registry() {
   static const std::map<std::string, Factory> r = {
       {"rtn", [] { return std::make_unique<RtnRounder>(); }},
       {"gptq", [] { return std::make_unique<GptqRounder>(); }},
+      {"successive", [] { return std::make_unique<SuccessiveRounder>(false); }},
+      {"beam", [] { return std::make_unique<SuccessiveRounder>(true); }},
   };
   return r;
 }

@@ -17,7 +17,11 @@ namespace sarqc {
 struct RoundingOptions {
   bool act_order = false;      // process columns by descending diag(M)
   bool static_groups = false;  // group parameters fixed from the target before any update
-  int64_t block_size = 128;    // GPTQ lazy-update block
+  int64_t block_size = 128;    // GPTQ lazy-update block; successive/beam decoding block
+  int64_t beam_width = 4;      // beam backend: decodings kept per row
+  int64_t beam_budget_bytes = int64_t{256} << 20;  // beam backend: state per chunk of rows
+  // Width 1 takes a dedicated greedy loop; tests turn it off to run the general beam decoder.
+  bool greedy_fast_path = true;
 };
 
 // Thrown when M is not positive definite enough to factor; the pipeline raises the damping and
@@ -39,7 +43,7 @@ class Rounder {
                                 const QuantGrid& grid, const RoundingOptions& options) const = 0;
 };
 
-// "rtn", "gptq"; throws a usage error listing the known names.
+// "rtn", "gptq", "successive", "beam"; throws a usage error listing the known names.
 std::unique_ptr<Rounder> make_rounder(const std::string& name);
 std::vector<std::string> rounder_names();
 

@@ -1,0 +1,27 @@
+#pragma once
+#include <cstdint>
+
+#include "sarqc/rounding/rounder.h"
+
+namespace sarqc {
+
+// Successive rounding and its beam-search generalisation (methods.md §6.1, §6.2): Babai's
+// nearest-plane decoding on the lattice of M. Columns are processed by ascending diag(M) from the
+// back (so largest diag first), each target column corrected by the rounding errors of the
+// columns already decided through the column-normalised lower Cholesky factor of M; group
+// parameters come from the static target. Every row keeps the `beam` best partial decodings
+// ranked by their exact partial cost Σ L_jj²(ŵ_j − q_j)²: one for "successive" (greedy),
+// options.beam_width for "beam". Both run the same decoder, so beam width 1 is the greedy result
+// by construction; ties are broken as methods.md §6.2 prescribes.
+class SuccessiveRounder : public Rounder {
+ public:
+  explicit SuccessiveRounder(bool beam) : beam_(beam) {}
+  std::string name() const override { return beam_ ? "beam" : "successive"; }
+  QuantizedLinear round(const at::Tensor& target, const at::Tensor& metric, const QuantGrid& grid,
+                        const RoundingOptions& options) const override;
+
+ private:
+  bool beam_;
+};
+
+}  // namespace sarqc

@@ -1,0 +1,42 @@
+// Time of the rounding backends on one synthetic layer (not a test; scripts/bench_rounding.sh).
+// Usage: sarqc_bench_rounding OUT IN [bits] [group] [beam]
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include <ATen/ATen.h>
+
+#include "sarqc/rounding/rounder.h"
+#include "sarqc/util/device.h"
+
+int main(int argc, char** argv) {
+  using namespace sarqc;
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s OUT IN [bits] [group] [beam]\n", argv[0]);
+    return 2;
+  }
+  const int64_t m = std::stoll(argv[1]), n = std::stoll(argv[2]);
+  const int bits = argc > 3 ? std::stoi(argv[3]) : 4;
+  const int64_t group = argc > 4 ? std::stoll(argv[4]) : 128;
+  RoundingOptions o;
+  o.beam_width = argc > 5 ? std::stoll(argv[5]) : 4;
+  configure_threads(0);
+  at::manual_seed(0);
+  // A synthetic Gram matrix with a decaying spectrum, as calibration activations give.
+  const at::Tensor X = at::randn({n, 2 * n}) * at::linspace(1.0, 0.05, 2 * n).unsqueeze(0);
+  at::Tensor H = at::matmul(X, X.t()) / n;
+  H.diagonal().add_(0.01 * H.diagonal().mean().item<double>());
+  const at::Tensor W = at::randn({m, n}) * 0.02;
+  const QuantGrid grid{bits, group, true, false};
+  for (const char* name : {"rtn", "gptq", "successive", "beam"}) {
+    const auto rounder = make_rounder(name);
+    const auto start = std::chrono::steady_clock::now();
+    const QuantizedLinear q = rounder->round(W, H, grid, o);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%-10s %lldx%lld %d-bit g%lld%s: %7.2f s  loss %.6g\n", name, (long long)m,
+                (long long)n, bits, (long long)group,
+                std::string(name) == "beam" ? (" K=" + std::to_string(o.beam_width)).c_str() : "",
+                s, q.loss);
+  }
+  return 0;
+}
