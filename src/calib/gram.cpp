@@ -7,7 +7,8 @@
 namespace sarqc {
 
 GramAccumulator::GramAccumulator(int64_t features, c10::Device device)
-    : h_(at::zeros({features, features}, at::TensorOptions().dtype(at::kFloat).device(device))) {}
+    : h_(at::zeros({features, features}, at::TensorOptions().dtype(at::kFloat).device(device))),
+      abs_sum_(at::zeros({features}, at::TensorOptions().dtype(at::kFloat).device(device))) {}
 
 void GramAccumulator::add(const at::Tensor& x, int64_t sequences) {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == h_.size(0), "GramAccumulator::add: x must be [tokens, ",
@@ -17,6 +18,7 @@ void GramAccumulator::add(const at::Tensor& x, int64_t sequences) {
   h_.mul_(static_cast<double>(sequences_) / static_cast<double>(seen));
   const at::Tensor scaled = x.to(h_.device(), at::kFloat) * std::sqrt(2.0 / static_cast<double>(seen));
   h_.addmm_(scaled.t(), scaled);
+  abs_sum_ += x.to(h_.device(), at::kFloat).abs().sum(0);
   sequences_ = seen;
   tokens_ += x.size(0);
 }
@@ -29,6 +31,11 @@ void GramAccumulator::merge(const GramAccumulator& other) {
        static_cast<double>(seen);
   sequences_ = seen;
   tokens_ += other.tokens_;
+  abs_sum_ = abs_sum_ + other.abs_sum_.to(abs_sum_.device());
+}
+
+at::Tensor GramAccumulator::abs_mean() const {
+  return abs_sum_ / static_cast<double>(std::max<int64_t>(tokens_, 1));
 }
 
 }  // namespace sarqc

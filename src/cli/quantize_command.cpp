@@ -12,6 +12,9 @@ namespace sarqc::cli {
 Command add_quantize_command(CLI::App& app) {
   struct Flags {
     std::string model, out, method = "gptq", calib, calib_tokens, dtype = "fp32";
+    std::string objective, rounding, saliency = "ones";
+    double lambda = 0, saliency_power = 0.5;
+    int64_t beam = 4;
     int bits = 4;
     int64_t group_size = 128, nsamples = 128, seqlen = 2048, moe_min_tokens = 0;
     std::string moe_policy = "rtn";
@@ -36,8 +39,24 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_flag("--sym", flags->sym, "Symmetric grid (default; written as checkpoint_format gptq)");
   sub->add_flag("--asym", flags->asym, "Asymmetric grid (written as checkpoint_format gptq_v2)");
   sub->add_flag("--mse-clip", flags->mse_clip, "Search a shrunken range per group (MSE clip)");
-  sub->add_option("--method", flags->method, "rtn (no calibration) or gptq")
-      ->check(CLI::IsMember({"rtn", "gptq"}))
+  sub->add_option("--method", flags->method,
+                  "Preset: rtn (no calibration), gptq, sarqc (gptq + saliency-regularized "
+                  "objective)")
+      ->check(CLI::IsMember({"rtn", "gptq", "sarqc"}))
+      ->capture_default_str();
+  sub->add_option("--objective", flags->objective,
+                  "Override the preset's objective: plain or sarqc");
+  sub->add_option("--rounding", flags->rounding,
+                  "Override the preset's backend: rtn, gptq, successive, beam");
+  sub->add_option("--beam", flags->beam, "Beam width of --rounding beam")->capture_default_str();
+  sub->add_option("--lambda", flags->lambda,
+                  "sarqc: drift penalty relative to mean(diag H) (our reconstruction of SARQC; "
+                  "the paper publishes no schedule)")
+      ->capture_default_str();
+  sub->add_option("--saliency", flags->saliency,
+                  "sarqc saliency: ones (RQC), hdiag, absmean, absmean-pow (our reconstruction)")
+      ->capture_default_str();
+  sub->add_option("--saliency-power", flags->saliency_power, "absmean-pow exponent in (0, 1]")
       ->capture_default_str();
   sub->add_option("--calib", flags->calib,
                   "Calibration text file (tokenized with the model), or 'self': sample it from "
@@ -86,6 +105,12 @@ Command add_quantize_command(CLI::App& app) {
             o.out_dir = flags->out;
             o.grid = {flags->bits, flags->group_size, !flags->asym, flags->mse_clip};
             o.method = flags->method;
+            o.objective = flags->objective;
+            o.rounding = flags->rounding;
+            o.objective_settings.lambda_rel = flags->lambda;
+            o.objective_settings.saliency = flags->saliency;
+            o.objective_settings.saliency_power = flags->saliency_power;
+            o.rounding_options.beam_width = flags->beam;
             o.calib_self = flags->calib == "self";
             if (!o.calib_self) o.calib_text = flags->calib;
             o.calib_tokens = flags->calib_tokens;

@@ -7,28 +7,32 @@
 #include <fmt/format.h>
 
 #include "sarqc/objective/plain.h"
+#include "sarqc/objective/sarqc.h"
 #include "sarqc/util/error.h"
 
 namespace sarqc {
 namespace {
 
-using Factory = std::function<std::unique_ptr<Objective>()>;
+using Factory = std::function<std::unique_ptr<Objective>(const ObjectiveSettings&)>;
 
 const std::map<std::string, Factory>& registry() {
   static const std::map<std::string, Factory> r = {
-      {"plain", [] { return std::make_unique<PlainObjective>(); }},
+      {"plain", [](const ObjectiveSettings&) { return std::make_unique<PlainObjective>(); }},
+      {"sarqc", [](const ObjectiveSettings& s) { return std::make_unique<SarqcObjective>(s); }},
   };
   return r;
 }
 
 }  // namespace
 
-std::unique_ptr<Objective> make_objective(const std::string& name) {
-  const auto it = registry().find(name);
+std::unique_ptr<Objective> make_objective(const ObjectiveSettings& settings) {
+  const auto it = registry().find(settings.name);
   if (it == registry().end())
-    throw_usage(fmt::format("--objective '{}': expected one of {}", name,
+    throw_usage(fmt::format("--objective '{}': expected one of {}", settings.name,
                             fmt::join(objective_names(), ", ")));
-  return it->second();
+  if (settings.name != "sarqc" && settings.lambda_rel != 0)
+    throw_usage(fmt::format("--lambda applies only to --objective sarqc, not '{}'", settings.name));
+  return it->second(settings);
 }
 
 std::vector<std::string> objective_names() {
@@ -52,7 +56,8 @@ PreparedMetric prepare_metric(const at::Tensor& gram, const at::Tensor& weight, 
     h.diagonal().masked_fill_(dead, 1.0);
     p.weight.masked_fill_(dead.unsqueeze(0), 0.0);
   }
-  h.diagonal().add_(percdamp * h.diagonal().mean().item<double>());
+  p.mean_diag = h.diagonal().mean().item<double>();
+  h.diagonal().add_(percdamp * p.mean_diag);
   p.damped = h;
   return p;
 }

@@ -225,16 +225,31 @@ class OutputFolder {
 
 }  // namespace
 
+MethodPreset method_preset(const std::string& method) {
+  static const std::map<std::string, MethodPreset> presets = {
+      {"rtn", {"plain", "rtn"}}, {"gptq", {"plain", "gptq"}}, {"sarqc", {"sarqc", "gptq"}}};
+  const auto it = presets.find(method);
+  if (it == presets.end())
+    throw_usage(fmt::format("--method '{}': expected rtn, gptq or sarqc in this version", method));
+  return it->second;
+}
+
 QuantizeReport quantize(const QuantizeOptions& o) {
   const auto start = Clock::now();
   QuantGrid grid = o.grid;
   grid.validate();
   if (o.damp < 0) throw_usage(fmt::format("--damp must be >= 0, got {}", o.damp));
-  const std::string backend = o.rounding.empty() ? o.method : o.rounding;
-  if (o.method != "rtn" && o.method != "gptq")
-    throw_usage(fmt::format("--method '{}': expected rtn or gptq in this version", o.method));
+  const MethodPreset preset = method_preset(o.method);
+  const std::string backend = o.rounding.empty() ? preset.rounding : o.rounding;
+  ObjectiveSettings objective_settings = o.objective_settings;
+  objective_settings.name = o.objective.empty() ? preset.objective : o.objective;
+  if (o.rounding_options.beam_width < 1)
+    throw_usage(fmt::format("--beam must be >= 1, got {}", o.rounding_options.beam_width));
   const auto rounder = make_rounder(backend);
-  const auto objective = make_objective(o.objective);
+  const auto objective = make_objective(objective_settings);
+  if (!rounder->needs_metric() && objective_settings.name != "plain")
+    throw_usage(fmt::format("--objective {} needs a calibrated backend, not --rounding {}",
+                            objective_settings.name, backend));
   const bool calibrate = rounder->needs_metric();
   const int sources = !o.calib_text.empty() + !o.calib_tokens.empty() + o.calib_self;
   if (calibrate && sources == 0)
@@ -278,7 +293,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   report.out_dir = o.out_dir;
   report.grid = grid.describe();
   report.method = o.method;
-  report.objective = o.objective;
+  report.objective = objective_settings.name;
   report.rounding = backend;
 
   // Calibration windows (not needed by RTN).
@@ -469,7 +484,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
           double damp = o.damp;
           for (int attempt = 0; attempt <= o.max_damp_retries && !done; ++attempt) {
             const PreparedMetric prep = prepare_metric(gram->matrix(), W, damp, m->name);
-            const ObjectiveOutput target = objective->build({prep.weight, prep.damped, gram});
+            const ObjectiveOutput target =
+                objective->build({prep.weight, prep.damped, gram, prep.mean_diag});
             try {
               q = rounder->round(target.target, target.metric, grid, o.rounding_options);
               const double scale = (at::matmul(target.target, target.metric) * target.target)
@@ -545,7 +561,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         {"sarqc",
          {{"method", o.method},
           {"backend", backend},
-          {"objective", o.objective},
+          {"objective", objective_settings.name},
+          {"lambda_rel", objective_settings.lambda_rel},
+          {"saliency", objective_settings.saliency},
+          {"beam_width", backend == "beam" ? o.rounding_options.beam_width : 1},
           {"act_order", o.rounding_options.act_order},
           {"mse_clip", grid.mse_clip},
           {"seed", o.seed},

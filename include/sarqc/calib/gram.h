@@ -18,11 +18,14 @@ class GramAccumulator {
   void merge(const GramAccumulator& other);
 
   const at::Tensor& matrix() const { return h_; }  // [features, features] fp32
+  // mean over tokens of |x| per input channel (saliency statistics, methods.md §5.2), fp32 [n]
+  at::Tensor abs_mean() const;
   int64_t sequences() const { return sequences_; }
   int64_t tokens() const { return tokens_; }
 
  private:
   at::Tensor h_;
+  at::Tensor abs_sum_;  // Σ_t |x_t| per channel
   int64_t sequences_ = 0;
   int64_t tokens_ = 0;
 };

@@ -16,11 +16,19 @@ struct ObjectiveInput {
   at::Tensor weight;   // [m, n] fp32, dead columns already zeroed
   at::Tensor damped;   // H_d = H + δI, [n, n] fp32, dead diagonal entries already 1
   const GramAccumulator* gram = nullptr;
+  double mean_diag = 0;  // mean(diag H) before damping: the unit of relative λ and damping
 };
 
 struct ObjectiveOutput {
   at::Tensor metric;  // M
   at::Tensor target;  // W_ref
+};
+
+struct ObjectiveSettings {
+  std::string name = "plain";
+  double lambda_rel = 0;           // sarqc: λ' = λ_rel · mean(diag H)
+  std::string saliency = "ones";   // sarqc: ones | hdiag | absmean | absmean-pow
+  double saliency_power = 0.5;     // absmean-pow exponent a ∈ (0, 1]
 };
 
 class Objective {
@@ -32,15 +40,17 @@ class Objective {
   virtual ObjectiveOutput build(const ObjectiveInput& input) const = 0;
 };
 
-// "plain"; throws a usage error listing the known names.
-std::unique_ptr<Objective> make_objective(const std::string& name);
+// "plain", "sarqc"; throws a usage error listing the known names or naming a bad setting.
+std::unique_ptr<Objective> make_objective(const ObjectiveSettings& settings);
 std::vector<std::string> objective_names();
 
 struct PreparedMetric {
   at::Tensor weight;  // W with dead columns zeroed
   at::Tensor damped;  // H_d
+  double mean_diag = 0;
   int64_t dead_columns = 0;
 };
+
 
 // methods.md §1: a column with H_jj = 0 gets H_jj = 1 and W[:, j] = 0; then
 // H_d = H + percdamp·mean(diag H)·I. Throws a runtime Error on NaN/Inf in H.

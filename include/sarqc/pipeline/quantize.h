@@ -11,6 +11,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "sarqc/model/compute.h"
+#include "sarqc/objective/objective.h"
 #include "sarqc/quant/grid.h"
 #include "sarqc/rounding/rounder.h"
 
@@ -20,9 +21,10 @@ struct QuantizeOptions {
   std::filesystem::path model_dir;
   std::filesystem::path out_dir;
   QuantGrid grid;
-  std::string method = "gptq";     // preset: rtn | gptq
-  std::string objective = "plain";
-  std::string rounding;            // backend; empty: the method's
+  std::string method = "gptq";     // preset: rtn | gptq | sarqc (see method_preset)
+  std::string objective;           // overrides the preset's objective when not empty
+  std::string rounding;            // overrides the preset's backend when not empty
+  ObjectiveSettings objective_settings;  // λ, saliency (name filled from method/objective)
   RoundingOptions rounding_options;
 
   // Calibration: exactly one of a text file, a token-id file, or sampling from the model
@@ -78,6 +80,12 @@ struct QuantizeReport {
   int64_t peak_host_bytes = 0;       // process peak resident memory
   int64_t estimated_peak_bytes = 0;  // one layer + its Gram matrices + the activation stream
 };
+
+struct MethodPreset {
+  std::string objective, rounding;
+};
+// rtn = plain + rtn; gptq = plain + gptq; sarqc = sarqc + gptq. Throws a usage error otherwise.
+MethodPreset method_preset(const std::string& method);
 
 QuantizeReport quantize(const QuantizeOptions& options);
 

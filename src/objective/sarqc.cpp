@@ -1,0 +1,43 @@
+#include "sarqc/objective/sarqc.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+
+#include "sarqc/util/error.h"
+
+namespace sarqc {
+
+SarqcObjective::SarqcObjective(const ObjectiveSettings& s) : settings_(s) {
+  if (!(s.lambda_rel >= 0))
+    throw_usage(fmt::format("--lambda must be >= 0, got {}", s.lambda_rel));
+  if (s.saliency != "ones" && s.saliency != "hdiag" && s.saliency != "absmean" &&
+      s.saliency != "absmean-pow")
+    throw_usage(fmt::format("--saliency '{}': expected ones, hdiag, absmean or absmean-pow "
+                            "(elem is not available in this version)",
+                            s.saliency));
+  if (!(s.saliency_power > 0 && s.saliency_power <= 1))
+    throw_usage(fmt::format("--saliency-power must lie in (0, 1], got {}", s.saliency_power));
+}
+
+at::Tensor SarqcObjective::saliency(const ObjectiveInput& in) const {
+  const int64_t n = in.weight.size(1);
+  const auto opts = in.damped.options();
+  if (settings_.saliency == "ones") return at::ones({n}, opts);
+  if (settings_.saliency == "hdiag")  // H_jj: the damped diagonal minus the uniform damping
+    return (in.damped.diagonal() - (in.damped.diagonal().mean() - in.mean_diag)).clone();
+  TORCH_CHECK(in.gram != nullptr, "sarqc: absmean saliency needs calibration statistics");
+  at::Tensor s = in.gram->abs_mean().to(opts);
+  if (settings_.saliency == "absmean-pow") s = s.pow(settings_.saliency_power);
+  return s;
+}
+
+ObjectiveOutput SarqcObjective::build(const ObjectiveInput& in) const {
+  at::Tensor s = saliency(in);
+  const double mean = s.mean().item<double>();
+  s = mean > 0 ? s / mean : at::ones_like(s);  // normalised to mean 1
+  at::Tensor metric = in.damped.clone();
+  metric.diagonal().add_(settings_.lambda_rel * in.mean_diag * s);
+  return {metric, in.weight};
+}
+
+}  // namespace sarqc
