@@ -23,12 +23,35 @@ void GramAccumulator::add(const at::Tensor& x, int64_t sequences) {
   tokens_ += x.size(0);
 }
 
+void GramAccumulator::add(const at::Tensor& x, const at::Tensor& x_fp,
+                          const at::Tensor& token_weight, int64_t sequences) {
+  TORCH_CHECK(x_fp.sizes() == x.sizes() && token_weight.dim() == 1 &&
+                  token_weight.size(0) == x.size(0),
+              "GramAccumulator::add: x_fp must be ", x.sizes(), " and token_weight [", x.size(0),
+              "], got ", x_fp.sizes(), " and ", token_weight.sizes());
+  if (!d_.defined()) d_ = at::zeros_like(h_);
+  const int64_t seen = sequences_ + sequences;
+  d_.mul_(static_cast<double>(sequences_) / static_cast<double>(seen));
+  const double c = std::sqrt(2.0 / static_cast<double>(seen));
+  const at::Tensor xq = x.to(h_.device(), at::kFloat) * c;
+  const at::Tensor delta = (x_fp.to(h_.device(), at::kFloat) * c - xq) *
+                           token_weight.to(h_.device(), at::kFloat).unsqueeze(1);
+  d_.addmm_(delta.t(), xq);
+  add(x, sequences);  // H, |x| statistics and the counts
+}
+
 void GramAccumulator::merge(const GramAccumulator& other) {
   TORCH_CHECK(other.h_.sizes() == h_.sizes(), "GramAccumulator::merge: sizes differ");
   const int64_t seen = sequences_ + other.sequences_;
   if (seen == 0) return;
-  h_ = (h_ * static_cast<double>(sequences_) + other.h_.to(h_.device()) * static_cast<double>(other.sequences_)) /
-       static_cast<double>(seen);
+  const double a = static_cast<double>(sequences_) / static_cast<double>(seen);
+  const double b = static_cast<double>(other.sequences_) / static_cast<double>(seen);
+  h_ = h_ * a + other.h_.to(h_.device()) * b;
+  if (d_.defined() || other.d_.defined()) {
+    const at::Tensor mine = d_.defined() ? d_ : at::zeros_like(h_);
+    const at::Tensor theirs = other.d_.defined() ? other.d_.to(h_.device()) : at::zeros_like(h_);
+    d_ = mine * a + theirs * b;
+  }
   sequences_ = seen;
   tokens_ += other.tokens_;
   abs_sum_ = abs_sum_ + other.abs_sum_.to(abs_sum_.device());

@@ -13,7 +13,8 @@ Command add_quantize_command(CLI::App& app) {
   struct Flags {
     std::string model, out, method = "gptq", calib, calib_tokens, dtype = "fp32";
     std::string objective, rounding, saliency = "ones";
-    double lambda = 0, saliency_power = 0.5;
+    double lambda = 0, saliency_power = 0.5, alpha = 0.25, mixup = 5.0;
+    std::string alpha_mode;
     int64_t beam = 4;
     int bits = 4;
     int64_t group_size = 128, nsamples = 128, seqlen = 2048, moe_min_tokens = 0;
@@ -40,12 +41,13 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_flag("--asym", flags->asym, "Asymmetric grid (written as checkpoint_format gptq_v2)");
   sub->add_flag("--mse-clip", flags->mse_clip, "Search a shrunken range per group (MSE clip)");
   sub->add_option("--method", flags->method,
-                  "Preset: rtn (no calibration), gptq, sarqc (gptq + saliency-regularized "
-                  "objective)")
-      ->check(CLI::IsMember({"rtn", "gptq", "sarqc"}))
+                  "Preset = objective + backend: rtn, gptq, sarqc (sarqc + gptq), gptaq (interp "
+                  "α=0.25 + gptq), coreq (interp α sampled + successive), beam (interp α "
+                  "sampled + beam), sarqc-beam (sarqc+interp + beam)")
+      ->check(CLI::IsMember({"rtn", "gptq", "sarqc", "gptaq", "coreq", "beam", "sarqc-beam"}))
       ->capture_default_str();
   sub->add_option("--objective", flags->objective,
-                  "Override the preset's objective: plain or sarqc");
+                  "Override the preset's objective: plain, sarqc, interp, sarqc+interp");
   sub->add_option("--rounding", flags->rounding,
                   "Override the preset's backend: rtn, gptq, successive, beam");
   sub->add_option("--beam", flags->beam, "Beam width of --rounding beam")->capture_default_str();
@@ -58,6 +60,15 @@ Command add_quantize_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--saliency-power", flags->saliency_power, "absmean-pow exponent in (0, 1]")
       ->capture_default_str();
+  CLI::Option* alpha = sub->add_option("--alpha", flags->alpha,
+                                       "interp: fixed interpolation toward the full-precision "
+                                       "stream, in [0, 1]")
+                           ->capture_default_str();
+  CLI::Option* alpha_mode = sub->add_option("--alpha-mode", flags->alpha_mode,
+                                            "interp: fixed or sample (default: the preset's)");
+  CLI::Option* mixup = sub->add_option("--mixup", flags->mixup,
+                                       "interp sample mode: α_j = min(a, 1-a), a ~ Beta(c, c)")
+                           ->capture_default_str();
   sub->add_option("--calib", flags->calib,
                   "Calibration text file (tokenized with the model), or 'self': sample it from "
                   "the model (seeded by --seed; needs all layers in memory)");
@@ -96,7 +107,7 @@ Command add_quantize_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--force", flags->force, "Replace an existing output folder");
   sub->add_flag("--json", flags->json, "Print the report (also in OUT/report.json) as JSON");
-  return {sub, [flags](const GlobalOptions& global) {  // flags outlive parsing
+  return {sub, [flags, alpha, alpha_mode, mixup](const GlobalOptions& global) {
             QuantizeOptions o;
             o.compute.device = apply_global_options(global);
             o.compute.dtype = parse_activation_dtype(flags->dtype);
@@ -111,6 +122,11 @@ Command add_quantize_command(CLI::App& app) {
             o.objective_settings.saliency = flags->saliency;
             o.objective_settings.saliency_power = flags->saliency_power;
             o.rounding_options.beam_width = flags->beam;
+            o.objective_settings.alpha = flags->alpha;
+            o.objective_settings.alpha_mode = flags->alpha_mode;
+            o.objective_settings.mixup = flags->mixup;
+            o.objective_settings.alpha_given =
+                alpha->count() + alpha_mode->count() + mixup->count() > 0;
             o.calib_self = flags->calib == "self";
             if (!o.calib_self) o.calib_text = flags->calib;
             o.calib_tokens = flags->calib_tokens;

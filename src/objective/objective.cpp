@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include "sarqc/objective/interp.h"
 #include "sarqc/objective/plain.h"
 #include "sarqc/objective/sarqc.h"
 #include "sarqc/util/error.h"
@@ -19,6 +20,10 @@ const std::map<std::string, Factory>& registry() {
   static const std::map<std::string, Factory> r = {
       {"plain", [](const ObjectiveSettings&) { return std::make_unique<PlainObjective>(); }},
       {"sarqc", [](const ObjectiveSettings& s) { return std::make_unique<SarqcObjective>(s); }},
+      {"interp",
+       [](const ObjectiveSettings& s) { return std::make_unique<InterpObjective>(s, false); }},
+      {"sarqc+interp",
+       [](const ObjectiveSettings& s) { return std::make_unique<InterpObjective>(s, true); }},
   };
   return r;
 }
@@ -30,8 +35,15 @@ std::unique_ptr<Objective> make_objective(const ObjectiveSettings& settings) {
   if (it == registry().end())
     throw_usage(fmt::format("--objective '{}': expected one of {}", settings.name,
                             fmt::join(objective_names(), ", ")));
-  if (settings.name != "sarqc" && settings.lambda_rel != 0)
-    throw_usage(fmt::format("--lambda applies only to --objective sarqc, not '{}'", settings.name));
+  const bool uses_lambda = settings.name == "sarqc" || settings.name == "sarqc+interp";
+  if (!uses_lambda && settings.lambda_rel != 0)
+    throw_usage(fmt::format("--lambda applies only to the sarqc objectives, not '{}'",
+                            settings.name));
+  const bool uses_alpha = settings.name == "interp" || settings.name == "sarqc+interp";
+  if (!uses_alpha && settings.alpha_given)
+    throw_usage(fmt::format("--alpha, --alpha-mode and --mixup apply only to the interp "
+                            "objectives, not '{}'",
+                            settings.name));
   return it->second(settings);
 }
 

@@ -22,6 +22,7 @@
 #include "sarqc/model/decoder_layer.h"
 #include "sarqc/model/streaming_model.h"
 #include "sarqc/model/weights.h"
+#include "sarqc/objective/interp.h"
 #include "sarqc/objective/objective.h"
 #include "sarqc/quant/gptq_format.h"
 #include "sarqc/rounding/rtn.h"
@@ -91,6 +92,13 @@ class GramObserver : public LinearInputObserver {
       accumulate(input_key(m) + kAllTokensSuffix, m, x);
   }
   void set_sequences(int64_t s) { sequences_ = s; }
+  // Paired quantized/full-precision inputs of one key (interp objectives).
+  void add_pair(const std::string& key, const LinearModule& m, const at::Tensor& x,
+                const at::Tensor& x_fp, const at::Tensor& token_weight) {
+    auto it = grams_.find(key);
+    if (it == grams_.end()) it = grams_.emplace(key, GramAccumulator(m.in_features, device_)).first;
+    it->second.add(x, x_fp, token_weight, sequences_);
+  }
   const GramAccumulator* find(const std::string& key) const {
     const auto it = grams_.find(key);
     return it == grams_.end() ? nullptr : &it->second;
@@ -110,6 +118,19 @@ class GramObserver : public LinearInputObserver {
   c10::Device device_;
   bool all_;
   std::map<std::string, GramAccumulator> grams_;
+};
+
+// Keeps the inputs of one group's modules for one batch (paired capture of both streams).
+class RecordingObserver : public LinearInputObserver {
+ public:
+  explicit RecordingObserver(int group) : group_(group) {}
+  void observe_input(const LinearModule& m, const at::Tensor& x) override {
+    if (sequential_group(m) == group_ && feeds_key(m)) inputs[input_key(m)] = {&m, x};
+  }
+  std::map<std::string, std::pair<const LinearModule*, at::Tensor>> inputs;
+
+ private:
+  int group_;
 };
 
 // Which modules the GPTQ format can hold at this grid (formats.md §11); fused siblings (q/k/v,
@@ -227,10 +248,18 @@ class OutputFolder {
 
 MethodPreset method_preset(const std::string& method) {
   static const std::map<std::string, MethodPreset> presets = {
-      {"rtn", {"plain", "rtn"}}, {"gptq", {"plain", "gptq"}}, {"sarqc", {"sarqc", "gptq"}}};
+      {"rtn", {"plain", "rtn"}},
+      {"gptq", {"plain", "gptq"}},
+      {"sarqc", {"sarqc", "gptq"}},
+      {"gptaq", {"interp", "gptq", "fixed"}},
+      {"coreq", {"interp", "successive", "sample"}},
+      {"beam", {"interp", "beam", "sample"}},
+      {"sarqc-beam", {"sarqc+interp", "beam", "sample"}}};
   const auto it = presets.find(method);
   if (it == presets.end())
-    throw_usage(fmt::format("--method '{}': expected rtn, gptq or sarqc in this version", method));
+    throw_usage(fmt::format("--method '{}': expected rtn, gptq, sarqc, gptaq, coreq, beam or "
+                            "sarqc-beam in this version",
+                            method));
   return it->second;
 }
 
@@ -243,6 +272,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   const std::string backend = o.rounding.empty() ? preset.rounding : o.rounding;
   ObjectiveSettings objective_settings = o.objective_settings;
   objective_settings.name = o.objective.empty() ? preset.objective : o.objective;
+  if (objective_settings.alpha_mode.empty()) objective_settings.alpha_mode = preset.alpha_mode;
   if (o.rounding_options.beam_width < 1)
     throw_usage(fmt::format("--beam must be >= 1, got {}", o.rounding_options.beam_width));
   const auto rounder = make_rounder(backend);
@@ -265,10 +295,16 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   if (o.moe_min_tokens < 0)
     throw_usage(fmt::format("--moe-min-tokens must be >= 0, got {}", o.moe_min_tokens));
   const bool keep_fp_stream = calibrate && (o.keep_fp_stream || objective->needs_fp_stream());
+  const bool paired_capture = calibrate && objective->needs_fp_stream();
+  AlphaSampler alpha_sampler(o.seed, objective_settings.mixup);
 
   const ModelWeights weights = ModelWeights::open(o.model_dir);
   const ModelConfig& cfg = weights.config();
   const ModelLayout& layout = weights.layout();
+  if (objective->needs_fp_stream() && cfg.is_moe())
+    throw Error(ErrorKind::NotImplemented,
+                fmt::format("--objective {} on MoE models is not implemented in this version",
+                            objective->name()));
   if (cfg.quantization)
     throw_bad_input(fmt::format("{}: the model is already GPTQ-quantized (config.json has "
                                 "quantization_config)",
@@ -414,11 +450,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       if (m.has_bias) writer.write(m.bias_name(), ckpt.load(m.bias_name(), cpu));
     }
     DecoderLayer layer = DecoderLayer::load(weights, l, compute);
-    if (keep_fp_stream) {  // advance X_f with the layer's original weights, before quantizing it
-      const RotaryTables& rope = model.rotary(fp_stream.seqlen);
-      for (auto& batch : fp_stream.batches)
-        batch = layer.forward(batch.to(compute.device), rope).to(fp_stream.storage);
-    }
+    // The full-precision copy computes X_f's path through this layer (a second layer on the
+    // device while the objective needs the FP stream).
+    std::optional<DecoderLayer> fp_layer;
+    if (keep_fp_stream) fp_layer = DecoderLayer::load(weights, l, compute);
     int64_t layer_bytes = 0;
     for (const auto& m : layer_layout.linears) layer_bytes += m.numel() * 4;
     for (int group = 0; group < 4; ++group) {
@@ -428,15 +463,36 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       if (members.empty()) continue;
       GramObserver observer(group, 1, compute.device,
                             layer_layout.moe && o.moe_policy == "all-tokens");
-      if (calibrate) {
+      auto run_prefix = [&](const DecoderLayer& which, const at::Tensor& x,
+                            LinearInputObserver* obs, const RotaryTables& rope) {
+        if (group <= 1)
+          which.attention_block(x, rope, obs);
+        else
+          which.forward(x, rope, obs);
+      };
+      if (calibrate && !paired_capture) {
         const RotaryTables& rope = model.rotary(stream.seqlen);
         for (const auto& batch : stream.batches) {
           observer.set_sequences(batch.size(0));
-          const at::Tensor x = batch.to(compute.device);
-          if (group <= 1)
-            layer.attention_block(x, rope, &observer);
-          else
-            layer.forward(x, rope, &observer);
+          run_prefix(layer, batch.to(compute.device), &observer, rope);
+        }
+      } else if (paired_capture) {
+        // Both streams through their layer up to this group, then X_q, X_f and α per token.
+        const RotaryTables& rope = model.rotary(stream.seqlen);
+        for (size_t b = 0; b < stream.batches.size(); ++b) {
+          const at::Tensor& batch = stream.batches[b];
+          const int64_t sequences = batch.size(0), T = batch.size(1);
+          RecordingObserver q_inputs(group), fp_inputs(group);
+          run_prefix(layer, batch.to(compute.device), &q_inputs, rope);
+          run_prefix(*fp_layer, fp_stream.batches[b].to(compute.device), &fp_inputs, rope);
+          at::Tensor weight = at::ones({sequences}, at::TensorOptions().device(compute.device));
+          if (objective->samples_alpha())
+            for (int64_t j = 0; j < sequences; ++j) weight[j] = alpha_sampler.next();
+          weight = weight.repeat_interleave(T);
+          observer.set_sequences(sequences);
+          for (const auto& [key, input] : q_inputs.inputs)
+            observer.add_pair(key, *input.first, input.second, fp_inputs.inputs.at(key).second,
+                              weight);
         }
       }
       int64_t gram_bytes = 0;
@@ -532,7 +588,12 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         bar.advance();
       }
     }
-    // The quantized layer produces the next layer's inputs.
+    // The quantized layer produces the next layer's inputs; the original one advances X_f.
+    if (keep_fp_stream && l + 1 < cfg.num_hidden_layers) {
+      const RotaryTables& rope = model.rotary(fp_stream.seqlen);
+      for (auto& batch : fp_stream.batches)
+        batch = fp_layer->forward(batch.to(compute.device), rope).to(fp_stream.storage);
+    }
     if (calibrate && l + 1 < cfg.num_hidden_layers) {
       const RotaryTables& rope = model.rotary(stream.seqlen);
       for (auto& batch : stream.batches)
@@ -563,6 +624,9 @@ QuantizeReport quantize(const QuantizeOptions& o) {
           {"backend", backend},
           {"objective", objective_settings.name},
           {"lambda_rel", objective_settings.lambda_rel},
+          {"alpha_mode", objective_settings.alpha_mode},
+          {"alpha", objective_settings.alpha},
+          {"mixup", objective_settings.mixup},
           {"saliency", objective_settings.saliency},
           {"beam_width", backend == "beam" ? o.rounding_options.beam_width : 1},
           {"act_order", o.rounding_options.act_order},

@@ -83,7 +83,7 @@ TEST(Sarqc, BadSettingsAreUsageErrors) {
   test::expect_error([] { make_objective({"sarqc", 0.1, "absmean-pow", 0}); }, ErrorKind::Usage,
                      "--saliency-power");
   test::expect_error([] { make_objective({"plain", 0.1, "ones", 0.5}); }, ErrorKind::Usage,
-                     "--lambda applies only to --objective sarqc");
+                     "--lambda applies only to the sarqc objectives");
   test::expect_error([] { make_objective({"nope", 0, "ones", 0.5}); }, ErrorKind::Usage,
                      "--objective 'nope'");
 }

@@ -224,6 +224,31 @@ TEST_F(QuantizeFixture, MoeExpertsCalibrateOnTheirOwnTokensAndStarvedOnesFollowT
   }
 }
 
+TEST_F(QuantizeFixture, InterpPresetsAreSeededAndBeatGptq) {
+  auto run = [&](const std::string& method, uint64_t seed, const std::string& out) {
+    QuantizeOptions o = options("babyllama-tok105", out);
+    o.method = method;
+    o.grid = {3, -1, true, false};
+    o.nsamples = 16;
+    o.seqlen = 128;
+    o.seed = seed;
+    const QuantizeReport r = quantize(o);
+    return std::make_pair(r, ppl(o.out_dir));
+  };
+  const auto [coreq, coreq_ppl] = run("coreq", 0, "coreq");
+  const auto again = run("coreq", 0, "coreq-again");
+  const auto other = run("coreq", 1, "coreq-other");
+  EXPECT_EQ(coreq.objective, "interp");
+  EXPECT_EQ(coreq.rounding, "successive");
+  EXPECT_EQ(again.second, coreq_ppl);  // same seed: same windows, same α_j, same checkpoint
+  EXPECT_NE(other.second, coreq_ppl);
+  const auto qc = read_json_file(dir_ / "coreq" / "config.json")["quantization_config"];
+  EXPECT_EQ(qc["meta"]["sarqc"]["alpha_mode"], "sample");
+  EXPECT_EQ(qc["desc_act"], false);  // per-channel: g_idx is trivial
+  const double gptq_ppl = run("gptq", 0, "gptq").second;
+  EXPECT_LT(coreq_ppl, gptq_ppl);  // 3-bit babyllama: the asymmetric target helps
+}
+
 TEST_F(QuantizeFixture, BadOptionsAreUsageErrorsBeforeAnyWork) {
   QuantizeOptions o = options("babyllama-tok105", "bad");
   o.grid.bits = 5;

@@ -14,10 +14,17 @@ class GramAccumulator {
 
   // x: [tokens, features] inputs seen for `sequences` calibration sequences (cast to fp32).
   void add(const at::Tensor& x, int64_t sequences);
+  // Also accumulates the cross-Gram D = (2/N) Σ w_t (x_f − x)ᵀ x (methods.md §1; row index =
+  // channel of ΔX, column = channel of x) from the full-precision inputs x_f at the same tokens,
+  // each token weighted by token_weight [tokens] (α_j of its sequence; ones for raw D).
+  void add(const at::Tensor& x, const at::Tensor& x_fp, const at::Tensor& token_weight,
+           int64_t sequences);
   // Combines another accumulator's sequences with these (weighted by sequence counts).
   void merge(const GramAccumulator& other);
 
   const at::Tensor& matrix() const { return h_; }  // [features, features] fp32
+  bool has_cross() const { return d_.defined(); }
+  const at::Tensor& cross() const { return d_; }    // D, [features, features] fp32
   // mean over tokens of |x| per input channel (saliency statistics, methods.md §5.2), fp32 [n]
   at::Tensor abs_mean() const;
   int64_t sequences() const { return sequences_; }
@@ -25,6 +32,7 @@ class GramAccumulator {
 
  private:
   at::Tensor h_;
+  at::Tensor d_;        // undefined until inputs of the full-precision stream are added
   at::Tensor abs_sum_;  // Σ_t |x_t| per channel
   int64_t sequences_ = 0;
   int64_t tokens_ = 0;

@@ -29,18 +29,26 @@ struct ObjectiveSettings {
   double lambda_rel = 0;           // sarqc: λ' = λ_rel · mean(diag H)
   std::string saliency = "ones";   // sarqc: ones | hdiag | absmean | absmean-pow
   double saliency_power = 0.5;     // absmean-pow exponent a ∈ (0, 1]
+  // interp, sarqc+interp (methods.md §5.3-5.4)
+  std::string alpha_mode;            // fixed | sample ("" = the method preset's, else fixed)
+  bool alpha_given = false;          // --alpha/--alpha-mode/--mixup given: needs an interp objective
+  double alpha = 0.25;               // fixed mode
+  double mixup = 5.0;                // sample mode: α_j = min(a, 1 − a), a ~ Beta(c, c)
 };
 
 class Objective {
  public:
   virtual ~Objective() = default;
   virtual std::string name() const = 0;
-  // Whether the pipeline must also carry the full-precision stream X_f for this objective.
+  // Whether the pipeline must also carry the full-precision stream X_f for this objective and
+  // accumulate the cross-Gram D (ObjectiveInput::gram->cross()).
   virtual bool needs_fp_stream() const { return false; }
+  // Sample mode: D is accumulated with per-sequence weights α_j drawn by the pipeline.
+  virtual bool samples_alpha() const { return false; }
   virtual ObjectiveOutput build(const ObjectiveInput& input) const = 0;
 };
 
-// "plain", "sarqc"; throws a usage error listing the known names or naming a bad setting.
+// "plain", "sarqc", "interp", "sarqc+interp"; throws a usage error listing the known names or naming a bad setting.
 std::unique_ptr<Objective> make_objective(const ObjectiveSettings& settings);
 std::vector<std::string> objective_names();
 

@@ -21,10 +21,11 @@ struct QuantizeOptions {
   std::filesystem::path model_dir;
   std::filesystem::path out_dir;
   QuantGrid grid;
-  std::string method = "gptq";     // preset: rtn | gptq | sarqc (see method_preset)
+  std::string method = "gptq";     // preset (see method_preset)
   std::string objective;           // overrides the preset's objective when not empty
   std::string rounding;            // overrides the preset's backend when not empty
-  ObjectiveSettings objective_settings;  // λ, saliency (name filled from method/objective)
+  ObjectiveSettings objective_settings;  // λ, saliency, α (name filled from method/objective;
+                                         // alpha_mode "" = the preset's)
   RoundingOptions rounding_options;
 
   // Calibration: exactly one of a text file, a token-id file, or sampling from the model
@@ -83,8 +84,11 @@ struct QuantizeReport {
 
 struct MethodPreset {
   std::string objective, rounding;
+  std::string alpha_mode = "fixed";  // for the interp objectives
 };
-// rtn = plain + rtn; gptq = plain + gptq; sarqc = sarqc + gptq. Throws a usage error otherwise.
+// Presets (objective + backend): rtn = plain + rtn; gptq = plain + gptq; sarqc = sarqc + gptq;
+// gptaq = interp + gptq; coreq = interp + successive; beam = interp + beam;
+// sarqc-beam = sarqc+interp + beam. Throws a usage error otherwise.
 MethodPreset method_preset(const std::string& method);
 
 QuantizeReport quantize(const QuantizeOptions& options);

@@ -1,0 +1,42 @@
+#pragma once
+// α-interpolated asymmetric calibration (CoreQ / GPTAQ family, methods.md §5.3) and its
+// combination with SARQC (§5.4): with X_t = X_q + α (X_f − X_q),
+//   min ‖Q X_q − W X_t‖² (+ λ'‖(Q − W) S^½‖²)  ⇒  M = H_d (+ λ' S),  W_ref = W + α · W D M⁻¹,
+// D = (2/N) ΔX X_qᵀ. Fixed mode scales the raw D by α; sample mode accumulates D with one
+// α_j = min(a, 1 − a), a ~ Beta(c, c) per calibration sequence and uses it as is.
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "sarqc/objective/objective.h"
+
+namespace sarqc {
+
+class InterpObjective : public Objective {
+ public:
+  // with_sarqc: the metric gains SARQC's drift penalty (objective "sarqc+interp").
+  InterpObjective(const ObjectiveSettings& settings, bool with_sarqc);
+  std::string name() const override { return with_sarqc_ ? "sarqc+interp" : "interp"; }
+  bool needs_fp_stream() const override { return true; }
+  bool samples_alpha() const override { return settings_.alpha_mode == "sample"; }
+  ObjectiveOutput build(const ObjectiveInput& input) const override;
+
+ private:
+  ObjectiveSettings settings_;
+  bool with_sarqc_;
+};
+
+// The run's α_j stream (sample mode): one generator seeded once, a_j = G1/(G1 + G2) with
+// G1, G2 ~ Gamma(c, 1), α_j = min(a_j, 1 − a_j); draws are consumed in (layer, group, sequence)
+// order.
+class AlphaSampler {
+ public:
+  AlphaSampler(uint64_t seed, double mixup) : rng_(seed), gamma_(mixup, 1.0) {}
+  double next();
+
+ private:
+  std::mt19937_64 rng_;
+  std::gamma_distribution<double> gamma_;
+};
+
+}  // namespace sarqc

@@ -1,0 +1,148 @@
+// The α-interpolated objectives (methods.md §5.3-5.4) against the identities of §9 (1, 2, 7, 9).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "sarqc/calib/gram.h"
+#include "sarqc/objective/interp.h"
+#include "sarqc/objective/objective.h"
+#include "test_support.h"
+
+namespace sarqc {
+namespace {
+
+struct Streams {
+  at::Tensor W, Xq, Xf;  // W [m, n]; X as [tokens, n]
+  GramAccumulator gram{10, c10::kCPU};
+  int64_t sequences = 4;
+};
+
+Streams make_streams(uint64_t seed) {
+  at::manual_seed(seed);
+  Streams s;
+  s.W = at::randn({5, 10}, at::kDouble);
+  s.Xq = at::randn({200, 10}, at::kDouble);
+  s.Xf = s.Xq + 0.3 * at::randn({200, 10}, at::kDouble);  // the full-precision stream
+  for (int64_t j = 0; j < s.sequences; ++j)
+    s.gram.add(s.Xq.narrow(0, j * 50, 50), s.Xf.narrow(0, j * 50, 50),
+               at::ones({50}, at::kDouble), 1);
+  return s;
+}
+
+ObjectiveOutput build(const Streams& s, ObjectiveSettings settings, double percdamp = 0) {
+  const PreparedMetric p = prepare_metric(s.gram.matrix(), s.W.to(at::kFloat), percdamp, "m");
+  auto in = ObjectiveInput{p.weight.to(at::kDouble), p.damped.to(at::kDouble), &s.gram, p.mean_diag};
+  return make_objective(settings)->build(in);
+}
+
+// (2/N)‖Q X_q − W X_t‖² with X_t = X_q + α (X_f − X_q), plus λ'‖(Q − W) S^½‖².
+double direct(const Streams& s, const at::Tensor& Q, double alpha, const at::Tensor& penalty) {
+  const at::Tensor Xt = s.Xq + alpha * (s.Xf - s.Xq);
+  double v = 2.0 / s.sequences * (at::matmul(Q, s.Xq.t()) - at::matmul(s.W, Xt.t())).pow(2).sum().item<double>();
+  if (penalty.defined()) {
+    const at::Tensor d = Q - s.W;
+    v += (at::matmul(d, penalty) * d).sum().item<double>();
+  }
+  return v;
+}
+
+double trace_form(const at::Tensor& Q, const ObjectiveOutput& o) {
+  const at::Tensor d = Q - o.target;
+  return (at::matmul(d, o.metric) * d).sum().item<double>();
+}
+
+TEST(Interp, TargetMakesTheTraceFormEqualTheInterpolatedLossUpToAConstant) {
+  const Streams s = make_streams(1);
+  for (double alpha : {0.25, 0.7}) {
+    ObjectiveSettings set{"interp"};
+    set.alpha = alpha;
+    const ObjectiveOutput o = build(s, set);
+    std::vector<double> gaps;
+    for (int k = 0; k < 3; ++k) {
+      const at::Tensor Q = s.W + 0.5 * at::randn_like(s.W);
+      gaps.push_back(direct(s, Q, alpha, {}) - trace_form(Q, o));
+    }
+    EXPECT_NEAR(gaps[0], gaps[1], 1e-6 * std::abs(gaps[0]) + 1e-6) << alpha;
+    EXPECT_NEAR(gaps[0], gaps[2], 1e-6 * std::abs(gaps[0]) + 1e-6) << alpha;
+    // W_ref is the least-squares solution of X_q W_refᵀ = X_t Wᵀ.
+    const at::Tensor Xt = s.Xq + alpha * (s.Xf - s.Xq);
+    const at::Tensor ls = std::get<0>(at::linalg_lstsq(s.Xq, at::matmul(Xt, s.W.t()))).t();
+    EXPECT_TRUE(at::allclose(o.target, ls, 1e-4, 1e-5)) << alpha;
+  }
+}
+
+TEST(Interp, InterpolationIdentity) {
+  // (1−α)‖QXq − WXq‖² + α‖QXq − WXf‖² = ‖QXq − WXt‖² + α(1−α)‖WΔX‖²
+  const Streams s = make_streams(2);
+  const at::Tensor Q = s.W + 0.2 * at::randn_like(s.W);
+  const double a = 0.37;
+  auto sq = [](const at::Tensor& t) { return t.pow(2).sum().item<double>(); };
+  const at::Tensor QX = at::matmul(Q, s.Xq.t());
+  const double left = (1 - a) * sq(QX - at::matmul(s.W, s.Xq.t())) + a * sq(QX - at::matmul(s.W, s.Xf.t()));
+  const at::Tensor Xt = s.Xq + a * (s.Xf - s.Xq);
+  const double right = sq(QX - at::matmul(s.W, Xt.t())) + a * (1 - a) * sq(at::matmul(s.W, (s.Xf - s.Xq).t()));
+  EXPECT_NEAR(left, right, 1e-9 * left);
+}
+
+TEST(Interp, CombinedWithSarqcTheDriftTermIsPartOfTheSameQuadratic) {
+  const Streams s = make_streams(3);
+  ObjectiveSettings set{"sarqc+interp", 0.2, "absmean", 0.5};
+  set.alpha = 0.4;
+  const ObjectiveOutput o = build(s, set);
+  // λ' S = M − H (percdamp 0): the penalty the direct loss adds.
+  const at::Tensor penalty = o.metric - s.gram.matrix().to(at::kDouble);
+  EXPECT_TRUE(at::allclose(penalty, at::diag(penalty.diagonal()), 0, 1e-9));
+  std::vector<double> gaps;
+  for (int k = 0; k < 3; ++k) {
+    const at::Tensor Q = s.W + 0.5 * at::randn_like(s.W);
+    gaps.push_back(direct(s, Q, 0.4, penalty) - trace_form(Q, o));
+  }
+  EXPECT_NEAR(gaps[0], gaps[1], 1e-6 * std::abs(gaps[0]) + 1e-6);
+  EXPECT_NEAR(gaps[0], gaps[2], 1e-6 * std::abs(gaps[0]) + 1e-6);
+}
+
+TEST(Interp, AlphaZeroAndConstantSamplesReduceToTheFixedModes) {
+  const Streams s = make_streams(4);
+  ObjectiveSettings zero{"interp"};
+  zero.alpha = 0;
+  EXPECT_TRUE(at::equal(build(s, zero, 0.01).target, s.W.to(at::kFloat).to(at::kDouble)));
+  // Sample mode whose α_j all equal 0.3 (D accumulated with those weights) = fixed 0.3.
+  Streams weighted = make_streams(4);
+  weighted.gram = GramAccumulator(10, c10::kCPU);
+  for (int64_t j = 0; j < 4; ++j)
+    weighted.gram.add(weighted.Xq.narrow(0, j * 50, 50), weighted.Xf.narrow(0, j * 50, 50),
+                      at::full({50}, 0.3, at::kDouble), 1);
+  ObjectiveSettings fixed{"interp"}, sample{"interp"};
+  fixed.alpha = 0.3;
+  sample.alpha_mode = "sample";
+  EXPECT_TRUE(at::allclose(build(weighted, sample, 0.01).target, build(s, fixed, 0.01).target,
+                           1e-5, 1e-6));
+}
+
+TEST(Interp, AlphaSamplerIsSeededWithTheStatedMoments) {
+  AlphaSampler a(7, 5.0), b(7, 5.0), c(8, 5.0);
+  std::vector<double> xs;
+  for (int i = 0; i < 20000; ++i) xs.push_back(a.next());
+  EXPECT_EQ(b.next(), xs[0]);
+  EXPECT_NE(c.next(), xs[0]);
+  double mean = 0, var = 0;
+  for (double x : xs) mean += x / xs.size();
+  for (double x : xs) var += (x - mean) * (x - mean) / xs.size();
+  EXPECT_NEAR(mean, 0.377, 0.005);           // methods.md: mean 0.377, sd 0.087 for c = 5
+  EXPECT_NEAR(std::sqrt(var), 0.087, 0.004);
+  for (double x : xs) ASSERT_TRUE(x >= 0 && x <= 0.5);
+}
+
+TEST(Interp, BadSettingsAreUsageErrors) {
+  ObjectiveSettings s{"interp"};
+  s.alpha = 1.5;
+  test::expect_error([&] { make_objective(s); }, ErrorKind::Usage, "--alpha must lie in [0, 1]");
+  s = ObjectiveSettings{"interp"};
+  s.alpha_mode = "closed";
+  test::expect_error([&] { make_objective(s); }, ErrorKind::Usage, "--alpha-mode 'closed'");
+  s = ObjectiveSettings{"plain"};
+  s.alpha_given = true;
+  test::expect_error([&] { make_objective(s); }, ErrorKind::Usage, "apply only to the interp");
+}
+
+}  // namespace
+}  // namespace sarqc
