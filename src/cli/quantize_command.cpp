@@ -6,8 +6,45 @@
 #include "commands.h"
 #include "sarqc/pipeline/quantize.h"
 #include "sarqc/util/error.h"
+#include "sarqc/util/json_file.h"
 
 namespace sarqc::cli {
+namespace {
+
+// A recipe file: a JSON object whose keys are quantize flag names without the dashes ("bits",
+// "group_size" or "group-size", "method", "lambda", ...). Flags given on the command line win.
+void apply_recipe(CLI::App& sub, const std::string& file) {
+  const nlohmann::json recipe = read_json_file(file);
+  if (!recipe.is_object())
+    throw_bad_input(fmt::format("{}: a recipe must be a JSON object of flag names", file));
+  for (const auto& [key, value] : recipe.items()) {
+    std::string name = "--" + key;
+    std::replace(name.begin(), name.end(), '_', '-');
+    CLI::Option* option = nullptr;
+    try {
+      option = sub.get_option(name);
+    } catch (const CLI::OptionNotFound&) {
+    }
+    if (option == nullptr || name == "--config" || name == "--model" || name == "--out")
+      throw_usage(fmt::format("{}: '{}' is not a quantize setting a recipe can hold", file, key));
+    if (option->count() > 0) continue;  // the command line overrides the recipe
+    std::string text;
+    if (value.is_string())
+      text = value.get<std::string>();
+    else if (value.is_boolean() || value.is_number())
+      text = value.dump();
+    else
+      throw_usage(fmt::format("{}: '{}' must be a string, number or boolean", file, key));
+    try {
+      option->add_result(text);
+      option->run_callback();
+    } catch (const CLI::Error& e) {
+      throw_usage(fmt::format("{}: '{}': {}", file, key, e.what()));
+    }
+  }
+}
+
+}  // namespace
 
 Command add_quantize_command(CLI::App& app) {
   struct Flags {
@@ -105,9 +142,14 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_option("--dtype", flags->dtype, "Activation dtype for calibration: fp32, bf16, fp16")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
       ->capture_default_str();
+  auto config = std::make_shared<std::string>();
+  sub->add_option("--config", *config,
+                  "Recipe: a JSON file of flag names and values (configs/*.json); flags given "
+                  "on the command line override it");
   sub->add_flag("--force", flags->force, "Replace an existing output folder");
   sub->add_flag("--json", flags->json, "Print the report (also in OUT/report.json) as JSON");
-  return {sub, [flags, alpha, alpha_mode, mixup](const GlobalOptions& global) {
+  return {sub, [flags, alpha, alpha_mode, mixup, config, sub](const GlobalOptions& global) {
+            if (!config->empty()) apply_recipe(*sub, *config);
             QuantizeOptions o;
             o.compute.device = apply_global_options(global);
             o.compute.dtype = parse_activation_dtype(flags->dtype);

@@ -168,6 +168,45 @@ TEST(Cli, QuantizeEndToEndAndItsErrors) {
   EXPECT_GT(nlohmann::json::parse(r.out)["kld_mean"].get<double>(), 0.0);
 }
 
+TEST(Cli, QuantizeRecipesAreOverriddenByFlags) {
+  SARQC_REQUIRE_FIXTURES();
+  test::TempDir dir;
+  const std::string model = test::fixture_model("babyllama-tok105").string();
+  const std::string recipe = (dir / "r.json").string();
+  test::write_bytes(recipe, R"({"method": "coreq", "bits": 3, "group_size": 32, "nsamples": 4,
+                               "seqlen": 32, "mixup": 3.0})");
+  RunResult r = run_sarqc({"quantize", "--model", model, "--out", (dir / "q").string(), "--config",
+                           recipe, "--bits", "4", "--calib",
+                           test::fixture_text("tinystories_train.txt").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto qc = nlohmann::json::parse(test::read_bytes(dir / "q" / "config.json"))["quantization_config"];
+  EXPECT_EQ(qc["bits"], 4);  // the flag wins
+  EXPECT_EQ(qc["group_size"], 32);
+  EXPECT_EQ(qc["meta"]["sarqc"]["method"], "coreq");
+  EXPECT_EQ(qc["meta"]["sarqc"]["mixup"], 3.0);
+  EXPECT_EQ(qc["meta"]["sarqc"]["nsamples"], 4);
+  test::write_bytes(recipe, R"({"bitz": 3})");
+  r = run_sarqc({"quantize", "--model", model, "--out", (dir / "q2").string(), "--config", recipe});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_NE(r.err.find("'bitz' is not a quantize setting"), std::string::npos) << r.err;
+  test::write_bytes(recipe, R"({"bits": 5})");
+  r = run_sarqc({"quantize", "--model", model, "--out", (dir / "q2").string(), "--config", recipe});
+  EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
+  test::write_bytes(recipe, R"({"method": "gptq", "alpha": 0.3})");
+  r = run_sarqc({"quantize", "--model", model, "--out", (dir / "q2").string(), "--config", recipe,
+                 "--calib", "self"});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_NE(r.err.find("apply only to the interp objectives"), std::string::npos) << r.err;
+  // The shipped recipes apply cleanly: each run gets past the recipe and stops only at the
+  // missing calibration data.
+  for (const char* f : {"beam-w3.json", "gptq-w4-deploy.json", "sarqc-beam-w3.json"}) {
+    r = run_sarqc({"quantize", "--model", model, "--out", (dir / "q3").string(), "--config",
+                   std::string(SARQC_SOURCE_DIR) + "/configs/" + f});
+    EXPECT_EQ(r.exit_code, kExitUsage) << f;
+    EXPECT_NE(r.err.find("needs calibration data"), std::string::npos) << f << r.err;
+  }
+}
+
 TEST(Cli, EvalPrintsOneJsonRecordMatchingTheReference) {
   SARQC_REQUIRE_FIXTURES();
   const nlohmann::json ref =
