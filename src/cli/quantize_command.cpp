@@ -102,7 +102,8 @@ Command add_quantize_command(CLI::App& app) {
                                        "stream, in [0, 1]")
                            ->capture_default_str();
   CLI::Option* alpha_mode = sub->add_option("--alpha-mode", flags->alpha_mode,
-                                            "interp: fixed or sample (default: the preset's)");
+                                            "interp: fixed, sample or closed-form (the public CoreQ code's lagged α*; default: the "
+                                            "preset's)");
   CLI::Option* mixup = sub->add_option("--mixup", flags->mixup,
                                        "interp sample mode: α_j = min(a, 1-a), a ~ Beta(c, c)")
                            ->capture_default_str();

@@ -1,5 +1,7 @@
 #include "sarqc/objective/interp.h"
 
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -12,9 +14,8 @@ InterpObjective::InterpObjective(const ObjectiveSettings& settings, bool with_sa
     : settings_(settings), with_sarqc_(with_sarqc) {
   if (settings_.alpha_mode.empty()) settings_.alpha_mode = "fixed";
   const ObjectiveSettings& s = settings_;
-  if (s.alpha_mode != "fixed" && s.alpha_mode != "sample")
-    throw_usage(fmt::format("--alpha-mode '{}': expected fixed or sample (closed-form is not "
-                            "available in this version)",
+  if (s.alpha_mode != "fixed" && s.alpha_mode != "sample" && s.alpha_mode != "closed-form")
+    throw_usage(fmt::format("--alpha-mode '{}': expected fixed, sample or closed-form",
                             s.alpha_mode));
   if (!(s.alpha >= 0 && s.alpha <= 1))
     throw_usage(fmt::format("--alpha must lie in [0, 1], got {}", s.alpha));
@@ -27,13 +28,43 @@ ObjectiveOutput InterpObjective::build(const ObjectiveInput& in) const {
               ": the cross-Gram D of the full-precision stream is missing");
   const at::Tensor metric =
       with_sarqc_ ? SarqcObjective(settings_).build(in).metric : in.damped;
-  const double scale = settings_.alpha_mode == "fixed" ? settings_.alpha : 1.0;
-  if (scale == 0) return {metric, in.weight};  // α = 0 is exactly the symmetric objective
+  const double scale = settings_.alpha_mode == "fixed"         ? settings_.alpha
+                       : settings_.alpha_mode == "closed-form" ? closed_form_alpha(in)
+                                                               : 1.0;
+  std::optional<double> used;
+  if (settings_.alpha_mode != "sample") used = scale;
+  if (scale == 0) return {metric, in.weight, used};  // α = 0: exactly the symmetric objective
   // W_ref = W + scale · (W D) M⁻¹: one GEMM and a Cholesky solve, no n³ product.
   const at::Tensor G = at::matmul(in.weight, in.gram->cross().to(in.weight.scalar_type()));
   const at::Tensor L = at::linalg_cholesky(metric);
   const at::Tensor shift = at::cholesky_solve(G.t(), L).t();  // (M⁻¹ Gᵀ)ᵀ = G M⁻¹
-  return {metric, in.weight + scale * shift};
+  return {metric, in.weight + scale * shift, used};
+}
+
+double InterpObjective::closed_form_alpha(const ObjectiveInput& in) const {
+  if (in.layer == 0) return 0.0;
+  const double reference = in.group_size > 0 ? 0.5 : 0.25;
+  if (in.layer == 1) return reference;
+  const auto it = ratio_.find({in.layer - 1, in.module_type});
+  if (it == ratio_.end() || !(it->second.second > 0)) return reference;
+  return std::clamp(it->second.first / it->second.second, 0.0, 1.0);
+}
+
+void InterpObjective::observe_result(const ObjectiveInput& in, const at::Tensor& q) {
+  if (settings_.alpha_mode != "closed-form") return;
+  const auto [num, den] = alpha_star_terms(in.weight, q, in.gram->cross(), in.damped);
+  auto& r = ratio_[{in.layer, in.module_type}];
+  r.first += num;
+  r.second += den;
+}
+
+std::pair<double, double> alpha_star_terms(const at::Tensor& weight, const at::Tensor& q,
+                                           const at::Tensor& cross, const at::Tensor& damped) {
+  const at::Tensor W = weight.to(at::kDouble);
+  const at::Tensor G = at::matmul(W, cross.to(at::kDouble));  // W D
+  const at::Tensor L = at::linalg_cholesky(damped.to(at::kDouble));
+  const at::Tensor GHinv = at::cholesky_solve(G.t(), L).t();  // W D H_d⁻¹
+  return {((q.to(at::kDouble) - W) * G).sum().item<double>(), (GHinv * G).sum().item<double>()};
 }
 
 double AlphaSampler::next() {

@@ -540,8 +540,14 @@ QuantizeReport quantize(const QuantizeOptions& o) {
           double damp = o.damp;
           for (int attempt = 0; attempt <= o.max_damp_retries && !done; ++attempt) {
             const PreparedMetric prep = prepare_metric(gram->matrix(), W, damp, m->name);
-            const ObjectiveOutput target =
-                objective->build({prep.weight, prep.damped, gram, prep.mean_diag});
+            const ObjectiveInput input{prep.weight,
+                                       prep.damped,
+                                       gram,
+                                       prep.mean_diag,
+                                       l,
+                                       std::string(linear_role_name(m->role)),
+                                       grid.group_size};
+            const ObjectiveOutput target = objective->build(input);
             try {
               q = rounder->round(target.target, target.metric, grid, o.rounding_options);
               const double scale = (at::matmul(target.target, target.metric) * target.target)
@@ -551,6 +557,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
               rec.dead_columns = prep.dead_columns;
               rec.damp = damp;
               rec.method = rounder->name();
+              rec.alpha = target.alpha.value_or(-1);
+              objective->observe_result(input, q.dequantize().to(input.weight.scalar_type()));
               done = true;
             } catch (const FactorizationFailed& e) {
               spdlog::warn("{}: {} at percdamp {:.2f}; retrying with {:.2f}", m->name, e.what(),
@@ -673,6 +681,7 @@ nlohmann::json to_json(const QuantizeReport& r) {
                        {"relative_loss", m.relative_loss},
                        {"tokens", m.tokens},
                        {"damp", m.damp},
+                       {"alpha", m.alpha},
                        {"dead_columns", m.dead_columns},
                        {"seconds", m.seconds},
                        {"peak_host_bytes", m.peak_host_bytes}});

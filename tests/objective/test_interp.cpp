@@ -1,4 +1,6 @@
 // The α-interpolated objectives (methods.md §5.3-5.4) against the identities of §9 (1, 2, 7, 9).
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -130,6 +132,40 @@ TEST(Interp, AlphaSamplerIsSeededWithTheStatedMoments) {
   EXPECT_NEAR(mean, 0.377, 0.005);           // methods.md: mean 0.377, sd 0.087 for c = 5
   EXPECT_NEAR(std::sqrt(var), 0.087, 0.004);
   for (double x : xs) ASSERT_TRUE(x >= 0 && x <= 0.5);
+}
+
+TEST(Interp, ClosedFormAlphaIsTheProjectionRegression) {
+  const Streams s = make_streams(6);
+  const at::Tensor Q = s.W + 0.3 * at::randn_like(s.W);
+  const at::Tensor H = s.gram.matrix().to(at::kDouble);
+  const auto [num, den] = alpha_star_terms(s.W, Q, s.gram.cross(), H);
+  // argmin_a ‖(Q − W) X_q − a · W ΔX P‖², P the projector onto the row space of X_q.
+  const at::Tensor Xq = s.Xq, dX = s.Xf - s.Xq;  // [tokens, n]
+  const at::Tensor P = at::matmul(at::matmul(Xq, at::inverse(at::matmul(Xq.t(), Xq))), Xq.t());
+  const at::Tensor A = at::matmul(Q - s.W, Xq.t());
+  const at::Tensor B = at::matmul(at::matmul(s.W, dX.t()), P);
+  const double a = (A * B).sum().item<double>() / (B * B).sum().item<double>();
+  EXPECT_NEAR(num / den, a, 1e-4 * std::abs(a));
+}
+
+TEST(Interp, ClosedFormModeIsLaggedByOneLayerPerModuleType) {
+  Streams s = make_streams(7);
+  ObjectiveSettings set{"interp"};
+  set.alpha_mode = "closed-form";
+  auto objective = make_objective(set);
+  const PreparedMetric p = prepare_metric(s.gram.matrix(), s.W.to(at::kFloat), 0.01, "m");
+  auto input = [&](int64_t layer, const char* type, int64_t group) {
+    return ObjectiveInput{p.weight, p.damped, &s.gram, p.mean_diag, layer, type, group};
+  };
+  EXPECT_EQ(*objective->build(input(0, "q", -1)).alpha, 0.0);
+  EXPECT_EQ(*objective->build(input(1, "q", -1)).alpha, 0.25);
+  EXPECT_EQ(*objective->build(input(1, "q", 32)).alpha, 0.5);
+  // Layer 1's result for "q" sets layer 2's α for "q" only.
+  const at::Tensor q1 = p.weight + 0.2 * at::randn_like(p.weight);
+  objective->observe_result(input(1, "q", -1), q1);
+  const auto [num, den] = alpha_star_terms(p.weight, q1, s.gram.cross(), p.damped);
+  EXPECT_NEAR(*objective->build(input(2, "q", -1)).alpha, std::clamp(num / den, 0.0, 1.0), 1e-12);
+  EXPECT_EQ(*objective->build(input(2, "k", -1)).alpha, 0.25);  // nothing measured for k
 }
 
 TEST(Interp, BadSettingsAreUsageErrors) {

@@ -247,6 +247,17 @@ TEST_F(QuantizeFixture, InterpPresetsAreSeededAndBeatGptq) {
   EXPECT_EQ(qc["desc_act"], false);  // per-channel: g_idx is trivial
   const double gptq_ppl = run("gptq", 0, "gptq").second;
   EXPECT_LT(coreq_ppl, gptq_ppl);  // 3-bit babyllama: the asymmetric target helps
+
+  QuantizeOptions o = options("babyllama-tok105", "closed");
+  o.method = "coreq";
+  o.objective_settings.alpha_mode = "closed-form";
+  o.grid = {3, -1, true, false};
+  const QuantizeReport r = quantize(o);
+  for (const auto& m : r.modules) {
+    if (m.layer == 0) EXPECT_EQ(m.alpha, 0.0) << m.module;
+    if (m.layer == 1) EXPECT_EQ(m.alpha, 0.25) << m.module;
+    EXPECT_TRUE(m.alpha >= 0 && m.alpha <= 1) << m.module;
+  }
 }
 
 TEST_F(QuantizeFixture, BadOptionsAreUsageErrorsBeforeAnyWork) {

@@ -3,8 +3,13 @@
 // combination with SARQC (§5.4): with X_t = X_q + α (X_f − X_q),
 //   min ‖Q X_q − W X_t‖² (+ λ'‖(Q − W) S^½‖²)  ⇒  M = H_d (+ λ' S),  W_ref = W + α · W D M⁻¹,
 // D = (2/N) ΔX X_qᵀ. Fixed mode scales the raw D by α; sample mode accumulates D with one
-// α_j = min(a, 1 − a), a ~ Beta(c, c) per calibration sequence and uses it as is.
+// α_j = min(a, 1 − a), a ~ Beta(c, c) per calibration sequence and uses it as is; closed-form
+// mode (the public CoreQ code's lagged estimator, "code-derived") uses α = 0 in layer 0,
+// α_ref = 0.25 (per-channel) or 0.5 (grouped) in layer 1, and in layer ℓ ≥ 2 the α* measured on
+// the same module type of layer ℓ − 1 (experts pooled).
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -20,11 +25,22 @@ class InterpObjective : public Objective {
   bool needs_fp_stream() const override { return true; }
   bool samples_alpha() const override { return settings_.alpha_mode == "sample"; }
   ObjectiveOutput build(const ObjectiveInput& input) const override;
+  void observe_result(const ObjectiveInput& input, const at::Tensor& q) override;
 
  private:
+  double closed_form_alpha(const ObjectiveInput& input) const;
+
   ObjectiveSettings settings_;
   bool with_sarqc_;
+  // closed-form: Σ numerators and denominators of α* per (layer, module type)
+  std::map<std::pair<int64_t, std::string>, std::pair<double, double>> ratio_;
 };
+
+// α* = clamp(⟨Q − W, W D⟩ / ⟨W D H_d⁻¹, W D⟩, 0, 1) as (numerator, denominator): the
+// least-squares coefficient of the realised output change on the reachable part of the stream
+// mismatch (methods.md §5.3).
+std::pair<double, double> alpha_star_terms(const at::Tensor& weight, const at::Tensor& q,
+                                           const at::Tensor& cross, const at::Tensor& damped);
 
 // The run's α_j stream (sample mode): one generator seeded once, a_j = G1/(G1 + G2) with
 // G1, G2 ~ Gamma(c, 1), α_j = min(a_j, 1 − a_j); draws are consumed in (layer, group, sequence)

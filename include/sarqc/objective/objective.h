@@ -3,6 +3,7 @@
 // W_ref that a rounding backend minimises tr((Q − W_ref) M (Q − W_ref)ᵀ) for (methods.md §5).
 // Adding one is a file defining an Objective plus one line in objective.cpp's registry.
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,11 +18,15 @@ struct ObjectiveInput {
   at::Tensor damped;   // H_d = H + δI, [n, n] fp32, dead diagonal entries already 1
   const GramAccumulator* gram = nullptr;
   double mean_diag = 0;  // mean(diag H) before damping: the unit of relative λ and damping
+  int64_t layer = 0;          // decoder layer, and the module's type (role name: q, gate, ...)
+  std::string module_type;    // for objectives that carry estimates from layer to layer
+  int64_t group_size = -1;
 };
 
 struct ObjectiveOutput {
   at::Tensor metric;  // M
   at::Tensor target;  // W_ref
+  std::optional<double> alpha;  // the interpolation actually used, when there is one
 };
 
 struct ObjectiveSettings {
@@ -30,7 +35,7 @@ struct ObjectiveSettings {
   std::string saliency = "ones";   // sarqc: ones | hdiag | absmean | absmean-pow
   double saliency_power = 0.5;     // absmean-pow exponent a ∈ (0, 1]
   // interp, sarqc+interp (methods.md §5.3-5.4)
-  std::string alpha_mode;            // fixed | sample ("" = the method preset's, else fixed)
+  std::string alpha_mode;  // fixed | sample | closed-form ("" = the method preset's, else fixed)
   bool alpha_given = false;          // --alpha/--alpha-mode/--mixup given: needs an interp objective
   double alpha = 0.25;               // fixed mode
   double mixup = 5.0;                // sample mode: α_j = min(a, 1 − a), a ~ Beta(c, c)
@@ -46,6 +51,8 @@ class Objective {
   // Sample mode: D is accumulated with per-sequence weights α_j drawn by the pipeline.
   virtual bool samples_alpha() const { return false; }
   virtual ObjectiveOutput build(const ObjectiveInput& input) const = 0;
+  // Told the dequantized result of every module built with this objective, in order.
+  virtual void observe_result(const ObjectiveInput& /*input*/, const at::Tensor& /*q*/) {}
 };
 
 // "plain", "sarqc", "interp", "sarqc+interp"; throws a usage error listing the known names or naming a bad setting.

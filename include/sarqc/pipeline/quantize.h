@@ -64,6 +64,7 @@ struct ModuleRecord {
   double relative_loss = 0;  // E(Q) / tr(W_ref M W_refᵀ)
   int64_t tokens = 0;     // calibration tokens in its Gram matrix
   double damp = 0;        // final percdamp
+  double alpha = -1;      // interpolation used by an interp objective (-1: none or sampled)
   int64_t dead_columns = 0;
   double seconds = 0;
   int64_t peak_host_bytes = 0;  // process peak resident memory after this module
