@@ -11,6 +11,7 @@
 #include "sarqc/model/layout.h"
 #include "sarqc/model/weights.h"
 #include "sarqc/util/error.h"
+#include "sarqc/util/atomic_directory.h"
 #include "sarqc/util/file.h"
 #include "sarqc/util/json_file.h"
 
@@ -34,25 +35,6 @@ at::Tensor random_tensor(const NamedShape& t, at::Generator& gen) {
   return x / std::sqrt(static_cast<double>(t.shape.back()));
 }
 
-// Builds the folder under a temporary name and renames it at the end, so a failure leaves
-// nothing half-written; an existing non-empty folder is refused.
-template <typename Fill>
-void write_model_folder(const fs::path& dir, Fill&& fill) {
-  if (fs::exists(dir) && !fs::is_empty(dir))
-    throw_usage(fmt::format("{}: output folder exists and is not empty", dir.string()));
-  const fs::path partial = dir.parent_path() / ("." + dir.filename().string() + ".partial");
-  fs::remove_all(partial);
-  fs::create_directories(partial);
-  try {
-    fill(partial);
-  } catch (...) {
-    fs::remove_all(partial);
-    throw;
-  }
-  if (fs::exists(dir)) fs::remove(dir);
-  fs::rename(partial, dir);
-}
-
 }  // namespace
 
 void write_random_model(const nlohmann::json& config, const fs::path& dir, uint64_t seed) {
@@ -61,10 +43,10 @@ void write_random_model(const nlohmann::json& config, const fs::path& dir, uint6
   NamedTensors tensors;
   for (const auto& t : expected_tensors(build_layout(cfg)))
     tensors.emplace_back(t.name, random_tensor(t, gen));
-  write_model_folder(dir, [&](const fs::path& tmp) {
-    write_file_atomically(tmp / "config.json", config.dump(2) + "\n");
-    save_safetensors(tmp / "model.safetensors", tensors);
-  });
+  AtomicDirectory out(dir, AtomicDirectory::Existing::RefuseFilled);
+  write_file_atomically(out.path() / "config.json", config.dump(2) + "\n");
+  save_safetensors(out.path() / "model.safetensors", tensors);
+  out.publish();
 }
 
 void moe_from_dense(const fs::path& dense_dir, const fs::path& out_dir,
@@ -157,13 +139,13 @@ void moe_from_dense(const fs::path& dense_dir, const fs::path& out_dir,
       tensors.emplace_back(layer.fused_down_name(), at::stack(fused[LinearRole::Down]));
     }
   }
-  write_model_folder(out_dir, [&](const fs::path& tmp) {
-    write_file_atomically(tmp / "config.json", config.dump(2) + "\n");
-    save_safetensors(tmp / "model.safetensors", tensors);
-    for (const char* file : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                             "special_tokens_map.json", "generation_config.json"})
-      if (fs::exists(dense_dir / file)) fs::copy_file(dense_dir / file, tmp / file);
-  });
+  AtomicDirectory out(out_dir, AtomicDirectory::Existing::RefuseFilled);
+  write_file_atomically(out.path() / "config.json", config.dump(2) + "\n");
+  save_safetensors(out.path() / "model.safetensors", tensors);
+  for (const char* file : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                           "special_tokens_map.json", "generation_config.json"})
+    if (fs::exists(dense_dir / file)) fs::copy_file(dense_dir / file, out.path() / file);
+  out.publish();
 }
 
 }  // namespace sarqc

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <map>
-#include <regex>
 #include <set>
 
 #include <ATen/ATen.h>
@@ -16,6 +15,7 @@
 
 #include "sarqc/calib/calibration_set.h"
 #include "sarqc/calib/gram.h"
+#include "sarqc/calib/module_groups.h"
 #include "sarqc/io/dtype.h"
 #include "sarqc/io/safetensors_writer.h"
 #include "sarqc/io/tokenizer.h"
@@ -24,8 +24,10 @@
 #include "sarqc/model/weights.h"
 #include "sarqc/objective/interp.h"
 #include "sarqc/objective/objective.h"
+#include "sarqc/pipeline/gptq_output.h"
 #include "sarqc/quant/gptq_format.h"
 #include "sarqc/rounding/rtn.h"
+#include "sarqc/util/atomic_directory.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/file.h"
 #include "sarqc/util/json_file.h"
@@ -39,42 +41,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// True-sequential groups (methods.md §7, §8): [q,k,v] -> [o] -> [gate,up] -> [down]; in MoE
-// layers every expert's gate/up (and the shared expert's) form one group, likewise down.
-int sequential_group(const LinearModule& m) {
-  switch (m.role) {
-    case LinearRole::Q:
-    case LinearRole::K:
-    case LinearRole::V: return 0;
-    case LinearRole::O: return 1;
-    case LinearRole::Gate:
-    case LinearRole::Up: return 2;
-    case LinearRole::Down: return 3;
-    default: return -1;  // routers and the shared-expert gate stay unquantized
-  }
-}
-
-std::string parent_of(const std::string& local_name) {
-  return local_name.substr(0, local_name.rfind('.'));
-}
-
-// Modules that see the same input share one Gram matrix: q/k/v, and gate/up of one MLP.
-std::string input_key(const LinearModule& m) {
-  switch (m.role) {
-    case LinearRole::Q:
-    case LinearRole::K:
-    case LinearRole::V: return "attention";
-    case LinearRole::Gate:
-    case LinearRole::Up: return parent_of(m.local_name);
-    default: return m.local_name;
-  }
-}
-
-// The module of each key that feeds the accumulator (the others see the identical tensor).
-bool feeds_key(const LinearModule& m) {
-  return m.role != LinearRole::K && m.role != LinearRole::V && m.role != LinearRole::Up;
 }
 
 constexpr const char* kAllTokensSuffix = "#all-tokens";
@@ -133,74 +99,43 @@ class RecordingObserver : public LinearInputObserver {
   int group_;
 };
 
-// Which modules the GPTQ format can hold at this grid (formats.md §11); fused siblings (q/k/v,
-// gate/up of one MLP) and a layer's expert set are kept or dropped together.
-std::map<std::string, std::string> unrepresentable_modules(const ModelLayout& layout,
-                                                           const QuantGrid& grid) {
-  std::map<std::string, std::string> reason;  // module name -> why
-  for (const auto& layer : layout.layers) {
-    std::map<std::string, std::string> sibling_reason;
-    bool experts_fail = false;
-    std::string expert_reason;
-    for (const auto& m : layer.linears) {
-      if (!m.quantizable) continue;
-      std::string why;
-      if (grid.group_size > 0 && m.in_features % grid.group_size != 0)
-        why = fmt::format("in_features {} is not a multiple of group size {}", m.in_features,
-                          grid.group_size);
-      else if (!m.packable(grid.bits))
-        why = fmt::format("shape [{}, {}] cannot be packed at {} bits (needs multiples of {})",
-                          m.out_features, m.in_features, grid.bits, grid.bits == 3 ? 32 : 32 / grid.bits);
-      if (why.empty()) continue;
-      reason[m.name] = why;
-      if (m.expert >= 0) experts_fail = true, expert_reason = why;
-      if (m.role != LinearRole::O && m.role != LinearRole::Down)
-        sibling_reason[input_key(m)] = why;
-    }
-    for (const auto& m : layer.linears) {
-      if (!m.quantizable || reason.count(m.name)) continue;
-      if (m.expert >= 0 && experts_fail)
-        reason[m.name] = "another expert of this layer cannot be packed: " + expert_reason;
-      else if (m.role != LinearRole::O && m.role != LinearRole::Down &&
-               sibling_reason.count(input_key(m)))
-        reason[m.name] = "a fused sibling cannot be packed: " + sibling_reason[input_key(m)];
-    }
-  }
-  return reason;
-}
-
-std::string regex_escape(const std::string& s) {
-  return std::regex_replace(s, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)");
-}
-
-// vLLM/GPTQModel "dynamic" negative entries for unquantized modules, matching split and fused
-// names (formats.md §11).
-nlohmann::json dynamic_exclusions(const ModelLayout& layout,
-                                  const std::map<std::string, std::string>& skipped) {
-  nlohmann::json dynamic = nlohmann::json::object();
-  for (const auto& layer : layout.layers)
-    for (const auto& m : layer.linears) {
-      if (!skipped.count(m.name)) continue;
-      const std::string prefix = fmt::format("model.layers.{}.", layer.index);
-      std::string pattern;
-      if (m.expert >= 0) {
-        pattern = regex_escape(prefix) + R"((mlp|block_sparse_moe)\.experts)";
-      } else {
-        const std::string parent = regex_escape(prefix + parent_of(m.local_name)) + R"(\.)";
-        if (m.role == LinearRole::Q || m.role == LinearRole::K || m.role == LinearRole::V)
-          pattern = parent + "(q|k|v|qkv)_proj$";
-        else if (m.role == LinearRole::Gate || m.role == LinearRole::Up)
-          pattern = parent + "(gate|up|gate_up)_proj$";
-        else
-          pattern = regex_escape(m.name) + "$";
-      }
-      dynamic["-:" + pattern] = nlohmann::json::object();
-    }
-  return dynamic;
-}
-
 c10::ScalarType stored_type(const Checkpoint& ckpt, const std::string& name) {
   return *to_scalar_type(ckpt.info(name).dtype);
+}
+
+// The objective and backend on one module. When the metric cannot be factored the damping rises
+// by 0.01 and the module is retried (methods.md §4); nullopt after o.max_damp_retries failures.
+std::optional<QuantizedLinear> round_with_damping(const LinearModule& m, int64_t layer,
+                                                  const at::Tensor& W, const GramAccumulator& gram,
+                                                  Objective& objective, const Rounder& rounder,
+                                                  const QuantGrid& grid, const QuantizeOptions& o,
+                                                  ModuleRecord& rec) {
+  double damp = o.damp;
+  for (int attempt = 0; attempt <= o.max_damp_retries; ++attempt) {
+    const PreparedMetric prep = prepare_metric(gram.matrix(), W, damp, m.name);
+    const ObjectiveInput input{prep.weight, prep.damped, &gram, prep.mean_diag, layer,
+                               std::string(linear_role_name(m.role)), grid.group_size};
+    const ObjectiveOutput target = objective.build(input);
+    try {
+      QuantizedLinear q = rounder.round(target.target, target.metric, grid, o.rounding_options);
+      const double scale =
+          (at::matmul(target.target, target.metric) * target.target).sum().item<double>();
+      rec.relative_loss = scale > 0 ? q.loss / scale : 0;
+      rec.dead_columns = prep.dead_columns;
+      rec.damp = damp;
+      rec.method = rounder.name();
+      rec.alpha = target.alpha.value_or(-1);
+      objective.observe_result(input, q.dequantize().to(input.weight.scalar_type()));
+      return q;
+    } catch (const FactorizationFailed& e) {
+      spdlog::warn("{}: {} at percdamp {:.2f}; retrying with {:.2f}", m.name, e.what(), damp,
+                   damp + 0.01);
+      damp += 0.01;
+    }
+  }
+  rec.reason = fmt::format("factorization failed up to percdamp {:.2f}", damp);
+  spdlog::error("{}: {}; falling back to RTN", m.name, rec.reason);
+  return std::nullopt;
 }
 
 int64_t peak_rss_bytes() {
@@ -208,41 +143,6 @@ int64_t peak_rss_bytes() {
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
-
-// Output folder written under a temporary name and renamed into place at the end.
-class OutputFolder {
- public:
-  OutputFolder(const fs::path& out, bool force) : out_(out), force_(force) {
-    if (fs::exists(out_) && !force_)
-      throw_usage(fmt::format("{}: output folder exists; pass --force to replace it",
-                              out_.string()));
-    const fs::path parent = out_.has_parent_path() ? out_.parent_path() : fs::path(".");
-    fs::create_directories(parent);
-    partial_ = parent / fmt::format(".{}.partial-{}", out_.filename().string(), ::getpid());
-    fs::remove_all(partial_);
-    fs::create_directories(partial_);
-  }
-  ~OutputFolder() {
-    std::error_code ec;
-    if (!published_) fs::remove_all(partial_, ec);
-  }
-  const fs::path& path() const { return partial_; }
-  void publish() {
-    std::error_code ec;
-    fs::path old;
-    if (fs::exists(out_)) {
-      old = out_.parent_path() / fmt::format(".{}.old-{}", out_.filename().string(), ::getpid());
-      fs::rename(out_, old);
-    }
-    fs::rename(partial_, out_);
-    published_ = true;
-    if (!old.empty()) fs::remove_all(old, ec);
-  }
-
- private:
-  fs::path out_, partial_;
-  bool force_, published_ = false;
-};
 
 }  // namespace
 
@@ -309,7 +209,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     throw_bad_input(fmt::format("{}: the model is already GPTQ-quantized (config.json has "
                                 "quantization_config)",
                                 o.model_dir.string()));
-  OutputFolder output(o.out_dir, o.force);  // refuses an existing folder before any work
+  AtomicDirectory output(o.out_dir, o.force ? AtomicDirectory::Existing::Replace
+                                            : AtomicDirectory::Existing::Refuse);  // before any work
 
   // One group size for the whole checkpoint: clamp to the narrowest quantizable input.
   int64_t narrowest = INT64_MAX;
@@ -456,7 +357,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     if (keep_fp_stream) fp_layer = DecoderLayer::load(weights, l, compute);
     int64_t layer_bytes = 0;
     for (const auto& m : layer_layout.linears) layer_bytes += m.numel() * 4;
-    for (int group = 0; group < 4; ++group) {
+    for (int group = 0; group < kSequentialGroups; ++group) {
       std::vector<const LinearModule*> members;
       for (const auto& m : layer_layout.linears)
         if (sequential_group(m) == group) members.push_back(&m);
@@ -537,39 +438,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
           rec.reason = fmt::format("{} routed tokens < {}: RTN", rec.tokens, starved_below);
         }
         if (!starved && calibrate) {
-          double damp = o.damp;
-          for (int attempt = 0; attempt <= o.max_damp_retries && !done; ++attempt) {
-            const PreparedMetric prep = prepare_metric(gram->matrix(), W, damp, m->name);
-            const ObjectiveInput input{prep.weight,
-                                       prep.damped,
-                                       gram,
-                                       prep.mean_diag,
-                                       l,
-                                       std::string(linear_role_name(m->role)),
-                                       grid.group_size};
-            const ObjectiveOutput target = objective->build(input);
-            try {
-              q = rounder->round(target.target, target.metric, grid, o.rounding_options);
-              const double scale = (at::matmul(target.target, target.metric) * target.target)
-                                       .sum()
-                                       .item<double>();
-              rec.relative_loss = scale > 0 ? q.loss / scale : 0;
-              rec.dead_columns = prep.dead_columns;
-              rec.damp = damp;
-              rec.method = rounder->name();
-              rec.alpha = target.alpha.value_or(-1);
-              objective->observe_result(input, q.dequantize().to(input.weight.scalar_type()));
-              done = true;
-            } catch (const FactorizationFailed& e) {
-              spdlog::warn("{}: {} at percdamp {:.2f}; retrying with {:.2f}", m->name, e.what(),
-                           damp, damp + 0.01);
-              damp += 0.01;
-            }
-          }
-          if (!done) {
-            rec.reason = fmt::format("factorization failed up to percdamp {:.2f}", damp);
-            spdlog::error("{}: {}; falling back to RTN", m->name, rec.reason);
-          }
+          std::optional<QuantizedLinear> rounded =
+              round_with_damping(*m, l, W, *gram, *objective, *rounder, grid, o, rec);
+          if (rounded) q = std::move(*rounded);
+          done = rounded.has_value();
         }
         if (!done) {
           q = RtnRounder().round(W, {}, grid, {});
