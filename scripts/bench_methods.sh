@@ -5,17 +5,7 @@
 #   MODELS="stories260K babyllama-tok105"  BITS="4 3 2"  GROUP_SIZES="-1 32"
 #   METHODS="rtn gptq sarqc gptaq coreq beam sarqc-beam"  SEEDS="0 1 2"  NSAMPLES=32
 #   EXTRA="" (more quantize flags, e.g. "--lambda 0.01")
-set -euo pipefail
-cd "$(dirname "$0")/.."
-[[ -x build/bin/sarqc ]] || bash scripts/build.sh >/dev/null
-fixtures=${SARQC_FIXTURES:-../shared/fixtures}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-sarqc=build/bin/sarqc
-ppl() { "$sarqc" --log-level error eval --model "$1" --data "$fixtures/text/tinystories_val.txt" \
-          --max-windows 8 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }
-stats() { python3 -c 'import sys,statistics as s; v=sorted(map(float,sys.argv[1:]));
-print("%.4f [%.4f, %.4f]" % (s.median(v), v[0], v[-1]) if len(v)>1 else "%.4f" % v[0])' "$@"; }
+source "$(dirname "$0")/bench_common.sh"
 
 echo "| model | bits | group | fp32 | method | ppl | seconds |"
 echo "|---|---|---|---|---|---|---|"

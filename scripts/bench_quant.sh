@@ -4,17 +4,7 @@
 # 32 windows of 512 (stories260K) / 256 (babyllama) tokens, seeds 0-2; evaluation on the first 8
 # windows of tinystories_val.txt. Prints a markdown table (median [min, max] over seeds).
 # Usage: scripts/bench_quant.sh [extra quantize flags, e.g. --act-order]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-[[ -x build/bin/sarqc ]] || bash scripts/build.sh >/dev/null
-fixtures=${SARQC_FIXTURES:-../shared/fixtures}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-sarqc=build/bin/sarqc
-ppl() { "$sarqc" --log-level error eval --model "$1" --data "$fixtures/text/tinystories_val.txt" \
-          --max-windows 8 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }
-stats() { python3 -c 'import sys,statistics as s; v=sorted(map(float,sys.argv[1:]));
-print("%.4f [%.4f, %.4f]" % (s.median(v), v[0], v[-1]) if len(v)>1 else "%.4f" % v[0])' "$@"; }
+source "$(dirname "$0")/bench_common.sh"
 
 echo "| model | bits | group | fp32 | RTN | GPTQ (3 seeds) | GPTQ s/run | unquantized modules |"
 echo "|---|---|---|---|---|---|---|---|"

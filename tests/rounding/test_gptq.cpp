@@ -3,25 +3,15 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "rounding/problems.h"
 #include "sarqc/rounding/gptq.h"
 #include "sarqc/rounding/rtn.h"
 
 namespace sarqc {
 namespace {
 
-struct Problem {
-  at::Tensor W, H;
-};
-
-// m × n weights and a Gram matrix (2/N)·X Xᵀ + 1% damping from correlated inputs, in fp64.
-Problem make_problem(int64_t m, int64_t n, uint64_t seed) {
-  at::manual_seed(seed);
-  const at::Tensor mix = at::randn({n, n}, at::kDouble);
-  const at::Tensor X = at::matmul(mix, at::randn({n, 200}, at::kDouble));
-  at::Tensor H = 2.0 / 200 * at::matmul(X, X.t());
-  H += 0.01 * H.diagonal().mean() * at::eye(n, at::kDouble);
-  return {at::randn({m, n}, at::kDouble), H};
-}
+using Problem = test::RoundingProblem;
+constexpr auto make_problem = test::make_rounding_problem;
 
 // Optimal Brain Surgeon, column by column in natural order, with the inverse Hessian updated
 // explicitly by Gaussian elimination of the quantized column (Frantar et al., eq. 2-3).
