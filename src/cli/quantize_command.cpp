@@ -93,7 +93,8 @@ Command add_quantize_command(CLI::App& app) {
                   "the paper publishes no schedule)")
       ->capture_default_str();
   sub->add_option("--saliency", flags->saliency,
-                  "sarqc saliency: ones (RQC), hdiag, absmean, absmean-pow (our reconstruction)")
+                  "sarqc saliency: ones (RQC), hdiag, absmean, absmean-pow, elem (per entry; our "
+                  "reconstruction)")
       ->capture_default_str();
   sub->add_option("--saliency-power", flags->saliency_power, "absmean-pow exponent in (0, 1]")
       ->capture_default_str();

@@ -26,19 +26,20 @@ InterpObjective::InterpObjective(const ObjectiveSettings& settings, bool with_sa
 ObjectiveOutput InterpObjective::build(const ObjectiveInput& in) const {
   TORCH_CHECK(in.gram != nullptr && in.gram->has_cross(), name(),
               ": the cross-Gram D of the full-precision stream is missing");
-  const at::Tensor metric =
-      with_sarqc_ ? SarqcObjective(settings_).build(in).metric : in.damped;
+  ObjectiveOutput base = with_sarqc_ ? SarqcObjective(settings_).build(in)
+                                     : ObjectiveOutput{in.damped, in.weight};
+  const at::Tensor metric = base.metric;
   const double scale = settings_.alpha_mode == "fixed"         ? settings_.alpha
                        : settings_.alpha_mode == "closed-form" ? closed_form_alpha(in)
                                                                : 1.0;
   std::optional<double> used;
   if (settings_.alpha_mode != "sample") used = scale;
-  if (scale == 0) return {metric, in.weight, used};  // α = 0: exactly the symmetric objective
+  if (scale == 0) return {metric, in.weight, used, base.penalty};  // α = 0: the symmetric objective
   // W_ref = W + scale · (W D) M⁻¹: one GEMM and a Cholesky solve, no n³ product.
   const at::Tensor G = at::matmul(in.weight, in.gram->cross().to(in.weight.scalar_type()));
   const at::Tensor L = at::linalg_cholesky(metric);
   const at::Tensor shift = at::cholesky_solve(G.t(), L).t();  // (M⁻¹ Gᵀ)ᵀ = G M⁻¹
-  return {metric, in.weight + scale * shift, used};
+  return {metric, in.weight + scale * shift, used, base.penalty};  // the penalty pulls toward W
 }
 
 double InterpObjective::closed_form_alpha(const ObjectiveInput& in) const {

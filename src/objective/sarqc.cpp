@@ -11,27 +11,48 @@ SarqcObjective::SarqcObjective(const ObjectiveSettings& s) : settings_(s) {
   if (!(s.lambda_rel >= 0))
     throw_usage(fmt::format("--lambda must be >= 0, got {}", s.lambda_rel));
   if (s.saliency != "ones" && s.saliency != "hdiag" && s.saliency != "absmean" &&
-      s.saliency != "absmean-pow")
-    throw_usage(fmt::format("--saliency '{}': expected ones, hdiag, absmean or absmean-pow "
-                            "(elem is not available in this version)",
+      s.saliency != "absmean-pow" && s.saliency != "elem")
+    throw_usage(fmt::format("--saliency '{}': expected ones, hdiag, absmean, absmean-pow or elem",
                             s.saliency));
   if (!(s.saliency_power > 0 && s.saliency_power <= 1))
     throw_usage(fmt::format("--saliency-power must lie in (0, 1], got {}", s.saliency_power));
 }
 
+namespace {
+
+// diag(H): the damped diagonal minus the uniform damping.
+at::Tensor raw_diagonal(const ObjectiveInput& in) {
+  return in.damped.diagonal() - (in.damped.diagonal().mean() - in.mean_diag);
+}
+
+}  // namespace
+
 at::Tensor SarqcObjective::saliency(const ObjectiveInput& in) const {
   const int64_t n = in.weight.size(1);
   const auto opts = in.damped.options();
   if (settings_.saliency == "ones") return at::ones({n}, opts);
-  if (settings_.saliency == "hdiag")  // H_jj: the damped diagonal minus the uniform damping
-    return (in.damped.diagonal() - (in.damped.diagonal().mean() - in.mean_diag)).clone();
+  if (settings_.saliency == "hdiag") return raw_diagonal(in).clone();
+  if (settings_.saliency == "elem")  // per column: the mean over rows of |W_ij|·sqrt(H_jj)
+    return element_saliency(in).mean(0);
   TORCH_CHECK(in.gram != nullptr, "sarqc: absmean saliency needs calibration statistics");
   at::Tensor s = in.gram->abs_mean().to(opts);
   if (settings_.saliency == "absmean-pow") s = s.pow(settings_.saliency_power);
   return s;
 }
 
+at::Tensor SarqcObjective::element_saliency(const ObjectiveInput& in) const {
+  at::Tensor s = in.weight.abs() * raw_diagonal(in).clamp_min(0).sqrt().unsqueeze(0);
+  const double mean = s.mean().item<double>();
+  return mean > 0 ? s / mean : at::ones_like(s);
+}
+
 ObjectiveOutput SarqcObjective::build(const ObjectiveInput& in) const {
+  if (settings_.saliency == "elem" && in.entry_penalty_supported) {
+    // Per-entry regularised rounding: M and the target stay, the backend adds the penalty.
+    ObjectiveOutput out{in.damped, in.weight};
+    out.penalty = {settings_.lambda_rel * in.mean_diag * element_saliency(in), in.weight};
+    return out;
+  }
   at::Tensor s = saliency(in);
   const double mean = s.mean().item<double>();
   s = mean > 0 ? s / mean : at::ones_like(s);  // normalised to mean 1

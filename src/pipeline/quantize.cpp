@@ -113,11 +113,14 @@ std::optional<QuantizedLinear> round_with_damping(const LinearModule& m, int64_t
   double damp = o.damp;
   for (int attempt = 0; attempt <= o.max_damp_retries; ++attempt) {
     const PreparedMetric prep = prepare_metric(gram.matrix(), W, damp, m.name);
-    const ObjectiveInput input{prep.weight, prep.damped, &gram, prep.mean_diag, layer,
-                               std::string(linear_role_name(m.role)), grid.group_size};
+    const ObjectiveInput input{prep.weight,    prep.damped,
+                               &gram,          prep.mean_diag,
+                               layer,          std::string(linear_role_name(m.role)),
+                               grid.group_size, rounder.supports_entry_penalty()};
     const ObjectiveOutput target = objective.build(input);
     try {
-      QuantizedLinear q = rounder.round(target.target, target.metric, grid, o.rounding_options);
+      QuantizedLinear q = rounder.round_penalized(target.target, target.metric, grid,
+                                                  o.rounding_options, target.penalty);
       const double scale =
           (at::matmul(target.target, target.metric) * target.target).sum().item<double>();
       rec.relative_loss = scale > 0 ? q.loss / scale : 0;

@@ -41,6 +41,13 @@ std::vector<std::string> rounder_names() {
   return names;
 }
 
+QuantizedLinear Rounder::round_penalized(const at::Tensor& target, const at::Tensor& metric,
+                                         const QuantGrid& grid, const RoundingOptions& options,
+                                         const EntryPenalty& penalty) const {
+  TORCH_CHECK(!penalty.weight.defined(), name(), " has no element-wise penalty");
+  return round(target, metric, grid, options);
+}
+
 QuantizedLinear assemble_quantized(const QuantGrid& grid, const at::Tensor& codes_processing,
                                    const std::vector<at::Tensor>& scales,
                                    const std::vector<at::Tensor>& zeros, const at::Tensor& perm,

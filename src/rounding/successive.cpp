@@ -8,6 +8,14 @@ namespace sarqc {
 
 QuantizedLinear SuccessiveRounder::round(const at::Tensor& target, const at::Tensor& metric,
                                          const QuantGrid& grid, const RoundingOptions& o) const {
+  return round_penalized(target, metric, grid, o, {});
+}
+
+QuantizedLinear SuccessiveRounder::round_penalized(const at::Tensor& target,
+                                                   const at::Tensor& metric,
+                                                   const QuantGrid& grid,
+                                                   const RoundingOptions& o,
+                                                   const EntryPenalty& penalty) const {
   const int64_t m = target.size(0), n = target.size(1);
   TORCH_CHECK(target.dim() == 2 && metric.dim() == 2 && metric.size(0) == n &&
                   metric.size(1) == n,
@@ -30,6 +38,12 @@ QuantizedLinear SuccessiveRounder::round(const at::Tensor& target, const at::Ten
   at::Tensor Lu = L / L.diagonal().unsqueeze(0);
   Lu.diagonal().zero_();
   const at::Tensor Tp = target.index_select(1, p);
+  const bool penalized = penalty.weight.defined();
+  TORCH_CHECK(!penalized || (penalty.weight.sizes() == target.sizes() &&
+                             penalty.anchor.sizes() == target.sizes()),
+              name(), ": penalty weight and anchor must be ", target.sizes());
+  const at::Tensor Pw = penalized ? penalty.weight.to(opts).index_select(1, p) : at::Tensor();
+  const at::Tensor Pa = penalized ? penalty.anchor.to(opts).index_select(1, p) : at::Tensor();
 
   // Group parameters from the static target, as per-column scale/zero in processing order.
   std::vector<at::Tensor> scales, zeros;
@@ -77,11 +91,16 @@ QuantizedLinear SuccessiveRounder::round(const at::Tensor& target, const at::Ten
       for (int64_t j = i2 - 1; j >= i1; --j) {
         const int64_t i = j - i1;
         const at::Tensor w = w_hat.select(1, i), sj = S.select(1, j), zj = Z.select(1, j);
-        const at::Tensor code = at::clamp(at::round(w / sj) + zj, 0, A - 1);
+        // The step cost's minimiser: ŵ itself, or pulled toward the original weight.
+        const at::Tensor t = penalized ? (d2[j] * w + Pw.select(1, j) * Pa.select(1, j)) /
+                                             (d2[j] + Pw.select(1, j))
+                                       : w;
+        const at::Tensor code = at::clamp(at::round(t / sj) + zj, 0, A - 1);
         const at::Tensor q = sj * (code - zj);
         codes_out.select(1, j).copy_(code);
         Q.select(1, j).copy_(q);
         err += d2[j] * (w - q).pow(2);
+        if (penalized) err += Pw.select(1, j) * (Pa.select(1, j) - q).pow(2);
         if (i > 0) w_hat.narrow(1, 0, i).add_(at::outer(Tp.select(1, j) - q, Lu[j].narrow(0, i1, i)));
       }
     }
@@ -93,6 +112,8 @@ QuantizedLinear SuccessiveRounder::round(const at::Tensor& target, const at::Ten
   for (int64_t r0 = 0; r0 < m && !(K == 1 && o.greedy_fast_path); r0 += chunk) {
     const int64_t R = std::min(chunk, m - r0);
     const at::Tensor T = Tp.narrow(0, r0, R), s = S.narrow(0, r0, R), z = Z.narrow(0, r0, R);
+    const at::Tensor pw = penalized ? Pw.narrow(0, r0, R) : at::Tensor();
+    const at::Tensor pa = penalized ? Pa.narrow(0, r0, R) : at::Tensor();
     // Decisions right of the current block, indexed by the beams alive at the block's start.
     at::Tensor codes = at::zeros({R, K, n}, opts);
     at::Tensor deq = at::zeros({R, K, n}, opts);  // s · (code − z)
@@ -111,15 +132,25 @@ QuantizedLinear SuccessiveRounder::round(const at::Tensor& target, const at::Ten
         const int64_t i = j - i1;
         const at::Tensor sj = s.select(1, j).unsqueeze(1), zj = z.select(1, j).unsqueeze(1);
         const at::Tensor v = w_hat.select(2, i) / sj;                  // in grid steps, [R, K]
-        const at::Tensor nearest = at::clamp(at::round(v) + zj, 0, A - 1);  // greedy's code
+        // The step cost's minimiser in grid steps (pulled toward the original weight when
+        // penalised); its nearest code is the greedy choice.
+        at::Tensor center = v;
+        if (penalized) {
+          const at::Tensor pwj = pw.select(1, j).unsqueeze(1), paj = pa.select(1, j).unsqueeze(1);
+          center = (d2[j] * w_hat.select(2, i) + pwj * paj) / (d2[j] + pwj) / sj;
+        }
+        const at::Tensor nearest = at::clamp(at::round(center) + zj, 0, A - 1);
         // The Wc nearest codes, nearest first, then ascending (the tie order of §6.2).
-        at::Tensor lo = at::ceil(v + zj - Wc / 2.0).clamp(0, A - Wc);
+        at::Tensor lo = at::ceil(center + zj - Wc / 2.0).clamp(0, A - Wc);
         lo = at::minimum(at::maximum(lo, nearest - (Wc - 1)), nearest).unsqueeze(2);
         const at::Tensor others = lo + rank - 1 + (lo + rank - 1 >= nearest.unsqueeze(2)).to(opts.dtype());
         const at::Tensor cand_code = at::where(rank == 0, nearest.unsqueeze(2), others);
         const at::Tensor level = cand_code - zj.unsqueeze(2);
-        const at::Tensor cost = score.unsqueeze(2) +
-                                (v.unsqueeze(2) - level).pow(2) * (d2[j] * sj * sj).unsqueeze(2);
+        at::Tensor cost = score.unsqueeze(2) +
+                          (v.unsqueeze(2) - level).pow(2) * (d2[j] * sj * sj).unsqueeze(2);
+        if (penalized)
+          cost = cost + pw.select(1, j).view({R, 1, 1}) *
+                            (pa.select(1, j).view({R, 1, 1}) - sj.unsqueeze(2) * level).pow(2);
         const at::Tensor flat = cost.reshape({R, K * Wc});
         const at::Tensor keep = std::get<1>(at::sort(flat, /*stable=*/true, 1, false)).narrow(1, 0, K);
         const at::Tensor parent = at::div(keep, Wc, "floor");

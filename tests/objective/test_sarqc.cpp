@@ -75,6 +75,27 @@ TEST(Sarqc, AnOverwhelmingDriftPenaltyGivesRoundToNearest) {
   EXPECT_TRUE(at::equal(gptq.codes, rtn.codes));
 }
 
+TEST(Sarqc, ElementSaliencyIsAPerEntryPenaltyOrCollapsesPerColumn) {
+  const Calibrated s = make_calibrated(5);
+  const PreparedMetric p = prepare_metric(s.gram.matrix(), s.W, 0.01, "m");
+  const ObjectiveSettings set{"sarqc", 0.1, "elem", 0.5};
+  const auto objective = make_objective(set);
+  // s_ij = |W_ij|·sqrt(H_jj) normalised to mean 1, computed here from H directly.
+  at::Tensor sal = s.W.abs() * s.gram.matrix().diagonal().sqrt().unsqueeze(0);
+  sal = sal / sal.mean();
+  ObjectiveInput in{p.weight, p.damped, &s.gram, p.mean_diag, 0, "q", -1, true};
+  const ObjectiveOutput entry = objective->build(in);
+  EXPECT_TRUE(at::equal(entry.metric, p.damped));  // M and W_ref unchanged
+  EXPECT_TRUE(at::equal(entry.target, p.weight));
+  EXPECT_TRUE(at::allclose(entry.penalty.weight, 0.1 * p.mean_diag * sal, 1e-4, 1e-6));
+  EXPECT_TRUE(at::equal(entry.penalty.anchor, p.weight));
+  in.entry_penalty_supported = false;  // GPTQ: s_j = mean_i s_ij on the metric's diagonal
+  const ObjectiveOutput column = objective->build(in);
+  EXPECT_FALSE(column.penalty.weight.defined());
+  EXPECT_TRUE(at::allclose(column.metric - p.damped, at::diag(0.1 * p.mean_diag * sal.mean(0)),
+                           1e-5, 1e-3));
+}
+
 TEST(Sarqc, BadSettingsAreUsageErrors) {
   test::expect_error([] { make_objective({"sarqc", -1, "ones", 0.5}); }, ErrorKind::Usage,
                      "--lambda must be >= 0");

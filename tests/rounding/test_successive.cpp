@@ -114,3 +114,78 @@ TEST(Beam, FullWidthEqualsExhaustiveSearch) {
 
 }  // namespace
 }  // namespace sarqc
+
+namespace sarqc {
+namespace {
+
+// Element-wise SARQC as per-entry regularised rounding (methods.md §5.2, §9 item 10).
+using test::make_rounding_problem;
+using test::RoundingProblem;
+
+TEST(EntryPenalty, ZeroWeightIsPlainSuccessiveRounding) {
+  const RoundingProblem p = make_rounding_problem(6, 16, 21);
+  const QuantGrid grid{3, 8, true, false};
+  const EntryPenalty none{at::zeros_like(p.W), p.W};
+  for (bool beam : {false, true}) {
+    RoundingOptions o;
+    const auto plain = SuccessiveRounder(beam).round(p.W, p.H, grid, o);
+    const auto pen = SuccessiveRounder(beam).round_penalized(p.W, p.H, grid, o, none);
+    EXPECT_TRUE(at::equal(plain.codes, pen.codes)) << beam;
+  }
+}
+
+TEST(EntryPenalty, ReportedLossIsTheExactPenalizedObjective) {
+  const RoundingProblem p = make_rounding_problem(6, 16, 22);
+  const QuantGrid grid{2, -1, true, false};
+  // A target shifted away from W (as the interp objectives do), pulled back toward W.
+  const at::Tensor target = p.W + 0.3 * at::randn_like(p.W);
+  const EntryPenalty pen{at::rand_like(p.W) * 5.0, p.W};
+  for (bool beam : {false, true}) {
+    RoundingOptions o;
+    o.greedy_fast_path = !beam;
+    const auto q = SuccessiveRounder(beam).round_penalized(target, p.H, grid, o, pen);
+    const at::Tensor Q = q.dequantize().to(at::kDouble);
+    const at::Tensor d = Q - target;
+    const double expected = (at::matmul(d, p.H) * d).sum().item<double>() +
+                            (pen.weight * (pen.anchor - Q).pow(2)).sum().item<double>();
+    EXPECT_NEAR(q.loss, expected, 1e-9 * expected) << beam;
+  }
+}
+
+TEST(EntryPenalty, FullWidthBeamFindsThePenalizedOptimum) {
+  const RoundingProblem p = make_rounding_problem(3, 5, 23);
+  const QuantGrid grid{2, -1, true, false};
+  const EntryPenalty pen{at::rand_like(p.W) * 20.0, p.W + 0.2 * at::randn_like(p.W)};
+  RoundingOptions o;
+  o.beam_width = 1024;
+  const auto q = SuccessiveRounder(true).round_penalized(p.W, p.H, grid, o, pen);
+  const GroupParams params = find_params(p.W, grid);
+  for (int64_t r = 0; r < 3; ++r) {
+    double best = std::numeric_limits<double>::infinity();
+    for (int64_t v = 0; v < 1024; ++v) {
+      at::Tensor codes = at::empty({5}, at::kDouble);
+      for (int64_t c = 0; c < 5; ++c) codes[c] = double((v >> (2 * c)) & 3);
+      const at::Tensor row = params.scale[r] * (codes - params.zero[r]);
+      const at::Tensor d = (row - p.W[r]).unsqueeze(0);
+      best = std::min(best, (at::matmul(d, p.H) * d).sum().item<double>() +
+                                (pen.weight[r] * (pen.anchor[r] - row).pow(2)).sum().item<double>());
+    }
+    const at::Tensor row = q.dequantize().to(at::kDouble)[r];
+    const at::Tensor d = (row - p.W[r]).unsqueeze(0);
+    const double got = (at::matmul(d, p.H) * d).sum().item<double>() +
+                       (pen.weight[r] * (pen.anchor[r] - row).pow(2)).sum().item<double>();
+    EXPECT_NEAR(got, best, 1e-9 * best) << r;
+  }
+}
+
+TEST(EntryPenalty, AnOverwhelmingPenaltyRoundsEachEntryToNearest) {
+  const RoundingProblem p = make_rounding_problem(6, 16, 24);
+  const QuantGrid grid{3, -1, true, false};
+  const auto q = SuccessiveRounder(false).round_penalized(
+      p.W, p.H, grid, {}, EntryPenalty{at::full_like(p.W, 1e9), p.W});
+  const GroupParams params = find_params(p.W, grid);
+  EXPECT_TRUE(at::equal(q.codes.to(at::kDouble), quantize_codes(p.W, params, grid.maxq())));
+}
+
+}  // namespace
+}  // namespace sarqc

@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "sarqc/calib/gram.h"
+#include "sarqc/rounding/rounder.h"
 
 namespace sarqc {
 
@@ -21,18 +22,20 @@ struct ObjectiveInput {
   int64_t layer = 0;          // decoder layer, and the module's type (role name: q, gate, ...)
   std::string module_type;    // for objectives that carry estimates from layer to layer
   int64_t group_size = -1;
+  bool entry_penalty_supported = false;  // the backend can take an element-wise penalty
 };
 
 struct ObjectiveOutput {
   at::Tensor metric;  // M
   at::Tensor target;  // W_ref
   std::optional<double> alpha;  // the interpolation actually used, when there is one
+  EntryPenalty penalty;         // element-wise drift penalty (elem saliency), else undefined
 };
 
 struct ObjectiveSettings {
   std::string name = "plain";
   double lambda_rel = 0;           // sarqc: λ' = λ_rel · mean(diag H)
-  std::string saliency = "ones";   // sarqc: ones | hdiag | absmean | absmean-pow
+  std::string saliency = "ones";   // sarqc: ones | hdiag | absmean | absmean-pow | elem
   double saliency_power = 0.5;     // absmean-pow exponent a ∈ (0, 1]
   // interp, sarqc+interp (methods.md §5.3-5.4)
   std::string alpha_mode;  // fixed | sample | closed-form ("" = the method preset's, else fixed)

@@ -7,7 +7,7 @@ namespace sarqc {
 // neither its saliency nor its λ schedule): a drift penalty λ' Σ_j s_j ‖W_:j − Q_:j‖² toward the
 // original weights, i.e. M = H_d + λ'·diag(s), W_ref = W, with λ' = λ_rel · mean(diag H) and s
 // normalised to mean 1. Saliency: ones (RQC: tuned damping), hdiag (H_jj), absmean (mean |x_j|),
-// absmean-pow ((mean |x_j|)^a).
+// absmean-pow ((mean |x_j|)^a), elem (element-wise, below).
 class SarqcObjective : public Objective {
  public:
   explicit SarqcObjective(const ObjectiveSettings& settings);
@@ -15,6 +15,10 @@ class SarqcObjective : public Objective {
   ObjectiveOutput build(const ObjectiveInput& input) const override;
   // s_j before normalisation, from the statistics.
   at::Tensor saliency(const ObjectiveInput& input) const;
+  // elem: s_ij = |W_ij|·sqrt(H_jj), normalised to mean 1. With a backend that decides one entry
+  // at a time it becomes a per-entry penalty λ' s_ij (W_ij − Q_ij)² (M and W_ref unchanged);
+  // with GPTQ it collapses to the per-column s_j = mean_i s_ij.
+  at::Tensor element_saliency(const ObjectiveInput& input) const;
 
  private:
   ObjectiveSettings settings_;

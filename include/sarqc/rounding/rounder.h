@@ -31,6 +31,13 @@ class FactorizationFailed : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Element-wise drift penalty Σ_ij weight_ij (anchor_ij − Q_ij)² added to E(Q) (element-wise
+// SARQC, methods.md §5.2), for the backends that decide one entry at a time.
+struct EntryPenalty {
+  at::Tensor weight;  // [m, n] λ'·s_ij, undefined for none
+  at::Tensor anchor;  // [m, n] the original weights W
+};
+
 class Rounder {
  public:
   virtual ~Rounder() = default;
@@ -41,6 +48,11 @@ class Rounder {
   // definite in the same dtype, or undefined when !needs_metric().
   virtual QuantizedLinear round(const at::Tensor& target, const at::Tensor& metric,
                                 const QuantGrid& grid, const RoundingOptions& options) const = 0;
+  virtual bool supports_entry_penalty() const { return false; }
+  // round() minimising E(Q) + the penalty; reported loss includes the penalty.
+  virtual QuantizedLinear round_penalized(const at::Tensor& target, const at::Tensor& metric,
+                                          const QuantGrid& grid, const RoundingOptions& options,
+                                          const EntryPenalty& penalty) const;
 };
 
 // "rtn", "gptq", "successive", "beam"; throws a usage error listing the known names.

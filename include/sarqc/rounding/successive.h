@@ -19,6 +19,13 @@ class SuccessiveRounder : public Rounder {
   std::string name() const override { return beam_ ? "beam" : "successive"; }
   QuantizedLinear round(const at::Tensor& target, const at::Tensor& metric, const QuantGrid& grid,
                         const RoundingOptions& options) const override;
+  bool supports_entry_penalty() const override { return true; }
+  // Per-entry regularised rounding (methods.md §5.2): the step cost of a level q at (i, j) gains
+  // weight_ij (anchor_ij − q)²; its minimiser is the grid point nearest to
+  // t = (L_jj² ŵ + w a) / (L_jj² + w).
+  QuantizedLinear round_penalized(const at::Tensor& target, const at::Tensor& metric,
+                                  const QuantGrid& grid, const RoundingOptions& options,
+                                  const EntryPenalty& penalty) const override;
 
  private:
   bool beam_;
