@@ -3,7 +3,7 @@
 # 8 windows of tinystories_val.txt (held apart from the calibration text, tinystories_train.txt),
 # median [min, max] over seeds, and the quantization time. Environment knobs (defaults):
 #   MODELS="stories260K babyllama-tok105"  BITS="4 3 2"  GROUP_SIZES="-1 32"
-#   METHODS="rtn gptq sarqc gptaq coreq beam sarqc-beam"  SEEDS="0 1 2"  NSAMPLES=32
+#   METHODS="rtn awq gptq sarqc gptaq coreq beam sarqc-beam"  SEEDS="0 1 2"  NSAMPLES=32
 #   EXTRA="" (more quantize flags, e.g. "--lambda 0.01")
 source "$(dirname "$0")/bench_common.sh"
 
@@ -14,7 +14,7 @@ for model in ${MODELS:-stories260K babyllama-tok105}; do
   fp=$(ppl "$fixtures/models/$model")
   for bits in ${BITS:-4 3 2}; do
     for group in ${GROUP_SIZES:--1 32}; do
-      for method in ${METHODS:-rtn gptq sarqc gptaq coreq beam sarqc-beam}; do
+      for method in ${METHODS:-rtn awq gptq sarqc gptaq coreq beam sarqc-beam}; do
         seeds=${SEEDS:-0 1 2}
         [[ $method == rtn ]] && seeds=0
         results=() times=()

@@ -56,7 +56,7 @@ Command add_quantize_command(CLI::App& app) {
     int bits = 4;
     int64_t group_size = 128, nsamples = 128, seqlen = 2048, moe_min_tokens = 0;
     std::string moe_policy = "rtn";
-    bool fp_stream = false;
+    bool fp_stream = false, scale_search = false;
     uint64_t seed = 0;
     double damp = 0.01;
     bool sym = false, asym = false, act_order = false, static_groups = false, mse_clip = false;
@@ -80,13 +80,18 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_option("--method", flags->method,
                   "Preset = objective + backend: rtn, gptq, sarqc (sarqc + gptq), gptaq (interp "
                   "α=0.25 + gptq), coreq (interp α sampled + successive), beam (interp α "
-                  "sampled + beam), sarqc-beam (sarqc+interp + beam)")
-      ->check(CLI::IsMember({"rtn", "gptq", "sarqc", "gptaq", "coreq", "beam", "sarqc-beam"}))
+                  "sampled + beam), sarqc-beam (sarqc+interp + beam), awq (scale/clip search + "
+                  "rtn)")
+      ->check(CLI::IsMember(
+          {"rtn", "gptq", "sarqc", "gptaq", "coreq", "beam", "sarqc-beam", "awq"}))
       ->capture_default_str();
   sub->add_option("--objective", flags->objective,
                   "Override the preset's objective: plain, sarqc, interp, sarqc+interp");
   sub->add_option("--rounding", flags->rounding,
-                  "Override the preset's backend: rtn, gptq, successive, beam");
+                  "Override the preset's backend: rtn, gptq, successive, beam, scale-search (AWQ "
+                  "pre-pass + rtn)");
+  sub->add_flag("--scale-search", flags->scale_search,
+                "Run the AWQ-style scale/clip search before any backend (e.g. with gptq)");
   sub->add_option("--beam", flags->beam, "Beam width of --rounding beam")->capture_default_str();
   sub->add_option("--lambda", flags->lambda,
                   "sarqc: drift penalty relative to mean(diag H) (our reconstruction of SARQC; "
@@ -183,6 +188,7 @@ Command add_quantize_command(CLI::App& app) {
             o.moe_min_tokens = flags->moe_min_tokens;
             o.moe_policy = flags->moe_policy;
             o.keep_fp_stream = flags->fp_stream;
+            o.scale_search = flags->scale_search;
             o.force = flags->force;
             const QuantizeReport report = quantize(o);
             if (flags->json)

@@ -78,6 +78,31 @@ void DecoderLayer::set_weight(const std::string& local_name, const at::Tensor& w
   lin.weight = weight.to(options_.device, options_.dtype);
 }
 
+at::Tensor DecoderLayer::bias(const std::string& local_name) const {
+  const Linear& lin = linear(local_name);
+  return lin.bias ? *lin.bias : at::Tensor();
+}
+
+void DecoderLayer::set_bias(const std::string& local_name, const at::Tensor& bias) {
+  Linear& lin = const_cast<Linear&>(linear(local_name));
+  TORCH_CHECK(lin.bias && bias.sizes() == lin.bias->sizes(), "set_bias: '", local_name,
+              "' must have a bias of shape [", lin.module->out_features, "]");
+  lin.bias = bias.to(options_.device, options_.dtype);
+}
+
+const at::Tensor& DecoderLayer::norm(const std::string& local_name) const {
+  auto it = norms_.find(local_name);
+  TORCH_CHECK(it != norms_.end(), "layer ", layout_->index, " has no norm '", local_name, "'");
+  return it->second;
+}
+
+void DecoderLayer::set_norm(const std::string& local_name, const at::Tensor& weight) {
+  const at::Tensor& current = norm(local_name);
+  TORCH_CHECK(weight.sizes() == current.sizes(), "set_norm: '", local_name, "' must be ",
+              current.sizes(), ", got ", weight.sizes());
+  norms_[local_name] = weight.to(options_.device, options_.dtype);
+}
+
 at::Tensor DecoderLayer::apply(const std::string& local_name, const at::Tensor& x,
                                LinearInputObserver* observer) const {
   const Linear& lin = linear(local_name);

@@ -27,6 +27,7 @@
 #include "sarqc/pipeline/gptq_output.h"
 #include "sarqc/quant/gptq_format.h"
 #include "sarqc/rounding/rtn.h"
+#include "sarqc/rounding/scale_search.h"
 #include "sarqc/util/atomic_directory.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/file.h"
@@ -157,11 +158,12 @@ MethodPreset method_preset(const std::string& method) {
       {"gptaq", {"interp", "gptq", "fixed"}},
       {"coreq", {"interp", "successive", "sample"}},
       {"beam", {"interp", "beam", "sample"}},
-      {"sarqc-beam", {"sarqc+interp", "beam", "sample"}}};
+      {"sarqc-beam", {"sarqc+interp", "beam", "sample"}},
+      {"awq", {"plain", "rtn", "fixed", true}}};
   const auto it = presets.find(method);
   if (it == presets.end())
-    throw_usage(fmt::format("--method '{}': expected rtn, gptq, sarqc, gptaq, coreq, beam or "
-                            "sarqc-beam in this version",
+    throw_usage(fmt::format("--method '{}': expected rtn, gptq, sarqc, gptaq, coreq, beam, "
+                            "sarqc-beam or awq",
                             method));
   return it->second;
 }
@@ -172,7 +174,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   grid.validate();
   if (o.damp < 0) throw_usage(fmt::format("--damp must be >= 0, got {}", o.damp));
   const MethodPreset preset = method_preset(o.method);
-  const std::string backend = o.rounding.empty() ? preset.rounding : o.rounding;
+  std::string backend = o.rounding.empty() ? preset.rounding : o.rounding;
+  // AWQ's scale search is a per-layer pre-pass; "scale-search" alone means it plus RTN.
+  const bool scale_search = o.scale_search || preset.scale_search || backend == "scale-search";
+  if (backend == "scale-search") backend = "rtn";
   ObjectiveSettings objective_settings = o.objective_settings;
   objective_settings.name = o.objective.empty() ? preset.objective : o.objective;
   if (objective_settings.alpha_mode.empty()) objective_settings.alpha_mode = preset.alpha_mode;
@@ -183,14 +188,15 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   if (!rounder->needs_metric() && objective_settings.name != "plain")
     throw_usage(fmt::format("--objective {} needs a calibrated backend, not --rounding {}",
                             objective_settings.name, backend));
-  const bool calibrate = rounder->needs_metric();
+  const bool calibrate = rounder->needs_metric();      // Gram-based rounding
+  const bool needs_data = calibrate || scale_search;   // calibration windows and their stream
   const int sources = !o.calib_text.empty() + !o.calib_tokens.empty() + o.calib_self;
-  if (calibrate && sources == 0)
+  if (needs_data && sources == 0)
     throw_usage(fmt::format("--method {} needs calibration data: --calib FILE, --calib self or "
                             "--calib-tokens FILE",
                             o.method));
   if (sources > 1) throw_usage("give one of --calib FILE, --calib self, --calib-tokens FILE");
-  if (!calibrate && sources > 0)
+  if (!needs_data && sources > 0)
     spdlog::warn("--method {} uses no calibration data; the calibration option is ignored",
                  backend);
   if (o.moe_policy != "rtn" && o.moe_policy != "all-tokens")
@@ -204,6 +210,9 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   const ModelWeights weights = ModelWeights::open(o.model_dir);
   const ModelConfig& cfg = weights.config();
   const ModelLayout& layout = weights.layout();
+  if (scale_search && cfg.is_moe())
+    throw Error(ErrorKind::NotImplemented,
+                "AWQ-style scale search on MoE models is not implemented in this version");
   if (objective->needs_fp_stream() && cfg.is_moe())
     throw Error(ErrorKind::NotImplemented,
                 fmt::format("--objective {} on MoE models is not implemented in this version",
@@ -239,7 +248,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   // Calibration windows (not needed by RTN).
   CalibrationSet calib;
   int64_t seqlen = o.seqlen;
-  if (calibrate) {
+  if (needs_data) {
     if (cfg.max_position_embeddings > 0 && seqlen > cfg.max_position_embeddings) {
       spdlog::info("--seqlen {} exceeds max_position_embeddings; using {}", seqlen,
                    cfg.max_position_embeddings);
@@ -321,9 +330,9 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       for (const auto& [group, b] : grams) gram_bytes = std::max(gram_bytes, b);
     }
     const int64_t stream_bytes =
-        calibrate ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
-                        static_cast<int64_t>(c10::elementSize(o.compute.dtype))
-                  : 0;
+        needs_data ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
+                         static_cast<int64_t>(c10::elementSize(o.compute.dtype))
+                   : 0;
     spdlog::info("estimated peak memory {:.1f} MiB: layer {:.1f} + Gram matrices {:.1f} + "
                  "activation stream(s) {:.1f} (on {})",
                  (layer_bytes + gram_bytes + stream_bytes) / 1048576.0, layer_bytes / 1048576.0,
@@ -334,7 +343,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   const ComputeOptions& compute = o.compute;
   StreamingModel model(weights, compute);
   HiddenBatches stream, fp_stream;  // X_q, and X_f when an objective needs it
-  if (calibrate) stream = model.embed(calib.ids);
+  if (needs_data) stream = model.embed(calib.ids);
   if (keep_fp_stream) fp_stream = model.embed(calib.ids);
   int64_t total_modules = 0;
   for (const auto& layer : layout.layers)
@@ -345,7 +354,6 @@ QuantizeReport quantize(const QuantizeOptions& o) {
 
   for (const auto& layer_layout : layout.layers) {
     const int64_t l = layer_layout.index;
-    for (const auto& n : layer_layout.norms) writer.write(n.name, ckpt.load(n.name, cpu));
     for (const auto& m : layer_layout.linears) {  // routers, shared-expert gate: kept as stored
       if (m.quantizable) continue;
       writer.write(m.weight_name(),
@@ -358,6 +366,20 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     // device while the objective needs the FP stream).
     std::optional<DecoderLayer> fp_layer;
     if (keep_fp_stream) fp_layer = DecoderLayer::load(weights, l, compute);
+    if (scale_search) {
+      for (const auto& r : search_scales(layer, stream.batches, model.rotary(stream.seqlen), grid,
+                                         o.scale_search_options))
+        spdlog::info("layer={} scale_group={} ratio={:.2f} loss={:.4g} unscaled_loss={:.4g}{}", l,
+                     r.group, r.ratio, r.loss, r.loss_unscaled,
+                     r.skipped ? " (grouped-query attention: nothing to fold into)" : "");
+    }
+    // Norms as the layer now holds them (scale folding rewrites them), in the stored dtype.
+    const std::string prefix = fmt::format("model.layers.{}.", l), suffix = ".weight";
+    for (const auto& n : layer_layout.norms) {
+      const std::string local =
+          n.name.substr(prefix.size(), n.name.size() - prefix.size() - suffix.size());
+      writer.write(n.name, layer.norm(local).to(cpu, stored_type(ckpt, n.name)));
+    }
     int64_t layer_bytes = 0;
     for (const auto& m : layer_layout.linears) layer_bytes += m.numel() * 4;
     for (int group = 0; group < kSequentialGroups; ++group) {
@@ -402,9 +424,9 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       int64_t gram_bytes = 0;
       for (const LinearModule* m : members) gram_bytes += m->in_features * m->in_features * 4;
       const int64_t stream_bytes =
-          calibrate ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
-                          static_cast<int64_t>(c10::elementSize(compute.dtype))
-                    : 0;
+          needs_data ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
+                           static_cast<int64_t>(c10::elementSize(compute.dtype))
+                     : 0;
       report.estimated_peak_bytes =
           std::max(report.estimated_peak_bytes, layer_bytes + gram_bytes + stream_bytes);
 
@@ -417,9 +439,11 @@ QuantizeReport quantize(const QuantizeOptions& o) {
           rec.method = "unquantized";
           rec.reason = skipped.at(m->name);
           writer.write(m->weight_name(),
-                       weights.linear_weight(layer_layout, *m, cpu,
-                                             stored_type(ckpt, layer_layout.weight_source(*m))));
-          if (m->has_bias) writer.write(m->bias_name(), ckpt.load(m->bias_name(), cpu));
+                       layer.weight(m->local_name)
+                           .to(cpu, stored_type(ckpt, layer_layout.weight_source(*m))));
+          if (m->has_bias)
+            writer.write(m->bias_name(),
+                         layer.bias(m->local_name).to(cpu, stored_type(ckpt, m->bias_name())));
           report.unquantized_modules.push_back(m->name);
           report.modules.push_back(rec);
           bar.advance();
@@ -458,8 +482,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         writer.write(m->name + ".qzeros", t.qzeros);
         writer.write(m->name + ".scales", t.scales);
         writer.write(m->name + ".g_idx", t.g_idx);
-        if (m->has_bias)
-          writer.write(m->bias_name(), ckpt.load(m->bias_name(), cpu).to(at::kHalf));
+        if (m->has_bias) writer.write(m->bias_name(), layer.bias(m->local_name).to(cpu, at::kHalf));
         rec.seconds = seconds_since(t0);
         rec.peak_host_bytes = peak_rss_bytes();
         spdlog::info("layer={} module={} method={} loss={:.6g} relative={:.4g} tokens={} "
@@ -477,7 +500,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       for (auto& batch : fp_stream.batches)
         batch = fp_layer->forward(batch.to(compute.device), rope).to(fp_stream.storage);
     }
-    if (calibrate && l + 1 < cfg.num_hidden_layers) {
+    if (needs_data && l + 1 < cfg.num_hidden_layers) {
       const RotaryTables& rope = model.rotary(stream.seqlen);
       for (auto& batch : stream.batches)
         batch = layer.forward(batch.to(compute.device), rope).to(stream.storage);
@@ -515,9 +538,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
           {"act_order", o.rounding_options.act_order},
           {"mse_clip", grid.mse_clip},
           {"seed", o.seed},
-          {"nsamples", calibrate ? o.nsamples : 0},
-          {"seqlen", calibrate ? seqlen : 0},
-          {"calibration_file", calibrate ? calib.source : ""},
+          {"nsamples", needs_data ? o.nsamples : 0},
+          {"seqlen", needs_data ? seqlen : 0},
+          {"calibration_file", needs_data ? calib.source : ""},
+          {"scale_search", scale_search},
           {"calibration_sha256", report.calibration_sha256},
           {"unquantized_modules", report.unquantized_modules}}}}}};
   if (!skipped.empty()) qc["dynamic"] = dynamic_exclusions(layout, skipped);

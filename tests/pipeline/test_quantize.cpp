@@ -260,6 +260,27 @@ TEST_F(QuantizeFixture, InterpPresetsAreSeededAndBeatGptq) {
   }
 }
 
+TEST_F(QuantizeFixture, AwqFoldsScalesIntoNormsAndBeatsRtn) {
+  QuantizeOptions o = options("babyllama-tok105", "awq");
+  o.method = "awq";
+  o.grid = {3, -1, true, false};
+  o.nsamples = 16;
+  o.seqlen = 128;
+  quantize(o);
+  const Checkpoint out = Checkpoint::open(o.out_dir), source = Checkpoint::open(o.model_dir);
+  EXPECT_FALSE(at::equal(out.load("model.layers.0.input_layernorm.weight"),
+                         source.load("model.layers.0.input_layernorm.weight")));
+  EXPECT_TRUE(read_json_file(o.out_dir / "config.json")["quantization_config"]["meta"]["sarqc"]
+                  ["scale_search"]
+                      .get<bool>());
+  QuantizeOptions r = options("babyllama-tok105", "rtn");
+  r.method = "rtn";
+  r.grid = o.grid;
+  r.calib_text.clear();
+  quantize(r);
+  EXPECT_LT(ppl(o.out_dir), ppl(r.out_dir));
+}
+
 TEST_F(QuantizeFixture, BadOptionsAreUsageErrorsBeforeAnyWork) {
   QuantizeOptions o = options("babyllama-tok105", "bad");
   o.grid.bits = 5;

@@ -63,6 +63,14 @@ class DecoderLayer {
   // Linear weights ([out, in]) by module local name ("self_attn.q_proj").
   const at::Tensor& weight(const std::string& local_name) const;
   void set_weight(const std::string& local_name, const at::Tensor& weight);
+  // The module's bias (undefined when it has none), and a replacement of the same shape.
+  at::Tensor bias(const std::string& local_name) const;
+  void set_bias(const std::string& local_name, const at::Tensor& bias);
+  // Norm weights by local name ("input_layernorm", "post_attention_layernorm", ...); scale
+  // folding (AWQ) rewrites them.
+  const at::Tensor& norm(const std::string& local_name) const;
+  void set_norm(const std::string& local_name, const at::Tensor& weight);
+  const ModelConfig& config() const { return *config_; }
 
  private:
   struct Linear {

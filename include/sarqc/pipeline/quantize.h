@@ -14,6 +14,7 @@
 #include "sarqc/objective/objective.h"
 #include "sarqc/quant/grid.h"
 #include "sarqc/rounding/rounder.h"
+#include "sarqc/rounding/scale_search.h"
 
 namespace sarqc {
 
@@ -27,6 +28,8 @@ struct QuantizeOptions {
   ObjectiveSettings objective_settings;  // λ, saliency, α (name filled from method/objective;
                                          // alpha_mode "" = the preset's)
   RoundingOptions rounding_options;
+  bool scale_search = false;       // AWQ-style scale/clip pre-pass per layer (the awq preset)
+  ScaleSearchOptions scale_search_options;
 
   // Calibration: exactly one of a text file, a token-id file, or sampling from the model
   // itself (none for rtn).
@@ -86,10 +89,11 @@ struct QuantizeReport {
 struct MethodPreset {
   std::string objective, rounding;
   std::string alpha_mode = "fixed";  // for the interp objectives
+  bool scale_search = false;         // AWQ pre-pass
 };
 // Presets (objective + backend): rtn = plain + rtn; gptq = plain + gptq; sarqc = sarqc + gptq;
 // gptaq = interp + gptq; coreq = interp + successive; beam = interp + beam;
-// sarqc-beam = sarqc+interp + beam. Throws a usage error otherwise.
+// sarqc-beam = sarqc+interp + beam; awq = scale/clip search + rtn. Throws a usage error otherwise.
 MethodPreset method_preset(const std::string& method);
 
 QuantizeReport quantize(const QuantizeOptions& options);

@@ -1,0 +1,50 @@
+#pragma once
+// AWQ-style activation-aware scale and clip search (methods.md §6.3): a pre-pass over one dense
+// decoder layer, run before its modules are rounded. For each input group it searches
+// per-input-channel scales u = s_x^r (r on a grid of 20 ratios) that minimise the group's output
+// error after pseudo-quantization, multiplies the group's weight columns by u and divides the
+// preceding operation (RMSNorm weight, v_proj rows, up_proj rows) by u, so the layer computes the
+// same function; then it clips each (row, group) of the weights (all but q/k) to the range that
+// minimises the output error. The rounding backend quantizes the result.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "sarqc/model/decoder_layer.h"
+#include "sarqc/quant/grid.h"
+
+namespace sarqc {
+
+struct ScaleSearchOptions {
+  int64_t ratios = 20;        // r = i / ratios
+  int64_t max_tokens = 65536; // calibration tokens the loss uses
+  bool clip = true;
+  int64_t clip_tokens = 512;
+};
+
+// The four scale groups and where their 1/u is folded.
+enum class ScaleGroup { Qkv, O, GateUp, Down };
+
+struct ScaleSearchRecord {
+  std::string group;         // "qkv", "o", "gate_up", "down"
+  double ratio = 0;          // chosen r (0: no scaling)
+  double loss = 0;           // relative output MSE at the chosen r
+  double loss_unscaled = 0;  // at r = 0
+  bool skipped = false;      // o with grouped-query attention: nothing to fold into
+};
+
+// Multiplies the group's weight columns by u and folds 1/u into the preceding operation.
+// Function-preserving in exact arithmetic. Returns false (and changes nothing) when the group
+// cannot be folded (o under grouped-query attention).
+bool apply_group_scales(DecoderLayer& layer, ScaleGroup group, const at::Tensor& u);
+
+// The pre-pass on `layer` for the calibration sequences `inputs` ([b, T, d] batches of the
+// layer's inputs). Dense layers only.
+std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
+                                             const std::vector<at::Tensor>& inputs,
+                                             const RotaryTables& rope, const QuantGrid& grid,
+                                             const ScaleSearchOptions& options);
+
+}  // namespace sarqc

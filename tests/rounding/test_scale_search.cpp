@@ -1,0 +1,73 @@
+// AWQ-style scale search (methods.md §6.3, §9 item 12): folding is function-preserving, and the
+// search never picks a scale worse than none.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "sarqc/model/decoder_layer.h"
+#include "sarqc/model/synthetic.h"
+#include "sarqc/model/weights.h"
+#include "sarqc/rounding/scale_search.h"
+#include "test_support.h"
+
+namespace sarqc {
+namespace {
+
+nlohmann::json llama(int64_t kv_heads) {
+  return {{"model_type", "llama"}, {"hidden_size", 32},     {"intermediate_size", 48},
+          {"num_hidden_layers", 1}, {"num_attention_heads", 4}, {"num_key_value_heads", kv_heads},
+          {"vocab_size", 40},       {"rms_norm_eps", 1e-6},  {"attention_bias", true},
+          {"mlp_bias", true}};
+}
+
+TEST(ScaleSearch, FoldingScalesLeavesTheLayerFunctionUnchanged) {
+  for (int64_t kv : {4, 2}) {
+    test::TempDir dir;
+    write_random_model(llama(kv), dir / "m", 3);
+    const ModelWeights w = ModelWeights::open(dir / "m");
+    DecoderLayer layer = DecoderLayer::load(w, 0, {});
+    const RotaryTables rope = make_rotary_tables(w.config(), 9, c10::kCPU, at::kFloat);
+    at::manual_seed(1);
+    const at::Tensor x = at::randn({2, 9, 32});
+    const at::Tensor before = layer.forward(x, rope);
+    const at::Tensor q_before = layer.weight("self_attn.q_proj").clone();
+    for (ScaleGroup g : {ScaleGroup::Qkv, ScaleGroup::O, ScaleGroup::GateUp, ScaleGroup::Down}) {
+      const int64_t n = g == ScaleGroup::Down ? 48 : 32;
+      const bool folded = apply_group_scales(layer, g, at::rand({n}) * 3 + 0.2);
+      EXPECT_EQ(folded, g != ScaleGroup::O || kv == 4) << int(g);  // o needs v == o's input
+    }
+    EXPECT_FALSE(at::equal(layer.weight("self_attn.q_proj"), q_before));
+    EXPECT_TRUE(at::allclose(layer.forward(x, rope), before, 1e-4, 1e-4)) << "kv " << kv;
+  }
+}
+
+TEST(ScaleSearch, ChosenScalesNeverLoseToNoScalingAndPreserveTheFunction) {
+  SARQC_REQUIRE_FIXTURES();
+  const ModelWeights w = ModelWeights::open(test::fixture_model("babyllama-tok105"));
+  DecoderLayer layer = DecoderLayer::load(w, 0, {});
+  const RotaryTables rope = make_rotary_tables(w.config(), 64, c10::kCPU, at::kFloat);
+  at::manual_seed(2);
+  const at::Tensor x = at::randn({4, 64, 128});
+  const at::Tensor before = layer.forward(x, rope);
+  ScaleSearchOptions o;
+  o.clip = false;  // scaling alone is function-preserving
+  const auto records = search_scales(layer, {x}, rope, QuantGrid{3, -1, true, false}, o);
+  ASSERT_EQ(records.size(), 4u);
+  int scaled = 0;
+  for (const auto& r : records) {
+    EXPECT_LE(r.loss, r.loss_unscaled) << r.group;
+    scaled += r.ratio > 0;
+  }
+  EXPECT_GT(scaled, 0);
+  EXPECT_TRUE(records[1].skipped || records[1].ratio == 0);  // babyllama has GQA: o is skipped
+  EXPECT_TRUE(at::allclose(layer.forward(x, rope), before, 1e-3, 1e-3));
+  // Clipping then changes the weights (a different function, closer to its quantized self).
+  DecoderLayer clipped = DecoderLayer::load(w, 0, {});
+  o.clip = true;
+  search_scales(clipped, {x}, rope, QuantGrid{3, -1, true, false}, o);
+  EXPECT_LE(clipped.weight("mlp.down_proj").abs().max().item<float>(),
+            layer.weight("mlp.down_proj").abs().max().item<float>() + 1e-6);
+}
+
+}  // namespace
+}  // namespace sarqc
