@@ -30,9 +30,20 @@ std::vector<std::string> group_modules(ScaleGroup g) {
   return {};
 }
 
+// The grid a module is pseudo-quantized with: the configured one, per row when its group size
+// does not divide the module's inputs (such a module stays unquantized in the checkpoint).
+QuantGrid grid_for(const QuantGrid& grid, int64_t in_features) {
+  QuantGrid g = grid;
+  if (g.group_size > 0 && in_features % g.group_size != 0) g.group_size = -1;
+  return g;
+}
+
 // The weights as the configured grid would round them (RTN), in fp32.
 at::Tensor pseudo_quantize(const at::Tensor& w, const QuantGrid& grid) {
-  return RtnRounder().round(w.to(at::kFloat), {}, grid, {}).dequantize().to(w.scalar_type());
+  return RtnRounder()
+      .round(w.to(at::kFloat), {}, grid_for(grid, w.size(1)), {})
+      .dequantize()
+      .to(w.scalar_type());
 }
 
 // Records the input of every linear of the layer (one forward).
@@ -171,8 +182,9 @@ std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
       const int64_t step = std::max<int64_t>(1, all.size(0) / o.clip_tokens);
       const at::Tensor xin = all.slice(0, 0, all.size(0), step).to(at::kFloat);  // [t, n]
       at::Tensor w = layer.weight(name).to(at::kFloat);
-      const int64_t n = w.size(1), gs = grid.group_size > 0 ? grid.group_size : n;
-      QuantGrid row_grid = grid;
+      const QuantGrid module_grid = grid_for(grid, w.size(1));
+      const int64_t n = w.size(1), gs = module_grid.group_size > 0 ? module_grid.group_size : n;
+      QuantGrid row_grid = module_grid;
       row_grid.group_size = -1;  // params per (row, group): one group of gs columns at a time
       for (int64_t c = 0; c < n; c += gs) {
         const at::Tensor wg = w.narrow(1, c, gs), xg = xin.narrow(1, c, gs);

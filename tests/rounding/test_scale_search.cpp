@@ -69,5 +69,16 @@ TEST(ScaleSearch, ChosenScalesNeverLoseToNoScalingAndPreserveTheFunction) {
             layer.weight("mlp.down_proj").abs().max().item<float>() + 1e-6);
 }
 
+TEST(ScaleSearch, GroupSizesThatDoNotDivideAModuleFallBackToPerRow) {
+  SARQC_REQUIRE_FIXTURES();
+  // stories260K: down_proj has 172 inputs, not a multiple of 32.
+  const ModelWeights w = ModelWeights::open(test::fixture_model("stories260K"));
+  DecoderLayer layer = DecoderLayer::load(w, 0, {});
+  const RotaryTables rope = make_rotary_tables(w.config(), 32, c10::kCPU, at::kFloat);
+  const at::Tensor x = at::randn({2, 32, 64});
+  const auto records = search_scales(layer, {x}, rope, QuantGrid{4, 32, true, false}, {});
+  EXPECT_EQ(records.size(), 4u);
+}
+
 }  // namespace
 }  // namespace sarqc
