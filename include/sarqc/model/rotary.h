@@ -2,6 +2,7 @@
 // Rotary position embeddings in the rotate-half layout of HF checkpoints (formats.md §9):
 // x' = x·cos(p·f) + rotate_half(x)·sin(p·f), rotate_half(x) = [-x[hd/2:], x[:hd/2]].
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
