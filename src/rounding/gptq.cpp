@@ -4,16 +4,25 @@
 
 namespace sarqc {
 
+namespace {
+
+// linalg_cholesky_ex reports failure in `info` instead of throwing.
+at::Tensor checked_cholesky(const at::Tensor& matrix, bool upper, const char* what) {
+  auto [factor, info] = at::linalg_cholesky_ex(matrix, upper);
+  if (info.item<int64_t>() != 0 || !at::isfinite(factor).all().item<bool>())
+    throw FactorizationFailed(std::string("Cholesky factorization of the ") + what + " failed");
+  return factor;
+}
+
+}  // namespace
+
+at::Tensor cholesky_lower(const at::Tensor& metric) {
+  return checked_cholesky(metric, /*upper=*/false, "metric");
+}
+
 at::Tensor inverse_cholesky_upper(const at::Tensor& metric) {
-  // linalg_cholesky_ex reports failure in `info` instead of throwing.
-  auto [lower, info] = at::linalg_cholesky_ex(metric);
-  if (info.item<int64_t>() != 0 || !at::isfinite(lower).all().item<bool>())
-    throw FactorizationFailed("Cholesky factorization of the metric failed");
-  const at::Tensor inverse = at::cholesky_inverse(lower);
-  auto [upper_t, info2] = at::linalg_cholesky_ex(inverse, /*upper=*/true);
-  if (info2.item<int64_t>() != 0 || !at::isfinite(upper_t).all().item<bool>())
-    throw FactorizationFailed("Cholesky factorization of the inverse metric failed");
-  return upper_t;
+  return checked_cholesky(at::cholesky_inverse(cholesky_lower(metric)), /*upper=*/true,
+                          "inverse metric");
 }
 
 QuantizedLinear GptqRounder::round(const at::Tensor& target, const at::Tensor& metric,

@@ -14,8 +14,12 @@ class GptqRounder : public Rounder {
                         const RoundingOptions& options) const override;
 };
 
+// L with M = L Lᵀ (lower). Throws FactorizationFailed when the factorization fails or produces
+// non-finite values.
+at::Tensor cholesky_lower(const at::Tensor& metric);
+
 // U with M⁻¹ = Uᵀ U (upper), computed as chol_upper(cholesky_inverse(chol(M))). Throws
-// FactorizationFailed when a factorization fails or produces non-finite values.
+// FactorizationFailed like cholesky_lower.
 at::Tensor inverse_cholesky_upper(const at::Tensor& metric);
 
 }  // namespace sarqc
