@@ -1,7 +1,6 @@
 #include "sarqc/eval/perplexity.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
 #include <ATen/ATen.h>
@@ -15,14 +14,10 @@
 #include "sarqc/util/error.h"
 #include "sarqc/util/file.h"
 #include "sarqc/util/progress.h"
+#include "sarqc/util/stopwatch.h"
 
 namespace sarqc {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // Positions scored per logits computation: bounds the [chunk, vocab] buffers.
 constexpr int64_t kScoreChunk = 512;
@@ -126,17 +121,17 @@ EvalResult evaluate(const EvalOptions& o) {
   }
   r.seqlen = resolve_seqlen(cfg, o.seqlen);
 
-  auto start = Clock::now();
+  Stopwatch clock;
   const auto tokenizer = load_tokenizer(o.model_dir);
   const std::vector<int32_t> ids = tokenize(*tokenizer, o.data_file, cfg.vocab_size);
   r.total_tokens = static_cast<int64_t>(ids.size());
   const EvalWindows windows = make_eval_windows(ids, r.seqlen, o.max_windows, r.data);
   r.windows = windows.inputs.size(0);
-  r.tokenize_seconds = seconds_since(start);
+  r.tokenize_seconds = clock.seconds();
   spdlog::info("{}: {} tokens; evaluating {} window(s) of {} on {} ({})", r.data, r.total_tokens,
                r.windows, r.seqlen, r.device, r.dtype);
 
-  start = Clock::now();
+  clock.restart();
   const StreamingModel model(weights, o.compute);
   const HiddenBatches hidden = final_hidden(model, windows.inputs, "layers", o.progress);
   std::optional<StreamingModel> ref_model;
@@ -169,7 +164,7 @@ EvalResult evaluate(const EvalOptions& o) {
     }
     seq_offset += batch.size(0);
   }
-  r.forward_seconds = seconds_since(start);
+  r.forward_seconds = clock.seconds();
   r.scored_tokens = r.windows * r.seqlen;
   r.mean_nll = nll_sum / static_cast<double>(r.scored_tokens);
   r.ppl = std::exp(r.mean_nll);

@@ -11,13 +11,6 @@
 namespace sarqc {
 namespace {
 
-std::string local_norm_name(const std::string& full_name, int64_t layer) {
-  const std::string prefix = fmt::format("model.layers.{}.", layer);
-  std::string local = full_name.substr(prefix.size());
-  const std::string suffix = ".weight";
-  return local.substr(0, local.size() - suffix.size());
-}
-
 // Which layers of which models attend through a sliding window (formats.md §9).
 int64_t attention_window(const ModelConfig& cfg, int64_t layer, bool& unresolved) {
   unresolved = false;
@@ -52,7 +45,7 @@ DecoderLayer DecoderLayer::load(const ModelWeights& weights, int64_t index,
     layer.linears_.emplace(m.local_name, std::move(lin));
   }
   for (const auto& norm : layer.layout_->norms)
-    layer.norms_.emplace(local_norm_name(norm.name, index),
+    layer.norms_.emplace(norm_local_name(norm, index),
                          weights.tensor(norm.name, options.device, options.dtype));
   bool unresolved = false;
   layer.attention_window_ = attention_window(cfg, index, unresolved);

@@ -122,6 +122,11 @@ ModelLayout build_layout(const ModelConfig& cfg) {
   return layout;
 }
 
+std::string norm_local_name(const NamedShape& norm, int64_t layer) {
+  const std::string prefix = fmt::format("model.layers.{}.", layer), suffix = ".weight";
+  return norm.name.substr(prefix.size(), norm.name.size() - prefix.size() - suffix.size());
+}
+
 std::string DecoderLayerLayout::fused_gate_up_name() const {
   return fmt::format("model.layers.{}.mlp.experts.gate_up_proj", index);
 }

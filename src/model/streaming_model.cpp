@@ -53,8 +53,10 @@ HiddenBatches StreamingModel::embed(const at::Tensor& ids, int64_t batch_tokens)
   return out;
 }
 
-at::Tensor StreamingModel::run_layer(const DecoderLayer& layer, const at::Tensor& batch) const {
-  return layer.forward(batch.to(options_.device), rotary(batch.size(1)));
+void StreamingModel::advance(const DecoderLayer& layer, HiddenBatches& hidden) const {
+  const RotaryTables& rope = rotary(hidden.seqlen);
+  for (auto& batch : hidden.batches)
+    batch = layer.forward(batch.to(options_.device), rope).to(hidden.storage);
 }
 
 void StreamingModel::run_layers(HiddenBatches& hidden,
@@ -71,7 +73,7 @@ void StreamingModel::run_layers(HiddenBatches& hidden,
       owned = DecoderLayer::load(*weights_, l, options_);
       layer = &owned;
     }
-    for (auto& batch : hidden.batches) batch = run_layer(*layer, batch).to(hidden.storage);
+    advance(*layer, hidden);
     if (on_layer) on_layer(l);
   }
 }

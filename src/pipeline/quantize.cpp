@@ -3,7 +3,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cmath>
 #include <map>
 #include <set>
@@ -33,16 +32,12 @@
 #include "sarqc/util/file.h"
 #include "sarqc/util/json_file.h"
 #include "sarqc/util/progress.h"
+#include "sarqc/util/stopwatch.h"
 #include "sarqc/version.h"
 
 namespace sarqc {
 namespace fs = std::filesystem;
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 constexpr const char* kAllTokensSuffix = "#all-tokens";
 
@@ -62,9 +57,7 @@ class GramObserver : public LinearInputObserver {
   // Paired quantized/full-precision inputs of one key (interp objectives).
   void add_pair(const std::string& key, const LinearModule& m, const at::Tensor& x,
                 const at::Tensor& x_fp, const at::Tensor& token_weight) {
-    auto it = grams_.find(key);
-    if (it == grams_.end()) it = grams_.emplace(key, GramAccumulator(m.in_features, device_)).first;
-    it->second.add(x, x_fp, token_weight, sequences_);
+    gram(key, m).add(x, x_fp, token_weight, sequences_);
   }
   const GramAccumulator* find(const std::string& key) const {
     const auto it = grams_.find(key);
@@ -72,12 +65,15 @@ class GramObserver : public LinearInputObserver {
   }
 
  private:
-  void accumulate(const std::string& key, const LinearModule& m, const at::Tensor& x) {
+  GramAccumulator& gram(const std::string& key, const LinearModule& m) {
     auto it = grams_.find(key);
     if (it == grams_.end()) it = grams_.emplace(key, GramAccumulator(m.in_features, device_)).first;
+    return it->second;
+  }
+  void accumulate(const std::string& key, const LinearModule& m, const at::Tensor& x) {
     // Routed experts see a subset of the batch's tokens; every sequence still counts toward N
     // (the normaliser stays 2/N, methods.md §8).
-    it->second.add(x, sequences_);
+    gram(key, m).add(x, sequences_);
   }
 
   int group_;
@@ -169,7 +165,7 @@ MethodPreset method_preset(const std::string& method) {
 }
 
 QuantizeReport quantize(const QuantizeOptions& o) {
-  const auto start = Clock::now();
+  const Stopwatch clock;
   QuantGrid grid = o.grid;
   grid.validate();
   if (o.damp < 0) throw_usage(fmt::format("--damp must be >= 0, got {}", o.damp));
@@ -318,7 +314,11 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     writer.write(g.name, ckpt.load(g.name, cpu));
 
   {  // The working set: one layer's fp32 weights, one group's Gram matrices, the stream(s).
-    int64_t layer_bytes = 0, gram_bytes = 0;
+    const int64_t stream_bytes =
+        needs_data ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
+                         static_cast<int64_t>(c10::elementSize(o.compute.dtype))
+                   : 0;
+    int64_t layer_bytes = 0, gram_bytes = 0;  // of the layer with the largest sum
     for (const auto& layer : layout.layers) {
       int64_t bytes = 0;
       std::map<int, int64_t> grams;
@@ -326,16 +326,14 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         bytes += m.numel() * 4;
         if (sequential_group(m) >= 0) grams[sequential_group(m)] += m.in_features * m.in_features * 4;
       }
-      layer_bytes = std::max(layer_bytes, bytes);
-      for (const auto& [group, b] : grams) gram_bytes = std::max(gram_bytes, b);
+      int64_t largest_gram = 0;
+      for (const auto& [group, b] : grams) largest_gram = std::max(largest_gram, b);
+      if (bytes + largest_gram > layer_bytes + gram_bytes) layer_bytes = bytes, gram_bytes = largest_gram;
     }
-    const int64_t stream_bytes =
-        needs_data ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
-                         static_cast<int64_t>(c10::elementSize(o.compute.dtype))
-                   : 0;
+    report.estimated_peak_bytes = layer_bytes + gram_bytes + stream_bytes;
     spdlog::info("estimated peak memory {:.1f} MiB: layer {:.1f} + Gram matrices {:.1f} + "
                  "activation stream(s) {:.1f} (on {})",
-                 (layer_bytes + gram_bytes + stream_bytes) / 1048576.0, layer_bytes / 1048576.0,
+                 report.estimated_peak_bytes / 1048576.0, layer_bytes / 1048576.0,
                  gram_bytes / 1048576.0, stream_bytes / 1048576.0, o.compute.device.str());
   }
 
@@ -374,14 +372,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                      r.skipped ? " (grouped-query attention: nothing to fold into)" : "");
     }
     // Norms as the layer now holds them (scale folding rewrites them), in the stored dtype.
-    const std::string prefix = fmt::format("model.layers.{}.", l), suffix = ".weight";
-    for (const auto& n : layer_layout.norms) {
-      const std::string local =
-          n.name.substr(prefix.size(), n.name.size() - prefix.size() - suffix.size());
-      writer.write(n.name, layer.norm(local).to(cpu, stored_type(ckpt, n.name)));
-    }
-    int64_t layer_bytes = 0;
-    for (const auto& m : layer_layout.linears) layer_bytes += m.numel() * 4;
+    for (const auto& n : layer_layout.norms)
+      writer.write(n.name, layer.norm(norm_local_name(n, l)).to(cpu, stored_type(ckpt, n.name)));
     for (int group = 0; group < kSequentialGroups; ++group) {
       std::vector<const LinearModule*> members;
       for (const auto& m : layer_layout.linears)
@@ -421,17 +413,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                               weight);
         }
       }
-      int64_t gram_bytes = 0;
-      for (const LinearModule* m : members) gram_bytes += m->in_features * m->in_features * 4;
-      const int64_t stream_bytes =
-          needs_data ? (keep_fp_stream ? 2 : 1) * calib.ids.numel() * cfg.hidden_size *
-                           static_cast<int64_t>(c10::elementSize(compute.dtype))
-                     : 0;
-      report.estimated_peak_bytes =
-          std::max(report.estimated_peak_bytes, layer_bytes + gram_bytes + stream_bytes);
-
       for (const LinearModule* m : members) {
-        const auto t0 = Clock::now();
+        const Stopwatch module_clock;
         ModuleRecord rec;
         rec.layer = l;
         rec.module = m->name;
@@ -483,7 +466,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         writer.write(m->name + ".scales", t.scales);
         writer.write(m->name + ".g_idx", t.g_idx);
         if (m->has_bias) writer.write(m->bias_name(), layer.bias(m->local_name).to(cpu, at::kHalf));
-        rec.seconds = seconds_since(t0);
+        rec.seconds = module_clock.seconds();
         rec.peak_host_bytes = peak_rss_bytes();
         spdlog::info("layer={} module={} method={} loss={:.6g} relative={:.4g} tokens={} "
                      "damp={:.2f} seconds={:.3f} peak_mib={:.0f}{}",
@@ -495,17 +478,11 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       }
     }
     // The quantized layer produces the next layer's inputs; the original one advances X_f.
-    if (keep_fp_stream && l + 1 < cfg.num_hidden_layers) {
-      const RotaryTables& rope = model.rotary(fp_stream.seqlen);
-      for (auto& batch : fp_stream.batches)
-        batch = fp_layer->forward(batch.to(compute.device), rope).to(fp_stream.storage);
+    if (l + 1 < cfg.num_hidden_layers) {
+      if (keep_fp_stream) model.advance(*fp_layer, fp_stream);
+      if (needs_data) model.advance(layer, stream);
     }
-    if (needs_data && l + 1 < cfg.num_hidden_layers) {
-      const RotaryTables& rope = model.rotary(stream.seqlen);
-      for (auto& batch : stream.batches)
-        batch = layer.forward(batch.to(compute.device), rope).to(stream.storage);
-    }
-    spdlog::info("layer {}/{} done ({:.1f} s)", l + 1, cfg.num_hidden_layers, seconds_since(start));
+    spdlog::info("layer {}/{} done ({:.1f} s)", l + 1, cfg.num_hidden_layers, clock.seconds());
   }
   bar.finish();
 
@@ -560,17 +537,30 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     fs::copy_file(entry.path(), output.path() / name);
   }
   writer.commit();
-  report.seconds = seconds_since(start);
+  report.seconds = clock.seconds();
   report.peak_host_bytes = peak_rss_bytes();
   write_file_atomically(output.path() / "report.json", to_json(report).dump(2) + "\n");
   output.publish();
   return report;
 }
 
+namespace {
+
+struct ReportTotals {
+  std::map<std::string, int64_t> by_method;  // modules per method used
+  double loss = 0;
+};
+
+ReportTotals totals(const QuantizeReport& r) {
+  ReportTotals t;
+  for (const auto& m : r.modules) ++t.by_method[m.method], t.loss += m.loss;
+  return t;
+}
+
+}  // namespace
+
 nlohmann::json to_json(const QuantizeReport& r) {
   nlohmann::json modules = nlohmann::json::array();
-  double total_loss = 0;
-  std::map<std::string, int64_t> by_method;
   for (const auto& m : r.modules) {
     modules.push_back({{"layer", m.layer},
                        {"module", m.module},
@@ -584,9 +574,8 @@ nlohmann::json to_json(const QuantizeReport& r) {
                        {"dead_columns", m.dead_columns},
                        {"seconds", m.seconds},
                        {"peak_host_bytes", m.peak_host_bytes}});
-    total_loss += m.loss;
-    ++by_method[m.method];
   }
+  const ReportTotals t = totals(r);
   return {{"sarqc_version", kVersion},
           {"out_dir", r.out_dir.string()},
           {"grid", r.grid},
@@ -598,8 +587,8 @@ nlohmann::json to_json(const QuantizeReport& r) {
           {"calibration_sha256", r.calibration_sha256},
           {"totals",
            {{"modules", r.modules.size()},
-            {"by_method", by_method},
-            {"loss", total_loss},
+            {"by_method", t.by_method},
+            {"loss", t.loss},
             {"seconds", r.seconds},
             {"peak_host_bytes", r.peak_host_bytes},
             {"estimated_peak_bytes", r.estimated_peak_bytes}}},
@@ -608,15 +597,13 @@ nlohmann::json to_json(const QuantizeReport& r) {
 }
 
 std::string to_text(const QuantizeReport& r) {
-  std::map<std::string, int64_t> by_method;
-  double loss = 0;
-  for (const auto& m : r.modules) ++by_method[m.method], loss += m.loss;
+  const ReportTotals t = totals(r);
   std::string methods;
-  for (const auto& [name, count] : by_method) methods += fmt::format(" {} {}", name, count);
+  for (const auto& [name, count] : t.by_method) methods += fmt::format(" {} {}", name, count);
   return fmt::format(
       "wrote      {}\ngrid       {} ({} / {} / {})\nmodules   {}\ntotal loss {:.6g}\n"
       "time       {:.1f} s, peak host memory {:.1f} MiB (estimated working set {:.1f} MiB)\n",
-      r.out_dir.string(), r.grid, r.method, r.objective, r.rounding, methods, loss, r.seconds,
+      r.out_dir.string(), r.grid, r.method, r.objective, r.rounding, methods, t.loss, r.seconds,
       r.peak_host_bytes / 1048576.0, r.estimated_peak_bytes / 1048576.0);
 }
 

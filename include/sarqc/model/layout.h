@@ -42,6 +42,9 @@ struct NamedShape {
   std::vector<int64_t> shape;
 };
 
+// "model.layers.3.input_layernorm.weight" in layer 3 -> "input_layernorm".
+std::string norm_local_name(const NamedShape& norm, int64_t layer);
+
 struct DecoderLayerLayout {
   int64_t index = 0;
   bool moe = false;

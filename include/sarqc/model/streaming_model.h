@@ -41,6 +41,10 @@ class StreamingModel {
   void run_layers(HiddenBatches& hidden,
                   const std::function<void(int64_t layer)>& on_layer = {}) const;
 
+  // Replaces every batch by `layer`'s output (computed on the device, stored back where the
+  // batches live).
+  void advance(const DecoderLayer& layer, HiddenBatches& hidden) const;
+
   // Loads every layer once and keeps it: for generation and for small models.
   void keep_layers_resident();
 
@@ -57,8 +61,6 @@ class StreamingModel {
   const RotaryTables& rotary(int64_t seqlen) const;
 
  private:
-  at::Tensor run_layer(const DecoderLayer& layer, const at::Tensor& batch) const;
-
   const ModelWeights* weights_;
   ComputeOptions options_;
   at::Tensor embed_tokens_, lm_head_, final_norm_;
