@@ -65,8 +65,7 @@ TEST(MoeRouting, StarvedExpertsGetEmptyTokenLists) {
 class MoeFromDense : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(test::fixture_model("stories260K") / "config.json"))
-      GTEST_SKIP() << "fixtures not found at " << test::fixtures_dir();
+    SARQC_REQUIRE_FIXTURES();
     dense_ = test::fixture_model("stories260K");
     at::manual_seed(9);
     ids_ = at::randint(3, 512, {2, 48}, at::kLong);

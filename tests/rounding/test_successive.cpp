@@ -17,6 +17,28 @@ double row_loss(const at::Tensor& Q, const at::Tensor& T, const at::Tensor& M) {
   return (at::matmul(d, M) * d).sum().item<double>();
 }
 
+// Row r's objective for dequantized values `row`: (row − W_r) H (row − W_r)ᵀ, plus the
+// element-wise penalty when one is given.
+double row_objective(const Problem& p, int64_t r, const at::Tensor& row, const EntryPenalty* pen) {
+  const at::Tensor d = (row - p.W[r]).unsqueeze(0);
+  double v = (at::matmul(d, p.H) * d).sum().item<double>();
+  if (pen) v += (pen->weight[r] * (pen->anchor[r] - row).pow(2)).sum().item<double>();
+  return v;
+}
+
+// The smallest row objective over all 4^n code vectors of a 2-bit row with per-row `params`.
+double exhaustive_best(const Problem& p, const GroupParams& params, int64_t r,
+                       const EntryPenalty* pen) {
+  const int64_t n = p.W.size(1);
+  double best = std::numeric_limits<double>::infinity();
+  for (int64_t v = 0; v < (int64_t{1} << (2 * n)); ++v) {
+    at::Tensor codes = at::empty({n}, at::kDouble);
+    for (int64_t c = 0; c < n; ++c) codes[c] = double((v >> (2 * c)) & 3);
+    best = std::min(best, row_objective(p, r, params.scale[r] * (codes - params.zero[r]), pen));
+  }
+  return best;
+}
+
 TEST(Successive, EqualsGptqRunInTheReverseOrder) {
   // Per-row grids fixed from the target: greedy back-to-front over ascending diag(M) is GPTQ
   // front-to-back over descending diag(M), i.e. act-order.
@@ -99,31 +121,16 @@ TEST(Beam, FullWidthEqualsExhaustiveSearch) {
   const QuantizedLinear beam = SuccessiveRounder(true).round(p.W, p.H, grid, o);
   const GroupParams params = find_params(p.W, grid);
   for (int64_t r = 0; r < 4; ++r) {
-    double best = std::numeric_limits<double>::infinity();
-    for (int64_t v = 0; v < 1024; ++v) {
-      at::Tensor codes = at::empty({5}, at::kDouble);
-      for (int64_t c = 0; c < 5; ++c) codes[c] = double((v >> (2 * c)) & 3);
-      const at::Tensor q = params.scale[r] * (codes - params.zero[r]);
-      const at::Tensor d = (q - p.W[r]).unsqueeze(0);
-      best = std::min(best, (at::matmul(d, p.H) * d).sum().item<double>());
-    }
-    const at::Tensor q = beam.dequantize().to(at::kDouble)[r].unsqueeze(0) - p.W[r].unsqueeze(0);
-    EXPECT_NEAR((at::matmul(q, p.H) * q).sum().item<double>(), best, 1e-9 * best) << r;
+    const double best = exhaustive_best(p, params, r, nullptr);
+    const double got = row_objective(p, r, beam.dequantize().to(at::kDouble)[r], nullptr);
+    EXPECT_NEAR(got, best, 1e-9 * best) << r;
   }
 }
 
-}  // namespace
-}  // namespace sarqc
-
-namespace sarqc {
-namespace {
-
 // Element-wise SARQC as per-entry regularised rounding (methods.md §5.2, §9 item 10).
-using test::make_rounding_problem;
-using test::RoundingProblem;
 
 TEST(EntryPenalty, ZeroWeightIsPlainSuccessiveRounding) {
-  const RoundingProblem p = make_rounding_problem(6, 16, 21);
+  const Problem p = make_problem(6, 16, 21);
   const QuantGrid grid{3, 8, true, false};
   const EntryPenalty none{at::zeros_like(p.W), p.W};
   for (bool beam : {false, true}) {
@@ -135,7 +142,7 @@ TEST(EntryPenalty, ZeroWeightIsPlainSuccessiveRounding) {
 }
 
 TEST(EntryPenalty, ReportedLossIsTheExactPenalizedObjective) {
-  const RoundingProblem p = make_rounding_problem(6, 16, 22);
+  const Problem p = make_problem(6, 16, 22);
   const QuantGrid grid{2, -1, true, false};
   // A target shifted away from W (as the interp objectives do), pulled back toward W.
   const at::Tensor target = p.W + 0.3 * at::randn_like(p.W);
@@ -153,7 +160,7 @@ TEST(EntryPenalty, ReportedLossIsTheExactPenalizedObjective) {
 }
 
 TEST(EntryPenalty, FullWidthBeamFindsThePenalizedOptimum) {
-  const RoundingProblem p = make_rounding_problem(3, 5, 23);
+  const Problem p = make_problem(3, 5, 23);
   const QuantGrid grid{2, -1, true, false};
   const EntryPenalty pen{at::rand_like(p.W) * 20.0, p.W + 0.2 * at::randn_like(p.W)};
   RoundingOptions o;
@@ -161,25 +168,14 @@ TEST(EntryPenalty, FullWidthBeamFindsThePenalizedOptimum) {
   const auto q = SuccessiveRounder(true).round_penalized(p.W, p.H, grid, o, pen);
   const GroupParams params = find_params(p.W, grid);
   for (int64_t r = 0; r < 3; ++r) {
-    double best = std::numeric_limits<double>::infinity();
-    for (int64_t v = 0; v < 1024; ++v) {
-      at::Tensor codes = at::empty({5}, at::kDouble);
-      for (int64_t c = 0; c < 5; ++c) codes[c] = double((v >> (2 * c)) & 3);
-      const at::Tensor row = params.scale[r] * (codes - params.zero[r]);
-      const at::Tensor d = (row - p.W[r]).unsqueeze(0);
-      best = std::min(best, (at::matmul(d, p.H) * d).sum().item<double>() +
-                                (pen.weight[r] * (pen.anchor[r] - row).pow(2)).sum().item<double>());
-    }
-    const at::Tensor row = q.dequantize().to(at::kDouble)[r];
-    const at::Tensor d = (row - p.W[r]).unsqueeze(0);
-    const double got = (at::matmul(d, p.H) * d).sum().item<double>() +
-                       (pen.weight[r] * (pen.anchor[r] - row).pow(2)).sum().item<double>();
+    const double best = exhaustive_best(p, params, r, &pen);
+    const double got = row_objective(p, r, q.dequantize().to(at::kDouble)[r], &pen);
     EXPECT_NEAR(got, best, 1e-9 * best) << r;
   }
 }
 
 TEST(EntryPenalty, AnOverwhelmingPenaltyRoundsEachEntryToNearest) {
-  const RoundingProblem p = make_rounding_problem(6, 16, 24);
+  const Problem p = make_problem(6, 16, 24);
   const QuantGrid grid{3, -1, true, false};
   const auto q = SuccessiveRounder(false).round_penalized(
       p.W, p.H, grid, {}, EntryPenalty{at::full_like(p.W, 1e9), p.W});
