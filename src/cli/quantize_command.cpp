@@ -52,7 +52,7 @@ Command add_quantize_command(CLI::App& app) {
     std::string objective, rounding, saliency = "ones";
     double lambda = 0, saliency_power = 0.5, alpha = 0.25, mixup = 5.0;
     std::string alpha_mode;
-    int64_t beam = 4;
+    int64_t beam = 4, beam_rows = 0;
     int bits = 4;
     int64_t group_size = 128, nsamples = 128, seqlen = 2048, moe_min_tokens = 0;
     std::string moe_policy = "rtn";
@@ -93,6 +93,10 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_flag("--scale-search", flags->scale_search,
                 "Run the AWQ-style scale/clip search before any backend (e.g. with gptq)");
   sub->add_option("--beam", flags->beam, "Beam width of --rounding beam")->capture_default_str();
+  sub->add_option("--beam-rows", flags->beam_rows,
+                  "Rows decoded together by successive/beam (memory bound); 0 = as many as fit "
+                  "in 256 MiB of decoder state")
+      ->capture_default_str();
   sub->add_option("--lambda", flags->lambda,
                   "sarqc: drift penalty relative to mean(diag H) (our reconstruction of SARQC; "
                   "the paper publishes no schedule)")
@@ -171,6 +175,7 @@ Command add_quantize_command(CLI::App& app) {
             o.objective_settings.saliency = flags->saliency;
             o.objective_settings.saliency_power = flags->saliency_power;
             o.rounding_options.beam_width = flags->beam;
+            o.rounding_options.beam_rows = flags->beam_rows;
             o.objective_settings.alpha = flags->alpha;
             o.objective_settings.alpha_mode = flags->alpha_mode;
             o.objective_settings.mixup = flags->mixup;

@@ -179,6 +179,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   if (objective_settings.alpha_mode.empty()) objective_settings.alpha_mode = preset.alpha_mode;
   if (o.rounding_options.beam_width < 1)
     throw_usage(fmt::format("--beam must be >= 1, got {}", o.rounding_options.beam_width));
+  if (o.rounding_options.beam_rows < 0)
+    throw_usage(fmt::format("--beam-rows must be >= 0, got {}", o.rounding_options.beam_rows));
   const auto rounder = make_rounder(backend);
   const auto objective = make_objective(objective_settings);
   if (!rounder->needs_metric() && objective_settings.name != "plain")

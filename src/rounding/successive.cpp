@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "sarqc/rounding/beam_search.h"
 #include "sarqc/rounding/gptq.h"
 
 namespace sarqc {
@@ -68,7 +69,10 @@ QuantizedLinear SuccessiveRounder::round_penalized(const at::Tensor& target,
   const int64_t B = std::max<int64_t>(1, o.block_size);
   at::Tensor codes_out = at::empty({m, n}, opts);
   double loss = 0;
-  if (K == 1 && o.greedy_fast_path) {
+  // On the CPU the fused kernel decodes every width fastest (at width 1 it is greedy decoding);
+  // elsewhere width 1 takes the greedy loop below and wider beams the batched decoder.
+  const bool fused = o.fused_cpu_beam && target.device().is_cpu() && A <= 256 && K <= 32767;
+  if (!fused && K == 1 && o.greedy_fast_path) {
     // Greedy fast path: the nearest code is the beam's only survivor (tie rule 1), so keep the
     // corrected targets ŵ of the block's remaining columns and update them by one rank-1 step
     // per decided column, as GPTQ does.
@@ -99,94 +103,14 @@ QuantizedLinear SuccessiveRounder::round_penalized(const at::Tensor& target,
     }
     loss = err.sum().item<double>();
   } else {
-    // Per row: codes and their values [2K, n], corrected targets [K, B], candidates [K, 3K].
-    const int64_t row_bytes = K * (2 * n + B + 3 * K) * static_cast<int64_t>(target.element_size());
-    const int64_t chunk =
-        std::clamp<int64_t>(o.beam_budget_bytes / std::max<int64_t>(row_bytes, 1), 1, m);
-    // Candidates per parent: only its W nearest codes can enter the top K (methods.md §6.2).
-    const int64_t Wc = std::min(K, A);
-    const at::Tensor rank = at::arange(Wc, opts).view({1, 1, Wc});
-    for (int64_t r0 = 0; r0 < m; r0 += chunk) {
-      const int64_t R = std::min(chunk, m - r0);
-      const at::Tensor T = Tp.narrow(0, r0, R), s = S.narrow(0, r0, R), z = Z.narrow(0, r0, R);
-      const at::Tensor pw = penalized ? Pw.narrow(0, r0, R) : at::Tensor();
-      const at::Tensor pa = penalized ? Pa.narrow(0, r0, R) : at::Tensor();
-      // Decisions right of the current block, indexed by the beams alive at the block's start.
-      at::Tensor codes = at::zeros({R, K, n}, opts);
-      at::Tensor deq = at::zeros({R, K, n}, opts);  // s · (code − z)
-      at::Tensor score = at::full({R, K}, std::numeric_limits<double>::infinity(), opts);
-      score.select(1, 0).zero_();
-      for (int64_t i2 = n; i2 > 0; i2 -= B) {
-        const int64_t i1 = std::max<int64_t>(i2 - B, 0), count = i2 - i1;
-        // ŵ of the block's columns given each beam's decisions right of the block (one GEMM),
-        // then corrected by one rank-1 update per decided column.
-        at::Tensor w_hat = T.narrow(1, i1, count).unsqueeze(1).expand({R, K, count}).clone();
-        if (i2 < n)
-          w_hat += at::matmul(T.narrow(1, i2, n - i2).unsqueeze(1) - deq.narrow(2, i2, n - i2),
-                              Lu.narrow(0, i2, n - i2).narrow(1, i1, count));
-        std::vector<at::Tensor> parents(static_cast<size_t>(count)),
-            chosen(static_cast<size_t>(count));
-        for (int64_t j = i2 - 1; j >= i1; --j) {
-          const int64_t i = j - i1;
-          const at::Tensor sj = s.select(1, j).unsqueeze(1), zj = z.select(1, j).unsqueeze(1);
-          const at::Tensor v = w_hat.select(2, i) / sj;  // in grid steps, [R, K]
-          // The step cost's minimiser in grid steps (pulled toward the original weight when
-          // penalised); its nearest code is the greedy choice.
-          at::Tensor center = v;
-          if (penalized) {
-            const at::Tensor pwj = pw.select(1, j).unsqueeze(1), paj = pa.select(1, j).unsqueeze(1);
-            center = (d2[j] * w_hat.select(2, i) + pwj * paj) / (d2[j] + pwj) / sj;
-          }
-          const at::Tensor nearest = at::clamp(at::round(center) + zj, 0, A - 1);
-          // The Wc nearest codes, nearest first, then ascending (the tie order of §6.2).
-          at::Tensor lo = at::ceil(center + zj - Wc / 2.0).clamp(0, A - Wc);
-          lo = at::minimum(at::maximum(lo, nearest - (Wc - 1)), nearest).unsqueeze(2);
-          const at::Tensor others =
-              lo + rank - 1 + (lo + rank - 1 >= nearest.unsqueeze(2)).to(opts.dtype());
-          const at::Tensor cand_code = at::where(rank == 0, nearest.unsqueeze(2), others);
-          const at::Tensor level = cand_code - zj.unsqueeze(2);
-          at::Tensor cost =
-              score.unsqueeze(2) + (v.unsqueeze(2) - level).pow(2) * (d2[j] * sj * sj).unsqueeze(2);
-          if (penalized)
-            cost = cost + pw.select(1, j).view({R, 1, 1}) *
-                              (pa.select(1, j).view({R, 1, 1}) - sj.unsqueeze(2) * level).pow(2);
-          const at::Tensor flat = cost.reshape({R, K * Wc});
-          const at::Tensor keep =
-              std::get<1>(at::sort(flat, /*stable=*/true, 1, false)).narrow(1, 0, K);
-          const at::Tensor parent = at::div(keep, Wc, "floor");
-          const at::Tensor code = cand_code.reshape({R, K * Wc}).gather(1, keep);
-          score = flat.gather(1, keep);
-          parents[static_cast<size_t>(i)] = parent;
-          chosen[static_cast<size_t>(i)] = code;
-          if (i == 0) break;
-          w_hat = w_hat.narrow(2, 0, i).gather(1, parent.unsqueeze(2).expand({R, K, i}));
-          const at::Tensor q = sj * (code - zj);
-          const at::Tensor residual = T.select(1, j).unsqueeze(1) - q;  // [R, K]
-          w_hat += residual.unsqueeze(2) * Lu[j].narrow(0, i1, i).view({1, 1, i});
-        }
-        // Backtrack the block: beam b's code at each column, and which start-of-block beam it
-        // descends from.
-        at::Tensor beam = at::arange(K, opts.dtype(at::kLong)).unsqueeze(0).expand({R, K});
-        at::Tensor block_codes = at::empty({R, K, count}, opts);
-        for (int64_t i = 0; i < count; ++i) {
-          block_codes.select(2, i).copy_(chosen[static_cast<size_t>(i)].gather(1, beam));
-          beam = parents[static_cast<size_t>(i)].gather(1, beam);
-        }
-        if (i2 < n) {
-          const at::Tensor idx = beam.unsqueeze(2).expand({R, K, n - i2});
-          codes.narrow(2, i2, n - i2).copy_(codes.narrow(2, i2, n - i2).gather(1, idx));
-          deq.narrow(2, i2, n - i2).copy_(deq.narrow(2, i2, n - i2).gather(1, idx));
-        }
-        codes.narrow(2, i1, count).copy_(block_codes);
-        deq.narrow(2, i1, count)
-            .copy_(s.narrow(1, i1, count).unsqueeze(1) *
-                   (block_codes - z.narrow(1, i1, count).unsqueeze(1)));
-      }
-      const at::Tensor best = std::get<1>(score.min(1));  // [R]
-      codes_out.narrow(0, r0, R).copy_(
-          codes.gather(1, best.view({R, 1, 1}).expand({R, 1, n})).squeeze(1));
-      loss += std::get<0>(score.min(1)).sum().item<double>();
-    }
+    BeamSearchProblem bp;
+    bp.target = Tp, bp.scale = S, bp.zero = Z, bp.lu = Lu, bp.d2 = d2;
+    bp.penalty_weight = Pw, bp.penalty_anchor = Pa;
+    bp.levels = A, bp.beam_width = K, bp.block_size = B;
+    bp.chunk_rows = o.beam_rows, bp.budget_bytes = o.beam_budget_bytes;
+    BeamSearchResult r = fused ? beam_search_cpu(bp) : beam_search_batched(bp);
+    codes_out = r.codes;
+    loss = r.loss;
   }
   QuantizedLinear q = assemble_quantized(grid, codes_out, scales, zeros, p,
                                          /*groups_in_processing_order=*/!o.static_groups);

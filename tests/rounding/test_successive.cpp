@@ -1,4 +1,6 @@
 // Successive rounding and beam search (methods.md §6.1, §6.2, §9 items 3-5).
+#include <vector>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -11,6 +13,15 @@ namespace {
 
 using Problem = test::RoundingProblem;
 constexpr auto make_problem = test::make_rounding_problem;
+
+// The three decoders behind successive/beam on the CPU: the fused kernel, and with it switched
+// off the greedy loop (width 1) or the batched decoder.
+std::vector<RoundingOptions> every_decoder() {
+  RoundingOptions fused, greedy, batched;
+  greedy.fused_cpu_beam = batched.fused_cpu_beam = false;
+  batched.greedy_fast_path = false;
+  return {fused, greedy, batched};
+}
 
 double row_loss(const at::Tensor& Q, const at::Tensor& T, const at::Tensor& M) {
   const at::Tensor d = Q - T;
@@ -59,30 +70,31 @@ TEST(Successive, ScoreEqualsTheTraceLossForGroupsBlocksAndBeams) {
   for (int64_t g : {-1, 6, 8})
     for (bool static_groups : {false, true})
       for (int64_t block : {5, 128})
-        for (int64_t K : {1, 3}) {
-          RoundingOptions o;
-          o.greedy_fast_path = false;
-          o.static_groups = static_groups;
-          o.block_size = block;
-          o.beam_width = K;
-          const QuantGrid grid{3, g, g != 8, false};
-          const QuantizedLinear q = SuccessiveRounder(true).round(p.W, p.H, grid, o);
-          const double e = row_loss(q.dequantize().to(at::kDouble), p.W, p.H);
-          EXPECT_NEAR(q.loss, e, 1e-9 * e) << g << static_groups << block << K;
-          EXPECT_EQ(q.reordered(), g > 0 && !static_groups);
-        }
+        for (int64_t K : {1, 3})
+          for (RoundingOptions o : every_decoder()) {
+            o.static_groups = static_groups;
+            o.block_size = block;
+            o.beam_width = K;
+            const QuantGrid grid{3, g, g != 8, false};
+            const QuantizedLinear q = SuccessiveRounder(true).round(p.W, p.H, grid, o);
+            const double e = row_loss(q.dequantize().to(at::kDouble), p.W, p.H);
+            EXPECT_NEAR(q.loss, e, 1e-9 * e) << g << static_groups << block << K;
+            EXPECT_EQ(q.reordered(), g > 0 && !static_groups);
+          }
 }
 
 TEST(Beam, WidthOneIsTheGreedyDecoder) {
   const Problem p = make_problem(12, 32, 5);
   const QuantGrid grid{2, 8, true, false};
-  RoundingOptions o;
-  o.beam_width = 1;
-  const QuantizedLinear greedy = SuccessiveRounder(false).round(p.W, p.H, grid, o);
-  o.greedy_fast_path = false;  // the general beam decoder at width 1, with its tie rules
-  const QuantizedLinear k1 = SuccessiveRounder(true).round(p.W, p.H, grid, o);
-  EXPECT_TRUE(at::equal(greedy.codes, k1.codes));
-  EXPECT_NEAR(greedy.loss, k1.loss, 1e-9 * greedy.loss);
+  const std::vector<RoundingOptions> decoders = every_decoder();
+  const QuantizedLinear greedy = SuccessiveRounder(false).round(p.W, p.H, grid, decoders[1]);
+  // The fused and batched beam decoders at width 1, with their tie rules.
+  for (RoundingOptions o : {decoders[0], decoders[2]}) {
+    o.beam_width = 1;
+    const QuantizedLinear k1 = SuccessiveRounder(true).round(p.W, p.H, grid, o);
+    EXPECT_TRUE(at::equal(greedy.codes, k1.codes));
+    EXPECT_NEAR(greedy.loss, k1.loss, 1e-9 * greedy.loss);
+  }
 }
 
 TEST(Beam, RowChunkingChangesNothing) {
@@ -91,10 +103,42 @@ TEST(Beam, RowChunkingChangesNothing) {
   RoundingOptions o;
   o.beam_width = 4;
   o.block_size = 7;
-  o.beam_budget_bytes = 1;  // one row per chunk
-  const QuantizedLinear chunked = SuccessiveRounder(true).round(p.W, p.H, grid, o);
-  o.beam_budget_bytes = int64_t{1} << 30;
-  EXPECT_TRUE(at::equal(chunked.codes, SuccessiveRounder(true).round(p.W, p.H, grid, o).codes));
+  const QuantizedLinear whole = SuccessiveRounder(true).round(p.W, p.H, grid, o);
+  for (bool fused : {true, false}) {
+    o.fused_cpu_beam = fused;
+    o.beam_budget_bytes = 1;  // one row per chunk
+    EXPECT_TRUE(at::equal(whole.codes, SuccessiveRounder(true).round(p.W, p.H, grid, o).codes));
+    o.beam_budget_bytes = int64_t{1} << 30;
+    o.beam_rows = 5;  // chunks of 5, 5 and 2 rows
+    EXPECT_TRUE(at::equal(whole.codes, SuccessiveRounder(true).round(p.W, p.H, grid, o).codes));
+    o.beam_rows = 0;
+  }
+}
+
+TEST(Beam, FusedCpuKernelMakesTheBatchedDecodersChoices) {
+  // The fused kernel rebuilds each beam's corrected targets from the best beam's plus their
+  // differing decisions; the batched decoder carries every beam's in full. In fp64 both must
+  // pick the same codes, with and without the element-wise penalty, at every width.
+  for (int bits : {2, 3, 4})
+    for (int64_t K : {1, 2, 4, 9}) {
+      const Problem p = make_problem(10, 40, 300 + bits * 10 + K);
+      const QuantGrid grid{bits, bits == 3 ? 8 : -1, bits != 4, false};
+      const EntryPenalty pen{at::rand_like(p.W) * 0.5, p.W + 0.1 * at::randn_like(p.W)};
+      for (bool penalized : {false, true}) {
+        RoundingOptions o;
+        o.greedy_fast_path = false;
+        o.beam_width = K;
+        o.block_size = 16;  // several blocks, so the cross-block reconstruction is exercised
+        const SuccessiveRounder beam(true);
+        const auto fused = penalized ? beam.round_penalized(p.W, p.H, grid, o, pen)
+                                     : beam.round(p.W, p.H, grid, o);
+        o.fused_cpu_beam = false;
+        const auto batched = penalized ? beam.round_penalized(p.W, p.H, grid, o, pen)
+                                       : beam.round(p.W, p.H, grid, o);
+        EXPECT_TRUE(at::equal(fused.codes, batched.codes)) << bits << " " << K << penalized;
+        EXPECT_NEAR(fused.loss, batched.loss, 1e-9 * batched.loss) << bits << " " << K;
+      }
+    }
 }
 
 TEST(Beam, WiderBeamsFindLowerLossOnAverage) {
@@ -147,16 +191,15 @@ TEST(EntryPenalty, ReportedLossIsTheExactPenalizedObjective) {
   // A target shifted away from W (as the interp objectives do), pulled back toward W.
   const at::Tensor target = p.W + 0.3 * at::randn_like(p.W);
   const EntryPenalty pen{at::rand_like(p.W) * 5.0, p.W};
-  for (bool beam : {false, true}) {
-    RoundingOptions o;
-    o.greedy_fast_path = !beam;
-    const auto q = SuccessiveRounder(beam).round_penalized(target, p.H, grid, o, pen);
-    const at::Tensor Q = q.dequantize().to(at::kDouble);
-    const at::Tensor d = Q - target;
-    const double expected = (at::matmul(d, p.H) * d).sum().item<double>() +
-                            (pen.weight * (pen.anchor - Q).pow(2)).sum().item<double>();
-    EXPECT_NEAR(q.loss, expected, 1e-9 * expected) << beam;
-  }
+  for (bool beam : {false, true})
+    for (const RoundingOptions& o : every_decoder()) {
+      const auto q = SuccessiveRounder(beam).round_penalized(target, p.H, grid, o, pen);
+      const at::Tensor Q = q.dequantize().to(at::kDouble);
+      const at::Tensor d = Q - target;
+      const double expected = (at::matmul(d, p.H) * d).sum().item<double>() +
+                              (pen.weight * (pen.anchor - Q).pow(2)).sum().item<double>();
+      EXPECT_NEAR(q.loss, expected, 1e-9 * expected) << beam;
+    }
 }
 
 TEST(EntryPenalty, FullWidthBeamFindsThePenalizedOptimum) {

@@ -19,8 +19,11 @@ struct RoundingOptions {
   bool static_groups = false;  // group parameters fixed from the target before any update
   int64_t block_size = 128;    // GPTQ lazy-update block; successive/beam decoding block
   int64_t beam_width = 4;      // beam backend: decodings kept per row
+  int64_t beam_rows = 0;  // beam backend: rows decoded together; 0 = from the memory budget
   int64_t beam_budget_bytes = int64_t{256} << 20;  // beam backend: state per chunk of rows
-  // Width 1 takes a dedicated greedy loop; tests turn it off to run the general beam decoder.
+  // Successive/beam decoders: CPU tensors take the fused per-row kernel; otherwise width 1 takes
+  // a greedy loop and wider beams the batched decoder. Tests switch these off to compare them.
+  bool fused_cpu_beam = true;
   bool greedy_fast_path = true;
 };
 
