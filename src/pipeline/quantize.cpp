@@ -183,8 +183,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     throw_usage(fmt::format("--beam-rows must be >= 0, got {}", o.rounding_options.beam_rows));
   const auto rounder = make_rounder(backend);
   const auto objective = make_objective(objective_settings);
-  if (!rounder->needs_metric() && objective_settings.name != "plain")
-    throw_usage(fmt::format("--objective {} needs a calibrated backend, not --rounding {}",
+  // Without a calibrated backend an objective can only shape the scale search.
+  if (!rounder->needs_metric() && !scale_search && objective_settings.name != "plain")
+    throw_usage(fmt::format("--objective {} needs a calibrated backend or --scale-search, not "
+                            "--rounding {}",
                             objective_settings.name, backend));
   const bool calibrate = rounder->needs_metric();      // Gram-based rounding
   const bool needs_data = calibrate || scale_search;   // calibration windows and their stream
@@ -201,7 +203,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     throw_usage(fmt::format("--moe-policy '{}': expected rtn or all-tokens", o.moe_policy));
   if (o.moe_min_tokens < 0)
     throw_usage(fmt::format("--moe-min-tokens must be >= 0, got {}", o.moe_min_tokens));
-  const bool keep_fp_stream = calibrate && (o.keep_fp_stream || objective->needs_fp_stream());
+  const bool keep_fp_stream = needs_data && (o.keep_fp_stream || objective->needs_fp_stream());
   const bool paired_capture = calibrate && objective->needs_fp_stream();
   AlphaSampler alpha_sampler(o.seed, objective_settings.mixup);
 
@@ -367,11 +369,31 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     std::optional<DecoderLayer> fp_layer;
     if (keep_fp_stream) fp_layer = DecoderLayer::load(weights, l, compute);
     if (scale_search) {
+      // The objective's drift penalty and α-interpolated target enter the grid loss.
+      ScaleSearchObjective terms;
+      if (objective_settings.name.rfind("sarqc", 0) == 0) {
+        terms.lambda = objective_settings.lambda_rel;
+        terms.saliency = objective_settings.saliency;
+        terms.saliency_power = objective_settings.saliency_power;
+      }
+      if (objective->needs_fp_stream()) {
+        terms.fp_inputs = fp_stream.batches;
+        // Closed-form α* is measured after rounding, so the pre-pass uses --alpha in that mode.
+        for (const auto& batch : stream.batches)
+          for (int64_t j = 0; j < batch.size(0); ++j)
+            terms.alpha.push_back(objective->samples_alpha() ? alpha_sampler.next()
+                                                             : objective_settings.alpha);
+      }
       for (const auto& r : search_scales(layer, stream.batches, model.rotary(stream.seqlen), grid,
-                                         o.scale_search_options))
-        spdlog::info("layer={} scale_group={} ratio={:.2f} loss={:.4g} unscaled_loss={:.4g}{}", l,
-                     r.group, r.ratio, r.loss, r.loss_unscaled,
+                                         o.scale_search_options, terms)) {
+        // The FP copy folds the same scales (not the clipping): the same function, with every
+        // module's input in the same basis as the quantized layer's, as D needs.
+        if (fp_layer && r.scales.defined()) apply_group_scales(*fp_layer, r.which, r.scales);
+        spdlog::info("layer={} scale_group={} ratio={:.2f} loss={:.4g} unscaled_loss={:.4g} "
+                     "drift={:.4g}{}",
+                     l, r.group, r.ratio, r.loss, r.loss_unscaled, r.drift,
                      r.skipped ? " (grouped-query attention: nothing to fold into)" : "");
+      }
     }
     // Norms as the layer now holds them (scale folding rewrites them), in the stored dtype.
     for (const auto& n : layer_layout.norms)

@@ -162,6 +162,20 @@ TEST(Cli, QuantizeEndToEndAndItsErrors) {
   r = run_sarqc({"quantize", "--model", model, "--out", out, "--method", "rtn"});
   EXPECT_EQ(r.exit_code, kExitUsage);
   EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+  // An objective without a calibrated backend only makes sense through the scale search.
+  r = run_sarqc({"quantize", "--model", model, "--out", (dir / "o").string(), "--method", "rtn",
+                 "--objective", "sarqc", "--lambda", "0.1"});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_NE(r.err.find("--scale-search"), std::string::npos) << r.err;
+  r = run_sarqc({"quantize", "--model", model, "--out", (dir / "o").string(), "--method", "beam",
+                 "--beam-rows", "-1", "--calib", "self"});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_NE(r.err.find("--beam-rows must be >= 0"), std::string::npos) << r.err;
+  r = run_sarqc({"quantize", "--model", model, "--out", (dir / "awq").string(), "--method", "awq",
+                 "--objective", "sarqc+interp", "--lambda", "0.1", "--calib", "self",
+                 "--group-size", "-1", "--nsamples", "4", "--seqlen", "32", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["totals"]["by_method"]["rtn"], 35);
   r = run_sarqc({"eval", "--model", out, "--data", test::fixture_text("tinystories_val.txt").string(),
                  "--max-windows", "2", "--reference", model, "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -2,11 +2,13 @@
 // search never picks a scale worse than none.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
 
 #include "sarqc/model/decoder_layer.h"
 #include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
+#include "sarqc/rounding/rtn.h"
 #include "sarqc/rounding/scale_search.h"
 #include "test_support.h"
 
@@ -14,9 +16,9 @@ namespace sarqc {
 namespace {
 
 nlohmann::json llama(int64_t kv_heads) {
-  return {{"model_type", "llama"}, {"hidden_size", 32},     {"intermediate_size", 48},
+  return {{"model_type", "llama"},  {"hidden_size", 32},        {"intermediate_size", 48},
           {"num_hidden_layers", 1}, {"num_attention_heads", 4}, {"num_key_value_heads", kv_heads},
-          {"vocab_size", 40},       {"rms_norm_eps", 1e-6},  {"attention_bias", true},
+          {"vocab_size", 40},       {"rms_norm_eps", 1e-6},     {"attention_bias", true},
           {"mlp_bias", true}};
 }
 
@@ -78,6 +80,66 @@ TEST(ScaleSearch, GroupSizesThatDoNotDivideAModuleFallBackToPerRow) {
   const at::Tensor x = at::randn({2, 32, 64});
   const auto records = search_scales(layer, {x}, rope, QuantGrid{4, 32, true, false}, {});
   EXPECT_EQ(records.size(), 4u);
+}
+
+// L(0) of the q/k/v group computed by hand: RTN q/k/v (u = 1 at r = 0), attention output on x
+// against the target y_t = y(x) + α (y(x_fp) − y(x)) of the unmodified layer (α per sequence), plus
+// λ times the relative drift of the three weights (saliency ones).
+double qkv_loss_at_r0(const ModelWeights& w, const RotaryTables& rope, const at::Tensor& x,
+                      const at::Tensor& x_fp, const at::Tensor& alpha, double lambda,
+                      const QuantGrid& grid) {
+  DecoderLayer layer = DecoderLayer::load(w, 0, {});
+  auto attn = [&](const at::Tensor& in) { return layer.attention_block(in, rope) - in; };
+  const at::Tensor target = attn(x) + alpha * (attn(x_fp) - attn(x));
+  double drift = 0;
+  for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}) {
+    const at::Tensor W = layer.weight(m);
+    const at::Tensor Q = RtnRounder().round(W, {}, grid, {}).dequantize().to(W.scalar_type());
+    drift += ((Q - W).pow(2).mean() / W.pow(2).mean()).item<double>();
+    layer.set_weight(m, Q);
+  }
+  const double mse = ((attn(x) - target).pow(2).mean() / target.pow(2).mean()).item<double>();
+  return mse + lambda * drift;
+}
+
+TEST(ScaleSearch, InterpolatedTargetAndDriftPenaltyEnterTheGridLoss) {
+  test::TempDir dir;
+  write_random_model(llama(4), dir / "m", 5);
+  const ModelWeights w = ModelWeights::open(dir / "m");
+  const RotaryTables rope = make_rotary_tables(w.config(), 9, c10::kCPU, at::kFloat);
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({3, 9, 32});
+  const at::Tensor x_fp = x + 0.3 * at::randn({3, 9, 32});
+  const QuantGrid grid{3, -1, true, false};
+  ScaleSearchOptions o;
+  o.clip = false;
+  auto search = [&](const ScaleSearchObjective& obj) {
+    DecoderLayer layer = DecoderLayer::load(w, 0, {});
+    // Two batches, so α per sequence is matched to the right sequences.
+    return search_scales(layer, {x.narrow(0, 0, 2), x.narrow(0, 2, 1)}, rope, grid, o, obj);
+  };
+  const auto plain = search({});
+  const at::Tensor none = at::zeros({3, 1, 1});
+  EXPECT_NEAR(plain[0].loss_unscaled, qkv_loss_at_r0(w, rope, x, x, none, 0, grid), 1e-5);
+
+  ScaleSearchObjective interp;
+  interp.fp_inputs = {x_fp.narrow(0, 0, 2), x_fp.narrow(0, 2, 1)};
+  interp.alpha = {0.0, 0.0, 0.0};  // α = 0 is the symmetric target: nothing changes
+  const auto zero = search(interp);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_EQ(zero[i].ratio, plain[i].ratio);
+    EXPECT_NEAR(zero[i].loss, plain[i].loss, 1e-6 * plain[i].loss);
+  }
+  interp.alpha = {0.2, 0.9, 0.5};
+  const at::Tensor alpha = at::tensor({0.2f, 0.9f, 0.5f}).view({3, 1, 1});
+  EXPECT_NEAR(search(interp)[0].loss_unscaled, qkv_loss_at_r0(w, rope, x, x_fp, alpha, 0, grid),
+              1e-5);
+
+  ScaleSearchObjective drift;
+  drift.lambda = 0.5;
+  const auto penalized = search(drift);
+  EXPECT_NEAR(penalized[0].loss_unscaled, qkv_loss_at_r0(w, rope, x, x, none, 0.5, grid), 1e-5);
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_GT(penalized[i].drift, 0) << i;
 }
 
 }  // namespace

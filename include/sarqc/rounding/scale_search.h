@@ -24,14 +24,31 @@ struct ScaleSearchOptions {
   int64_t clip_tokens = 512;
 };
 
+// The calibration objective's terms in the grid loss (methods.md §5.2 "AWQ-loss variant", §6.3):
+//   L(r) = mean((y_q − y_t)²) / mean(y_t²) + λ · Σ_fc mean_ij(s_ij (Ŵ_ij − W_ij)²) / mean_ij(W_ij²)
+// with y_t = y(X_q) + α (y(X_f) − y(X_q)) computed by the unmodified layer. The defaults are plain
+// AWQ (λ = 0, y_t = y(X_q)).
+struct ScaleSearchObjective {
+  double lambda = 0;              // SARQC drift penalty, relative (dimensionless)
+  std::string saliency = "ones";  // s: ones | hdiag | absmean | absmean-pow | elem (mean 1)
+  double saliency_power = 0.5;    // absmean-pow exponent
+  // The α-interpolated target: the FP stream's batches, parallel to the quantized stream's, and
+  // α per calibration sequence in the same order. Empty: the symmetric target (α = 0).
+  std::vector<at::Tensor> fp_inputs;
+  std::vector<double> alpha;
+};
+
 // The four scale groups and where their 1/u is folded.
 enum class ScaleGroup { Qkv, O, GateUp, Down };
 
 struct ScaleSearchRecord {
+  ScaleGroup which = ScaleGroup::Qkv;
   std::string group;         // "qkv", "o", "gate_up", "down"
+  at::Tensor scales;         // u as folded into the layer; undefined when none was
   double ratio = 0;          // chosen r (0: no scaling)
-  double loss = 0;           // relative output MSE at the chosen r
-  double loss_unscaled = 0;  // at r = 0
+  double loss = 0;           // L(r) at the chosen r
+  double loss_unscaled = 0;  // L(0)
+  double drift = 0;          // its drift-penalty term (before λ) at the chosen r
   bool skipped = false;      // o with grouped-query attention: nothing to fold into
 };
 
@@ -45,6 +62,7 @@ bool apply_group_scales(DecoderLayer& layer, ScaleGroup group, const at::Tensor&
 std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
                                              const std::vector<at::Tensor>& inputs,
                                              const RotaryTables& rope, const QuantGrid& grid,
-                                             const ScaleSearchOptions& options);
+                                             const ScaleSearchOptions& options,
+                                             const ScaleSearchObjective& objective = {});
 
 }  // namespace sarqc
