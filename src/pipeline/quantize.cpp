@@ -1,16 +1,16 @@
 #include "sarqc/pipeline/quantize.h"
 
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <map>
-#include <set>
-
-#include <ATen/ATen.h>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include <set>
 
 #include "sarqc/calib/calibration_set.h"
 #include "sarqc/calib/gram.h"
@@ -83,18 +83,48 @@ class GramObserver : public LinearInputObserver {
   std::map<std::string, GramAccumulator> grams_;
 };
 
-// Keeps the inputs of one group's modules for one batch (paired capture of both streams).
+// Keeps the inputs of one group's modules for one batch (paired capture of both streams), and
+// in MoE layers the router's input and decisions.
 class RecordingObserver : public LinearInputObserver {
  public:
-  explicit RecordingObserver(int group) : group_(group) {}
+  RecordingObserver(int group, bool all_expert_tokens) : group_(group), all_(all_expert_tokens) {}
   void observe_input(const LinearModule& m, const at::Tensor& x) override {
+    if (m.role == LinearRole::Router) router_input = x;
     if (sequential_group(m) == group_ && feeds_key(m)) inputs[input_key(m)] = {&m, x};
   }
+  void observe_routing(const DecoderLayerLayout&, const MoeRouting& r) override { routing = r; }
+  bool wants_all_expert_tokens() const override { return all_ && group_ >= 2; }
+  void observe_all_tokens_input(const LinearModule& m, const at::Tensor& x) override {
+    if (sequential_group(m) == group_ && feeds_key(m) && m.expert >= 0)
+      inputs[input_key(m) + kAllTokensSuffix] = {&m, x};
+  }
   std::map<std::string, std::pair<const LinearModule*, at::Tensor>> inputs;
+  at::Tensor router_input;  // [tokens, hidden]: the post-attention norm's output
+  MoeRouting routing;
 
  private:
   int group_;
+  bool all_;
 };
+
+// A routed expert's FP-stream input at the given tokens (methods.md §8): the FP post-attention
+// norm output for gate/up, and act(gate_e(x_f))·up_e(x_f) with the FP expert for down, whether
+// or not the FP router chose the expert there.
+at::Tensor expert_fp_input(const DecoderLayer& fp_layer, const LinearModule& m,
+                           const at::Tensor& fp_router_input) {
+  if (m.role != LinearRole::Down) return fp_router_input;
+  const std::string parent = parent_of(m.local_name);
+  std::string gate, up;
+  for (const auto& other : fp_layer.layout().linears) {
+    if (parent_of(other.local_name) != parent) continue;
+    if (other.role == LinearRole::Gate) gate = other.local_name;
+    if (other.role == LinearRole::Up) up = other.local_name;
+  }
+  auto apply = [&](const std::string& name) {
+    return at::linear(fp_router_input, fp_layer.weight(name), fp_layer.bias(name));
+  };
+  return at::silu(apply(gate)) * apply(up);
+}
 
 c10::ScalarType stored_type(const Checkpoint& ckpt, const std::string& name) {
   return *to_scalar_type(ckpt.info(name).dtype);
@@ -110,9 +140,9 @@ std::optional<QuantizedLinear> round_with_damping(const LinearModule& m, int64_t
   double damp = o.damp;
   for (int attempt = 0; attempt <= o.max_damp_retries; ++attempt) {
     const PreparedMetric prep = prepare_metric(gram.matrix(), W, damp, m.name);
-    const ObjectiveInput input{prep.weight,    prep.damped,
-                               &gram,          prep.mean_diag,
-                               layer,          std::string(linear_role_name(m.role)),
+    const ObjectiveInput input{prep.weight,     prep.damped,
+                               &gram,           prep.mean_diag,
+                               layer,           std::string(linear_role_name(m.role)),
                                grid.group_size, rounder.supports_entry_penalty()};
     const ObjectiveOutput target = objective.build(input);
     try {
@@ -158,9 +188,10 @@ MethodPreset method_preset(const std::string& method) {
       {"awq", {"plain", "rtn", "fixed", true}}};
   const auto it = presets.find(method);
   if (it == presets.end())
-    throw_usage(fmt::format("--method '{}': expected rtn, gptq, sarqc, gptaq, coreq, beam, "
-                            "sarqc-beam or awq",
-                            method));
+    throw_usage(
+        fmt::format("--method '{}': expected rtn, gptq, sarqc, gptaq, coreq, beam, "
+                    "sarqc-beam or awq",
+                    method));
   return it->second;
 }
 
@@ -185,16 +216,18 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   const auto objective = make_objective(objective_settings);
   // Without a calibrated backend an objective can only shape the scale search.
   if (!rounder->needs_metric() && !scale_search && objective_settings.name != "plain")
-    throw_usage(fmt::format("--objective {} needs a calibrated backend or --scale-search, not "
-                            "--rounding {}",
-                            objective_settings.name, backend));
-  const bool calibrate = rounder->needs_metric();      // Gram-based rounding
-  const bool needs_data = calibrate || scale_search;   // calibration windows and their stream
+    throw_usage(
+        fmt::format("--objective {} needs a calibrated backend or --scale-search, not "
+                    "--rounding {}",
+                    objective_settings.name, backend));
+  const bool calibrate = rounder->needs_metric();     // Gram-based rounding
+  const bool needs_data = calibrate || scale_search;  // calibration windows and their stream
   const int sources = !o.calib_text.empty() + !o.calib_tokens.empty() + o.calib_self;
   if (needs_data && sources == 0)
-    throw_usage(fmt::format("--method {} needs calibration data: --calib FILE, --calib self or "
-                            "--calib-tokens FILE",
-                            o.method));
+    throw_usage(
+        fmt::format("--method {} needs calibration data: --calib FILE, --calib self or "
+                    "--calib-tokens FILE",
+                    o.method));
   if (sources > 1) throw_usage("give one of --calib FILE, --calib self, --calib-tokens FILE");
   if (!needs_data && sources > 0)
     spdlog::warn("--method {} uses no calibration data; the calibration option is ignored",
@@ -213,16 +246,14 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   if (scale_search && cfg.is_moe())
     throw Error(ErrorKind::NotImplemented,
                 "AWQ-style scale search on MoE models is not implemented in this version");
-  if (objective->needs_fp_stream() && cfg.is_moe())
-    throw Error(ErrorKind::NotImplemented,
-                fmt::format("--objective {} on MoE models is not implemented in this version",
-                            objective->name()));
   if (cfg.quantization)
-    throw_bad_input(fmt::format("{}: the model is already GPTQ-quantized (config.json has "
-                                "quantization_config)",
-                                o.model_dir.string()));
-  AtomicDirectory output(o.out_dir, o.force ? AtomicDirectory::Existing::Replace
-                                            : AtomicDirectory::Existing::Refuse);  // before any work
+    throw_bad_input(
+        fmt::format("{}: the model is already GPTQ-quantized (config.json has "
+                    "quantization_config)",
+                    o.model_dir.string()));
+  AtomicDirectory output(o.out_dir, o.force
+                                        ? AtomicDirectory::Existing::Replace
+                                        : AtomicDirectory::Existing::Refuse);  // before any work
 
   // One group size for the whole checkpoint: clamp to the narrowest quantizable input.
   int64_t narrowest = INT64_MAX;
@@ -235,8 +266,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     grid.group_size = narrowest;
   }
   const auto skipped = unrepresentable_modules(layout, grid);
-  for (const auto& [name, why] : skipped)
-    spdlog::warn("{} stays unquantized: {}", name, why);
+  for (const auto& [name, why] : skipped) spdlog::warn("{} stays unquantized: {}", name, why);
 
   QuantizeReport report;
   report.out_dir = o.out_dir;
@@ -257,9 +287,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     if (o.calib_self) {
       const std::optional<int64_t> bos = cfg.bos_token_id;
       if (!bos)
-        throw_bad_input(fmt::format("{}: --calib self starts each sample at BOS, but config.json "
-                                    "has no bos_token_id",
-                                    o.model_dir.string()));
+        throw_bad_input(
+            fmt::format("{}: --calib self starts each sample at BOS, but config.json "
+                        "has no bos_token_id",
+                        o.model_dir.string()));
       StreamingModel sampler(weights, o.compute);
       sampler.keep_layers_resident();
       calib = calibration_from_model(sampler, static_cast<int32_t>(*bos), o.nsamples, seqlen,
@@ -301,21 +332,21 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     for (const auto& m : layer.linears) {
       const bool quantized = m.quantizable && !skipped.count(m.name);
       if (quantized) {
-        for (auto& s : gptq_tensor_specs(m.name, m.in_features, m.out_features, grid.bits,
-                                         grid.group_size))
+        for (auto& s :
+             gptq_tensor_specs(m.name, m.in_features, m.out_features, grid.bits, grid.group_size))
           specs.push_back(std::move(s));
       } else {
         plan_source(m.weight_name(), layer.weight_source(m), {m.out_features, m.in_features});
       }
       if (m.has_bias)
-        specs.push_back({m.bias_name(), quantized ? Dtype::F16 : ckpt.info(m.bias_name()).dtype,
+        specs.push_back({m.bias_name(),
+                         quantized ? Dtype::F16 : ckpt.info(m.bias_name()).dtype,
                          {m.out_features}});
     }
   }
   ShardedWriter writer(output.path(), specs, {{"format", "pt"}});
   const c10::Device cpu(c10::kCPU);
-  for (const auto& g : layout.globals)
-    writer.write(g.name, ckpt.load(g.name, cpu));
+  for (const auto& g : layout.globals) writer.write(g.name, ckpt.load(g.name, cpu));
 
   {  // The working set: one layer's fp32 weights, one group's Gram matrices, the stream(s).
     const int64_t stream_bytes =
@@ -328,17 +359,20 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       std::map<int, int64_t> grams;
       for (const auto& m : layer.linears) {
         bytes += m.numel() * 4;
-        if (sequential_group(m) >= 0) grams[sequential_group(m)] += m.in_features * m.in_features * 4;
+        if (sequential_group(m) >= 0)
+          grams[sequential_group(m)] += m.in_features * m.in_features * 4;
       }
       int64_t largest_gram = 0;
       for (const auto& [group, b] : grams) largest_gram = std::max(largest_gram, b);
-      if (bytes + largest_gram > layer_bytes + gram_bytes) layer_bytes = bytes, gram_bytes = largest_gram;
+      if (bytes + largest_gram > layer_bytes + gram_bytes)
+        layer_bytes = bytes, gram_bytes = largest_gram;
     }
     report.estimated_peak_bytes = layer_bytes + gram_bytes + stream_bytes;
-    spdlog::info("estimated peak memory {:.1f} MiB: layer {:.1f} + Gram matrices {:.1f} + "
-                 "activation stream(s) {:.1f} (on {})",
-                 report.estimated_peak_bytes / 1048576.0, layer_bytes / 1048576.0,
-                 gram_bytes / 1048576.0, stream_bytes / 1048576.0, o.compute.device.str());
+    spdlog::info(
+        "estimated peak memory {:.1f} MiB: layer {:.1f} + Gram matrices {:.1f} + "
+        "activation stream(s) {:.1f} (on {})",
+        report.estimated_peak_bytes / 1048576.0, layer_bytes / 1048576.0, gram_bytes / 1048576.0,
+        stream_bytes / 1048576.0, o.compute.device.str());
   }
 
   // Streams: the calibration windows' hidden states, quantized model so far.
@@ -389,10 +423,11 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         // The FP copy folds the same scales (not the clipping): the same function, with every
         // module's input in the same basis as the quantized layer's, as D needs.
         if (fp_layer && r.scales.defined()) apply_group_scales(*fp_layer, r.which, r.scales);
-        spdlog::info("layer={} scale_group={} ratio={:.2f} loss={:.4g} unscaled_loss={:.4g} "
-                     "drift={:.4g}{}",
-                     l, r.group, r.ratio, r.loss, r.loss_unscaled, r.drift,
-                     r.skipped ? " (grouped-query attention: nothing to fold into)" : "");
+        spdlog::info(
+            "layer={} scale_group={} ratio={:.2f} loss={:.4g} unscaled_loss={:.4g} "
+            "drift={:.4g}{}",
+            l, r.group, r.ratio, r.loss, r.loss_unscaled, r.drift,
+            r.skipped ? " (grouped-query attention: nothing to fold into)" : "");
       }
     }
     // Norms as the layer now holds them (scale folding rewrites them), in the stored dtype.
@@ -424,7 +459,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         for (size_t b = 0; b < stream.batches.size(); ++b) {
           const at::Tensor& batch = stream.batches[b];
           const int64_t sequences = batch.size(0), T = batch.size(1);
-          RecordingObserver q_inputs(group), fp_inputs(group);
+          const bool all_tokens = layer_layout.moe && o.moe_policy == "all-tokens";
+          RecordingObserver q_inputs(group, all_tokens), fp_inputs(group, false);
           run_prefix(layer, batch.to(compute.device), &q_inputs, rope);
           run_prefix(*fp_layer, fp_stream.batches[b].to(compute.device), &fp_inputs, rope);
           at::Tensor weight = at::ones({sequences}, at::TensorOptions().device(compute.device));
@@ -432,9 +468,25 @@ QuantizeReport quantize(const QuantizeOptions& o) {
             for (int64_t j = 0; j < sequences; ++j) weight[j] = alpha_sampler.next();
           weight = weight.repeat_interleave(T);
           observer.set_sequences(sequences);
-          for (const auto& [key, input] : q_inputs.inputs)
-            observer.add_pair(key, *input.first, input.second, fp_inputs.inputs.at(key).second,
-                              weight);
+          for (const auto& [key, input] : q_inputs.inputs) {
+            const LinearModule& m = *input.first;
+            if (m.expert < 0) {
+              observer.add_pair(key, m, input.second, fp_inputs.inputs.at(key).second, weight);
+            } else if (key.size() > std::strlen(kAllTokensSuffix) &&
+                       key.compare(key.size() - std::strlen(kAllTokensSuffix), std::string::npos,
+                                   kAllTokensSuffix) == 0) {
+              observer.add_pair(key, m, input.second,
+                                expert_fp_input(*fp_layer, m, fp_inputs.router_input), weight);
+            } else {
+              // Routed tokens: the quantized router's choice, paired with the FP stream there.
+              const at::Tensor& tokens =
+                  q_inputs.routing.experts.at(static_cast<size_t>(m.expert)).tokens;
+              observer.add_pair(
+                  key, m, input.second,
+                  expert_fp_input(*fp_layer, m, fp_inputs.router_input.index_select(0, tokens)),
+                  weight.index_select(0, tokens));
+            }
+          }
         }
       }
       for (const LinearModule* m : members) {
@@ -461,11 +513,12 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         rec.tokens = gram ? gram->tokens() : 0;
         QuantizedLinear q;
         bool done = false;
-        bool starved = calibrate && (gram == nullptr || (m->expert >= 0 && rec.tokens < starved_below));
+        bool starved =
+            calibrate && (gram == nullptr || (m->expert >= 0 && rec.tokens < starved_below));
         if (starved && o.moe_policy == "all-tokens") {
           gram = observer.find(input_key(*m) + kAllTokensSuffix);
-          rec.reason = fmt::format("{} routed tokens < {}: calibrated on all {} tokens",
-                                   rec.tokens, starved_below, gram ? gram->tokens() : 0);
+          rec.reason = fmt::format("{} routed tokens < {}: calibrated on all {} tokens", rec.tokens,
+                                   starved_below, gram ? gram->tokens() : 0);
           starved = gram == nullptr;
         } else if (starved) {
           // Never calibrate on (nearly) no data: dead columns would zero the expert.
@@ -492,11 +545,12 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         if (m->has_bias) writer.write(m->bias_name(), layer.bias(m->local_name).to(cpu, at::kHalf));
         rec.seconds = module_clock.seconds();
         rec.peak_host_bytes = peak_rss_bytes();
-        spdlog::info("layer={} module={} method={} loss={:.6g} relative={:.4g} tokens={} "
-                     "damp={:.2f} seconds={:.3f} peak_mib={:.0f}{}",
-                     l, m->local_name, rec.method, rec.loss, rec.relative_loss, rec.tokens,
-                     rec.damp, rec.seconds, rec.peak_host_bytes / 1048576.0,
-                     rec.reason.empty() ? "" : " note=\"" + rec.reason + "\"");
+        spdlog::info(
+            "layer={} module={} method={} loss={:.6g} relative={:.4g} tokens={} "
+            "damp={:.2f} seconds={:.3f} peak_mib={:.0f}{}",
+            l, m->local_name, rec.method, rec.loss, rec.relative_loss, rec.tokens, rec.damp,
+            rec.seconds, rec.peak_host_bytes / 1048576.0,
+            rec.reason.empty() ? "" : " note=\"" + rec.reason + "\"");
         report.modules.push_back(rec);
         bar.advance();
       }
@@ -511,47 +565,46 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   bar.finish();
 
   // config.json with quantization_config, quantize_config.json, copied files, report.
-  nlohmann::json qc = {
-      {"quant_method", "gptq"},
-      {"bits", grid.bits},
-      {"group_size", grid.group_size},
-      {"desc_act", any_reordered},
-      {"static_groups", o.rounding_options.static_groups},
-      {"sym", grid.sym},
-      {"lm_head", false},
-      {"true_sequential", true},
-      {"damp_percent", o.damp},
-      {"checkpoint_format", grid.sym ? "gptq" : "gptq_v2"},
-      {"format", grid.sym ? "gptq" : "gptq_v2"},
-      {"pack_dtype", "int32"},
-      {"meta",
-       {{"quantizer", {std::string("sarqc:") + kVersion}},
-        {"sarqc",
-         {{"method", o.method},
-          {"backend", backend},
-          {"objective", objective_settings.name},
-          {"lambda_rel", objective_settings.lambda_rel},
-          {"alpha_mode", objective_settings.alpha_mode},
-          {"alpha", objective_settings.alpha},
-          {"mixup", objective_settings.mixup},
-          {"saliency", objective_settings.saliency},
-          {"beam_width", backend == "beam" ? o.rounding_options.beam_width : 1},
-          {"act_order", o.rounding_options.act_order},
-          {"mse_clip", grid.mse_clip},
-          {"seed", o.seed},
-          {"nsamples", needs_data ? o.nsamples : 0},
-          {"seqlen", needs_data ? seqlen : 0},
-          {"calibration_file", needs_data ? calib.source : ""},
-          {"scale_search", scale_search},
-          {"calibration_sha256", report.calibration_sha256},
-          {"unquantized_modules", report.unquantized_modules}}}}}};
+  nlohmann::json qc = {{"quant_method", "gptq"},
+                       {"bits", grid.bits},
+                       {"group_size", grid.group_size},
+                       {"desc_act", any_reordered},
+                       {"static_groups", o.rounding_options.static_groups},
+                       {"sym", grid.sym},
+                       {"lm_head", false},
+                       {"true_sequential", true},
+                       {"damp_percent", o.damp},
+                       {"checkpoint_format", grid.sym ? "gptq" : "gptq_v2"},
+                       {"format", grid.sym ? "gptq" : "gptq_v2"},
+                       {"pack_dtype", "int32"},
+                       {"meta",
+                        {{"quantizer", {std::string("sarqc:") + kVersion}},
+                         {"sarqc",
+                          {{"method", o.method},
+                           {"backend", backend},
+                           {"objective", objective_settings.name},
+                           {"lambda_rel", objective_settings.lambda_rel},
+                           {"alpha_mode", objective_settings.alpha_mode},
+                           {"alpha", objective_settings.alpha},
+                           {"mixup", objective_settings.mixup},
+                           {"saliency", objective_settings.saliency},
+                           {"beam_width", backend == "beam" ? o.rounding_options.beam_width : 1},
+                           {"act_order", o.rounding_options.act_order},
+                           {"mse_clip", grid.mse_clip},
+                           {"seed", o.seed},
+                           {"nsamples", needs_data ? o.nsamples : 0},
+                           {"seqlen", needs_data ? seqlen : 0},
+                           {"calibration_file", needs_data ? calib.source : ""},
+                           {"scale_search", scale_search},
+                           {"calibration_sha256", report.calibration_sha256},
+                           {"unquantized_modules", report.unquantized_modules}}}}}};
   if (!skipped.empty()) qc["dynamic"] = dynamic_exclusions(layout, skipped);
   nlohmann::json config = read_json_file(o.model_dir / "config.json");
   config["quantization_config"] = qc;
   write_file_atomically(output.path() / "config.json", config.dump(2) + "\n");
   write_file_atomically(output.path() / "quantize_config.json", qc.dump(2) + "\n");
-  static const std::set<std::string> kNotCopied = {
-      "config.json", "quantize_config.json", "report.json", "model.safetensors.index.json"};
+  static const std::set<std::string> kNotCopied = {"config.json", "quantize_config.json",
+                                                   "report.json", "model.safetensors.index.json"};
   for (const auto& entry : fs::directory_iterator(o.model_dir)) {
     const std::string name = entry.path().filename().string();
     const std::string ext = entry.path().extension().string();

@@ -2,6 +2,7 @@
 // unrepresentable modules, damping retries, atomic output, and GPTQ beating RTN.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
 
 #include "sarqc/eval/perplexity.h"
@@ -187,41 +188,51 @@ TEST_F(QuantizeFixture, MoeExpertsCalibrateOnTheirOwnTokensAndStarvedOnesFollowT
   moe.top_k = 2;
   moe.noise = 0.1;
   moe_from_dense(test::fixture_model("babyllama-tok105"), dir_ / "moe", moe);
-  for (const std::string policy : {"rtn", "all-tokens"}) {
-    SCOPED_TRACE(policy);
-    QuantizeOptions o = options("babyllama-tok105", "q-" + policy);
-    o.model_dir = dir_ / "moe";
-    o.grid = {4, 32, true, false};
-    o.nsamples = 4;
-    o.seqlen = 64;
-    o.moe_min_tokens = 100;  // 256 tokens x top-2 over 4 experts: about 128 each, some fewer
-    o.moe_policy = policy;
-    const QuantizeReport r = quantize(o);
-    int starved = 0, routed = 0;
-    for (int64_t layer = 0; layer < 5; ++layer) {
-      int64_t pairs = 0;
-      for (const auto& m : r.modules) {
-        if (m.layer != layer || m.module.find(".w1") == std::string::npos) continue;
-        const bool all = m.reason.find("calibrated on all") != std::string::npos;
-        if (m.method == "rtn-starved" || all) {
-          ++starved;
-          EXPECT_NE(m.reason.find("routed tokens < 100"), std::string::npos) << m.reason;
-          if (policy == "rtn") EXPECT_EQ(m.method, "rtn-starved");
-          if (policy == "all-tokens") EXPECT_TRUE(all && m.method == "gptq") << m.method;
-        } else {
-          EXPECT_EQ(m.method, "gptq");
-          ++routed;
+  // gptaq pairs each expert's routed tokens with the FP stream at the same positions.
+  for (const std::string method : {"gptq", "gptaq"})
+    for (const std::string policy : {"rtn", "all-tokens"}) {
+      SCOPED_TRACE(method + " " + policy);
+      QuantizeOptions o = options("babyllama-tok105", "q-" + method + policy);
+      o.model_dir = dir_ / "moe";
+      o.method = method;
+      o.grid = {4, 32, true, false};
+      o.nsamples = 4;
+      o.seqlen = 64;
+      o.moe_min_tokens = 100;  // 256 tokens x top-2 over 4 experts: about 128 each, some fewer
+      o.moe_policy = policy;
+      const QuantizeReport r = quantize(o);
+      int starved = 0, routed = 0;
+      for (int64_t layer = 0; layer < 5; ++layer) {
+        int64_t pairs = 0;
+        for (const auto& m : r.modules) {
+          if (m.layer != layer || m.module.find(".w1") == std::string::npos) continue;
+          const bool all = m.reason.find("calibrated on all") != std::string::npos;
+          if (m.method == "rtn-starved" || all) {
+            ++starved;
+            EXPECT_NE(m.reason.find("routed tokens < 100"), std::string::npos) << m.reason;
+            if (policy == "rtn") EXPECT_EQ(m.method, "rtn-starved");
+            if (policy == "all-tokens") EXPECT_TRUE(all && m.method == "gptq") << m.method;
+          } else {
+            EXPECT_EQ(m.method, "gptq");
+            ++routed;
+          }
+          // Routed (token, expert) pairs: every token goes to exactly top_k experts.
+          pairs += policy == "all-tokens" && all
+                       ? std::stoll(m.reason.substr(0, m.reason.find(' ')))
+                       : m.tokens;
         }
-        // Routed (token, expert) pairs: every token goes to exactly top_k experts.
-        pairs += policy == "all-tokens" && all ? std::stoll(m.reason.substr(0, m.reason.find(' ')))
-                                               : m.tokens;
+        EXPECT_EQ(pairs, 4 * 64 * 2) << "layer " << layer;
       }
-      EXPECT_EQ(pairs, 4 * 64 * 2) << "layer " << layer;
+      EXPECT_GT(routed, 0);
+      EXPECT_GT(starved, 0);  // the threshold above makes some experts starved
+      EXPECT_TRUE(std::isfinite(ppl(o.out_dir)));
+      for (const auto& m : r.modules)
+        if (m.method == "gptq") EXPECT_EQ(m.alpha, method == "gptaq" ? 0.25 : -1) << m.module;
     }
-    EXPECT_GT(routed, 0);
-    EXPECT_GT(starved, 0);  // the threshold above makes some experts starved
-    EXPECT_TRUE(std::isfinite(ppl(o.out_dir)));
-  }
+  // The asymmetric target moves the experts' weights: a different checkpoint from GPTQ's.
+  const std::string expert = "model.layers.1.block_sparse_moe.experts.0.w2.qweight";
+  EXPECT_FALSE(at::equal(Checkpoint::open(dir_ / "q-gptqrtn").load(expert),
+                         Checkpoint::open(dir_ / "q-gptaqrtn").load(expert)));
 }
 
 TEST_F(QuantizeFixture, InterpPresetsAreSeededAndBeatGptq) {
@@ -270,9 +281,9 @@ TEST_F(QuantizeFixture, AwqFoldsScalesIntoNormsAndBeatsRtn) {
   const Checkpoint out = Checkpoint::open(o.out_dir), source = Checkpoint::open(o.model_dir);
   EXPECT_FALSE(at::equal(out.load("model.layers.0.input_layernorm.weight"),
                          source.load("model.layers.0.input_layernorm.weight")));
-  EXPECT_TRUE(read_json_file(o.out_dir / "config.json")["quantization_config"]["meta"]["sarqc"]
-                  ["scale_search"]
-                      .get<bool>());
+  EXPECT_TRUE(read_json_file(o.out_dir /
+                             "config.json")["quantization_config"]["meta"]["sarqc"]["scale_search"]
+                  .get<bool>());
   QuantizeOptions r = options("babyllama-tok105", "rtn");
   r.method = "rtn";
   r.grid = o.grid;
