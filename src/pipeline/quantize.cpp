@@ -243,9 +243,6 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   const ModelWeights weights = ModelWeights::open(o.model_dir);
   const ModelConfig& cfg = weights.config();
   const ModelLayout& layout = weights.layout();
-  if (scale_search && cfg.is_moe())
-    throw Error(ErrorKind::NotImplemented,
-                "AWQ-style scale search on MoE models is not implemented in this version");
   if (cfg.quantization)
     throw_bad_input(
         fmt::format("{}: the model is already GPTQ-quantized (config.json has "
@@ -390,13 +387,6 @@ QuantizeReport quantize(const QuantizeOptions& o) {
 
   for (const auto& layer_layout : layout.layers) {
     const int64_t l = layer_layout.index;
-    for (const auto& m : layer_layout.linears) {  // routers, shared-expert gate: kept as stored
-      if (m.quantizable) continue;
-      writer.write(m.weight_name(),
-                   weights.linear_weight(layer_layout, m, cpu,
-                                         stored_type(ckpt, layer_layout.weight_source(m))));
-      if (m.has_bias) writer.write(m.bias_name(), ckpt.load(m.bias_name(), cpu));
-    }
     DecoderLayer layer = DecoderLayer::load(weights, l, compute);
     // The full-precision copy computes X_f's path through this layer (a second layer on the
     // device while the objective needs the FP stream).
@@ -422,13 +412,24 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                                          o.scale_search_options, terms)) {
         // The FP copy folds the same scales (not the clipping): the same function, with every
         // module's input in the same basis as the quantized layer's, as D needs.
-        if (fp_layer && r.scales.defined()) apply_group_scales(*fp_layer, r.which, r.scales);
+        if (fp_layer && r.scales.defined())
+          apply_group_scales(*fp_layer, r.which, r.scales, r.expert);
         spdlog::info(
             "layer={} scale_group={} ratio={:.2f} loss={:.4g} unscaled_loss={:.4g} "
             "drift={:.4g}{}",
             l, r.group, r.ratio, r.loss, r.loss_unscaled, r.drift,
             r.skipped ? " (grouped-query attention: nothing to fold into)" : "");
       }
+    }
+    // Routers and the shared-expert gate stay unquantized: as stored, or as the layer now holds
+    // them when the scale search multiplied them by its gate/up scales.
+    for (const auto& m : layer_layout.linears) {
+      if (m.quantizable) continue;
+      const c10::ScalarType stored = stored_type(ckpt, layer_layout.weight_source(m));
+      writer.write(m.weight_name(), scale_search
+                                        ? layer.weight(m.local_name).to(cpu, stored)
+                                        : weights.linear_weight(layer_layout, m, cpu, stored));
+      if (m.has_bias) writer.write(m.bias_name(), ckpt.load(m.bias_name(), cpu));
     }
     // Norms as the layer now holds them (scale folding rewrites them), in the stored dtype.
     for (const auto& n : layer_layout.norms)

@@ -292,6 +292,30 @@ TEST_F(QuantizeFixture, AwqFoldsScalesIntoNormsAndBeatsRtn) {
   EXPECT_LT(ppl(o.out_dir), ppl(r.out_dir));
 }
 
+TEST_F(QuantizeFixture, AwqOnMoeScalesTheRouterAndBeatsRtn) {
+  MoeFromDenseOptions moe;
+  moe.experts = 4;
+  moe.top_k = 2;
+  moe.noise = 0.1;
+  moe_from_dense(test::fixture_model("babyllama-tok105"), dir_ / "moe", moe);
+  QuantizeOptions o = options("babyllama-tok105", "awq");
+  o.model_dir = dir_ / "moe";
+  o.method = "awq";
+  o.objective = "interp";  // the α-interpolated target, routed tokens paired per expert
+  o.grid = {3, -1, true, false};
+  quantize(o);
+  const std::string router = "model.layers.0.block_sparse_moe.gate.weight";
+  EXPECT_FALSE(at::equal(Checkpoint::open(o.out_dir).load(router),
+                         Checkpoint::open(o.model_dir).load(router)));
+  QuantizeOptions r = options("babyllama-tok105", "rtn");
+  r.model_dir = o.model_dir;
+  r.method = "rtn";
+  r.grid = o.grid;
+  r.calib_text.clear();
+  quantize(r);
+  EXPECT_LT(ppl(o.out_dir), ppl(r.out_dir));
+}
+
 TEST_F(QuantizeFixture, BadOptionsAreUsageErrorsBeforeAnyWork) {
   QuantizeOptions o = options("babyllama-tok105", "bad");
   o.grid.bits = 5;

@@ -43,6 +43,64 @@ TEST(ScaleSearch, FoldingScalesLeavesTheLayerFunctionUnchanged) {
   }
 }
 
+// Small MoE configurations: mixtral, and qwen2_moe with a shared expert behind a sigmoid gate.
+std::vector<nlohmann::json> moe_configs() {
+  nlohmann::json mixtral = llama(2);
+  mixtral.update({{"model_type", "mixtral"},
+                  {"num_local_experts", 4},
+                  {"num_experts_per_tok", 2},
+                  {"attention_bias", false},
+                  {"mlp_bias", false}});
+  nlohmann::json qwen = llama(2);
+  qwen.update({{"model_type", "qwen2_moe"},
+               {"num_experts", 4},
+               {"num_experts_per_tok", 2},
+               {"moe_intermediate_size", 24},
+               {"shared_expert_intermediate_size", 40},
+               {"norm_topk_prob", false},
+               {"attention_bias", false},
+               {"mlp_bias", false}});
+  return {mixtral, qwen};
+}
+
+TEST(ScaleSearch, MoeFoldsIntoEveryReaderOfTheNormAndPerExpertDown) {
+  // methods.md §6.3/§8: gate/up scales reach every expert, the router and the shared-expert
+  // gate; each expert's down scales fold into its own up_proj. The block computes the same.
+  for (const auto& cfg : moe_configs()) {
+    SCOPED_TRACE(cfg["model_type"].get<std::string>());
+    test::TempDir dir;
+    write_random_model(cfg, dir / "m", 4);
+    const ModelWeights w = ModelWeights::open(dir / "m");
+    DecoderLayer layer = DecoderLayer::load(w, 0, {});
+    const RotaryTables rope = make_rotary_tables(w.config(), 9, c10::kCPU, at::kFloat);
+    at::manual_seed(5);
+    const at::Tensor x = at::randn({2, 9, 32});
+    const at::Tensor before = layer.forward(x, rope);
+    EXPECT_TRUE(apply_group_scales(layer, ScaleGroup::GateUp, at::rand({32}) * 3 + 0.2));
+    for (const auto& m : layer.layout().linears)
+      if (m.role == LinearRole::Down)
+        EXPECT_TRUE(apply_group_scales(layer, ScaleGroup::Down, at::rand({m.in_features}) * 3 + 0.2,
+                                       m.expert));
+    EXPECT_TRUE(at::allclose(layer.forward(x, rope), before, 1e-4, 1e-4));
+
+    // The search itself: one down unit per expert that saw tokens (and the shared expert), and
+    // without clipping the layer still computes the same function.
+    DecoderLayer searched = DecoderLayer::load(w, 0, {});
+    ScaleSearchOptions o;
+    o.clip = false;
+    const auto records = search_scales(searched, {x}, rope, QuantGrid{2, -1, true, false}, o);
+    int downs = 0, scaled = 0;
+    for (const auto& r : records) {
+      downs += r.which == ScaleGroup::Down;
+      scaled += r.ratio > 0;
+      EXPECT_LE(r.loss, r.loss_unscaled) << r.group;
+    }
+    EXPECT_EQ(downs, cfg["model_type"] == "qwen2_moe" ? 5 : 4);
+    EXPECT_GT(scaled, 0);
+    EXPECT_TRUE(at::allclose(searched.forward(x, rope), before, 1e-4, 1e-4));
+  }
+}
+
 TEST(ScaleSearch, ChosenScalesNeverLoseToNoScalingAndPreserveTheFunction) {
   SARQC_REQUIRE_FIXTURES();
   const ModelWeights w = ModelWeights::open(test::fixture_model("babyllama-tok105"));

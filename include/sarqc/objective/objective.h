@@ -2,12 +2,12 @@
 // A calibration objective turns a module's calibration statistics into the metric M and target
 // W_ref that a rounding backend minimises tr((Q − W_ref) M (Q − W_ref)ᵀ) for (methods.md §5).
 // Adding one is a file defining an Objective plus one line in objective.cpp's registry.
+#include <ATen/core/Tensor.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "sarqc/calib/gram.h"
 #include "sarqc/rounding/rounder.h"
@@ -15,33 +15,33 @@
 namespace sarqc {
 
 struct ObjectiveInput {
-  at::Tensor weight;   // [m, n] fp32, dead columns already zeroed
-  at::Tensor damped;   // H_d = H + δI, [n, n] fp32, dead diagonal entries already 1
+  at::Tensor weight;  // [m, n] fp32, dead columns already zeroed
+  at::Tensor damped;  // H_d = H + δI, [n, n] fp32, dead diagonal entries already 1
   const GramAccumulator* gram = nullptr;
-  double mean_diag = 0;  // mean(diag H) before damping: the unit of relative λ and damping
-  int64_t layer = 0;          // decoder layer, and the module's type (role name: q, gate, ...)
-  std::string module_type;    // for objectives that carry estimates from layer to layer
+  double mean_diag = 0;     // mean(diag H) before damping: the unit of relative λ and damping
+  int64_t layer = 0;        // decoder layer, and the module's type (role name: q, gate, ...)
+  std::string module_type;  // for objectives that carry estimates from layer to layer
   int64_t group_size = -1;
   bool entry_penalty_supported = false;  // the backend can take an element-wise penalty
 };
 
 struct ObjectiveOutput {
-  at::Tensor metric;  // M
-  at::Tensor target;  // W_ref
-  std::optional<double> alpha;  // the interpolation actually used, when there is one
-  EntryPenalty penalty;         // element-wise drift penalty (elem saliency), else undefined
+  at::Tensor metric;              // M
+  at::Tensor target;              // W_ref
+  std::optional<double> alpha{};  // the interpolation actually used, when there is one
+  EntryPenalty penalty{};         // element-wise drift penalty (elem saliency), else undefined
 };
 
 struct ObjectiveSettings {
   std::string name = "plain";
-  double lambda_rel = 0;           // sarqc: λ' = λ_rel · mean(diag H)
-  std::string saliency = "ones";   // sarqc: ones | hdiag | absmean | absmean-pow | elem
-  double saliency_power = 0.5;     // absmean-pow exponent a ∈ (0, 1]
+  double lambda_rel = 0;          // sarqc: λ' = λ_rel · mean(diag H)
+  std::string saliency = "ones";  // sarqc: ones | hdiag | absmean | absmean-pow | elem
+  double saliency_power = 0.5;    // absmean-pow exponent a ∈ (0, 1]
   // interp, sarqc+interp (methods.md §5.3-5.4)
-  std::string alpha_mode;  // fixed | sample | closed-form ("" = the method preset's, else fixed)
-  bool alpha_given = false;          // --alpha/--alpha-mode/--mixup given: needs an interp objective
-  double alpha = 0.25;               // fixed mode
-  double mixup = 5.0;                // sample mode: α_j = min(a, 1 − a), a ~ Beta(c, c)
+  std::string alpha_mode;    // fixed | sample | closed-form ("" = the method preset's, else fixed)
+  bool alpha_given = false;  // --alpha/--alpha-mode/--mixup given: needs an interp objective
+  double alpha = 0.25;       // fixed mode
+  double mixup = 5.0;        // sample mode: α_j = min(a, 1 − a), a ~ Beta(c, c)
 };
 
 class Objective {
@@ -58,7 +58,8 @@ class Objective {
   virtual void observe_result(const ObjectiveInput& /*input*/, const at::Tensor& /*q*/) {}
 };
 
-// "plain", "sarqc", "interp", "sarqc+interp"; throws a usage error listing the known names or naming a bad setting.
+// "plain", "sarqc", "interp", "sarqc+interp"; throws a usage error listing the known names or
+// naming a bad setting.
 std::unique_ptr<Objective> make_objective(const ObjectiveSettings& settings);
 std::vector<std::string> objective_names();
 
@@ -68,7 +69,6 @@ struct PreparedMetric {
   double mean_diag = 0;
   int64_t dead_columns = 0;
 };
-
 
 // methods.md §1: a column with H_jj = 0 gets H_jj = 1 and W[:, j] = 0; then
 // H_d = H + percdamp·mean(diag H)·I. Throws a runtime Error on NaN/Inf in H.

@@ -6,11 +6,11 @@
 // preceding operation (RMSNorm weight, v_proj rows, up_proj rows) by u, so the layer computes the
 // same function; then it clips each (row, group) of the weights (all but q/k) to the range that
 // minimises the output error. The rounding backend quantizes the result.
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "sarqc/model/decoder_layer.h"
 #include "sarqc/quant/grid.h"
@@ -18,8 +18,8 @@
 namespace sarqc {
 
 struct ScaleSearchOptions {
-  int64_t ratios = 20;        // r = i / ratios
-  int64_t max_tokens = 65536; // calibration tokens the loss uses
+  int64_t ratios = 20;         // r = i / ratios
+  int64_t max_tokens = 65536;  // calibration tokens the loss uses
   bool clip = true;
   int64_t clip_tokens = 512;
 };
@@ -43,7 +43,8 @@ enum class ScaleGroup { Qkv, O, GateUp, Down };
 
 struct ScaleSearchRecord {
   ScaleGroup which = ScaleGroup::Qkv;
-  std::string group;         // "qkv", "o", "gate_up", "down"
+  int expert = kNotExpert;   // down_proj of a MoE block: whose (kSharedExpert: the shared one)
+  std::string group;         // "qkv", "o", "gate_up", "down", "down.3", "down.shared"
   at::Tensor scales;         // u as folded into the layer; undefined when none was
   double ratio = 0;          // chosen r (0: no scaling)
   double loss = 0;           // L(r) at the chosen r
@@ -55,10 +56,13 @@ struct ScaleSearchRecord {
 // Multiplies the group's weight columns by u and folds 1/u into the preceding operation.
 // Function-preserving in exact arithmetic. Returns false (and changes nothing) when the group
 // cannot be folded (o under grouped-query attention).
-bool apply_group_scales(DecoderLayer& layer, ScaleGroup group, const at::Tensor& u);
+// In MoE blocks the gate/up group also scales the router and shared-expert gate (unquantized),
+// and each expert's down_proj is its own group (`expert`, folded into that expert's up_proj).
+bool apply_group_scales(DecoderLayer& layer, ScaleGroup group, const at::Tensor& u,
+                        int expert = kNotExpert);
 
 // The pre-pass on `layer` for the calibration sequences `inputs` ([b, T, d] batches of the
-// layer's inputs). Dense layers only.
+// layer's inputs). Dense and MoE layers.
 std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
                                              const std::vector<at::Tensor>& inputs,
                                              const RotaryTables& rope, const QuantGrid& grid,
