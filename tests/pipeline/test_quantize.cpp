@@ -39,6 +39,25 @@ class QuantizeFixture : public ::testing::Test {
     e.progress = false;
     return evaluate(e).ppl;
   }
+  // RTN's perplexity on the model and grid of `like` (the baseline a calibrated run must beat).
+  double rtn_ppl(const QuantizeOptions& like) {
+    QuantizeOptions r = options("babyllama-tok105", "rtn");
+    r.model_dir = like.model_dir;
+    r.method = "rtn";
+    r.grid = like.grid;
+    r.calib_text.clear();
+    quantize(r);
+    return ppl(r.out_dir);
+  }
+  // A 4-expert top-2 mixtral made from babyllama's MLPs.
+  std::filesystem::path small_moe() {
+    MoeFromDenseOptions moe;
+    moe.experts = 4;
+    moe.top_k = 2;
+    moe.noise = 0.1;
+    moe_from_dense(test::fixture_model("babyllama-tok105"), dir_ / "moe", moe);
+    return dir_ / "moe";
+  }
   test::TempDir dir_;
 };
 
@@ -183,17 +202,13 @@ TEST_F(QuantizeFixture, GptqBeatsRtnAtThreeBits) {
 }
 
 TEST_F(QuantizeFixture, MoeExpertsCalibrateOnTheirOwnTokensAndStarvedOnesFollowThePolicy) {
-  MoeFromDenseOptions moe;
-  moe.experts = 4;
-  moe.top_k = 2;
-  moe.noise = 0.1;
-  moe_from_dense(test::fixture_model("babyllama-tok105"), dir_ / "moe", moe);
+  const std::filesystem::path moe = small_moe();
   // gptaq pairs each expert's routed tokens with the FP stream at the same positions.
   for (const std::string method : {"gptq", "gptaq"})
     for (const std::string policy : {"rtn", "all-tokens"}) {
       SCOPED_TRACE(method + " " + policy);
       QuantizeOptions o = options("babyllama-tok105", "q-" + method + policy);
-      o.model_dir = dir_ / "moe";
+      o.model_dir = moe;
       o.method = method;
       o.grid = {4, 32, true, false};
       o.nsamples = 4;
@@ -284,22 +299,12 @@ TEST_F(QuantizeFixture, AwqFoldsScalesIntoNormsAndBeatsRtn) {
   EXPECT_TRUE(read_json_file(o.out_dir /
                              "config.json")["quantization_config"]["meta"]["sarqc"]["scale_search"]
                   .get<bool>());
-  QuantizeOptions r = options("babyllama-tok105", "rtn");
-  r.method = "rtn";
-  r.grid = o.grid;
-  r.calib_text.clear();
-  quantize(r);
-  EXPECT_LT(ppl(o.out_dir), ppl(r.out_dir));
+  EXPECT_LT(ppl(o.out_dir), rtn_ppl(o));
 }
 
 TEST_F(QuantizeFixture, AwqOnMoeScalesTheRouterAndBeatsRtn) {
-  MoeFromDenseOptions moe;
-  moe.experts = 4;
-  moe.top_k = 2;
-  moe.noise = 0.1;
-  moe_from_dense(test::fixture_model("babyllama-tok105"), dir_ / "moe", moe);
   QuantizeOptions o = options("babyllama-tok105", "awq");
-  o.model_dir = dir_ / "moe";
+  o.model_dir = small_moe();
   o.method = "awq";
   o.objective = "interp";  // the α-interpolated target, routed tokens paired per expert
   o.grid = {3, -1, true, false};
@@ -307,13 +312,7 @@ TEST_F(QuantizeFixture, AwqOnMoeScalesTheRouterAndBeatsRtn) {
   const std::string router = "model.layers.0.block_sparse_moe.gate.weight";
   EXPECT_FALSE(at::equal(Checkpoint::open(o.out_dir).load(router),
                          Checkpoint::open(o.model_dir).load(router)));
-  QuantizeOptions r = options("babyllama-tok105", "rtn");
-  r.model_dir = o.model_dir;
-  r.method = "rtn";
-  r.grid = o.grid;
-  r.calib_text.clear();
-  quantize(r);
-  EXPECT_LT(ppl(o.out_dir), ppl(r.out_dir));
+  EXPECT_LT(ppl(o.out_dir), rtn_ppl(o));
 }
 
 TEST_F(QuantizeFixture, BadOptionsAreUsageErrorsBeforeAnyWork) {
