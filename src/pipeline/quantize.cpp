@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -96,9 +95,11 @@ class RecordingObserver : public LinearInputObserver {
   bool wants_all_expert_tokens() const override { return all_ && group_ >= 2; }
   void observe_all_tokens_input(const LinearModule& m, const at::Tensor& x) override {
     if (sequential_group(m) == group_ && feeds_key(m) && m.expert >= 0)
-      inputs[input_key(m) + kAllTokensSuffix] = {&m, x};
+      all_tokens_inputs[input_key(m)] = {&m, x};
   }
   std::map<std::string, std::pair<const LinearModule*, at::Tensor>> inputs;
+  // Routed experts run on every token of the batch (the all-tokens policy), by key.
+  std::map<std::string, std::pair<const LinearModule*, at::Tensor>> all_tokens_inputs;
   at::Tensor router_input;  // [tokens, hidden]: the post-attention norm's output
   MoeRouting routing;
 
@@ -394,12 +395,11 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     if (keep_fp_stream) fp_layer = DecoderLayer::load(weights, l, compute);
     if (scale_search) {
       // The objective's drift penalty and α-interpolated target enter the grid loss.
+      // (--lambda is nonzero only with a sarqc objective: make_objective refuses it otherwise.)
       ScaleSearchObjective terms;
-      if (objective_settings.name.rfind("sarqc", 0) == 0) {
-        terms.lambda = objective_settings.lambda_rel;
-        terms.saliency = objective_settings.saliency;
-        terms.saliency_power = objective_settings.saliency_power;
-      }
+      terms.lambda = objective_settings.lambda_rel;
+      terms.saliency = objective_settings.saliency;
+      terms.saliency_power = objective_settings.saliency_power;
       if (objective->needs_fp_stream()) {
         terms.fp_inputs = fp_stream.batches;
         // Closed-form α* is measured after rounding, so the pre-pass uses --alpha in that mode.
@@ -473,11 +473,6 @@ QuantizeReport quantize(const QuantizeOptions& o) {
             const LinearModule& m = *input.first;
             if (m.expert < 0) {
               observer.add_pair(key, m, input.second, fp_inputs.inputs.at(key).second, weight);
-            } else if (key.size() > std::strlen(kAllTokensSuffix) &&
-                       key.compare(key.size() - std::strlen(kAllTokensSuffix), std::string::npos,
-                                   kAllTokensSuffix) == 0) {
-              observer.add_pair(key, m, input.second,
-                                expert_fp_input(*fp_layer, m, fp_inputs.router_input), weight);
             } else {
               // Routed tokens: the quantized router's choice, paired with the FP stream there.
               const at::Tensor& tokens =
@@ -488,6 +483,10 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                   weight.index_select(0, tokens));
             }
           }
+          for (const auto& [key, input] : q_inputs.all_tokens_inputs)
+            observer.add_pair(key + kAllTokensSuffix, *input.first, input.second,
+                              expert_fp_input(*fp_layer, *input.first, fp_inputs.router_input),
+                              weight);
         }
       }
       for (const LinearModule* m : members) {

@@ -21,6 +21,13 @@ namespace {
 using BeamIndex = int16_t;  // beam width ≤ 32767
 using Code = uint8_t;       // ≤ 256 levels
 
+// One extension of a beam: its cost, the beam it extends, the code it appends.
+struct Candidate {
+  double cost;
+  int64_t parent;
+  int64_t code;
+};
+
 template <typename scalar_t>
 class ChunkDecoder {
  public:
@@ -62,10 +69,9 @@ class ChunkDecoder {
       const scalar_t* g = G.data_ptr<scalar_t>();
       at::parallel_for(0, R_, 4, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> w(static_cast<size_t>(K_ * B)), nw(w.size());
-        std::vector<double> cost(static_cast<size_t>(K_));
-        std::vector<int64_t> pick(static_cast<size_t>(K_));
+        std::vector<Candidate> best(static_cast<size_t>(K_));
         for (int64_t r = begin; r < end; ++r)
-          decode_block(r, i1, i2, g + r * (i2 - i1), w, nw, cost, pick);
+          decode_block(r, i1, i2, g + r * (i2 - i1), w, nw, best);
       });
     }
     scalar_t* out = codes.data_ptr<scalar_t>();
@@ -87,8 +93,7 @@ class ChunkDecoder {
   }
 
   void decode_block(int64_t r, int64_t i1, int64_t i2, const scalar_t* g, std::vector<scalar_t>& w,
-                    std::vector<scalar_t>& nw, std::vector<double>& best_cost,
-                    std::vector<int64_t>& best_flat) {
+                    std::vector<scalar_t>& nw, std::vector<Candidate>& best) {
     const int64_t count = i2 - i1, row = (r0_ + r) * n_;
     double* score = &score_[static_cast<size_t>(r * K_)];
     // Each live beam's corrected targets: the best beam's (beam 0's), plus the difference of
@@ -133,25 +138,21 @@ class ChunkDecoder {
           int64_t pos;
           if (filled < K_) {
             pos = filled++;
-          } else if (c < best_cost[static_cast<size_t>(K_ - 1)]) {
+          } else if (c < best[static_cast<size_t>(K_ - 1)].cost) {
             pos = K_ - 1;
           } else {
             continue;
           }
-          for (; pos > 0 && c < best_cost[static_cast<size_t>(pos - 1)]; --pos) {
-            best_cost[static_cast<size_t>(pos)] = best_cost[static_cast<size_t>(pos - 1)];
-            best_flat[static_cast<size_t>(pos)] = best_flat[static_cast<size_t>(pos - 1)];
-          }
-          best_cost[static_cast<size_t>(pos)] = c;
-          best_flat[static_cast<size_t>(pos)] = (k * Wc_ + rank) * 1024 + int64_t(code);
+          for (; pos > 0 && c < best[static_cast<size_t>(pos - 1)].cost; --pos)
+            best[static_cast<size_t>(pos)] = best[static_cast<size_t>(pos - 1)];
+          best[static_cast<size_t>(pos)] = {c, k, static_cast<int64_t>(code)};
         }
       }
       const scalar_t tj = T_[row + j];
       const scalar_t* lu = Lu_ + j * n_ + i1;
       for (int64_t k = 0; k < K_; ++k) {
-        const int64_t flat = best_flat[static_cast<size_t>(k)];
-        const int64_t parent = flat / 1024 / Wc_, code = flat % 1024;
-        score[k] = best_cost[static_cast<size_t>(k)];
+        const auto [cost, parent, code] = best[static_cast<size_t>(k)];
+        score[k] = cost;
         back_[at(r, j, k)] = static_cast<BeamIndex>(parent);
         code_[at(r, j, k)] = static_cast<Code>(code);
         if (i == 0) continue;

@@ -22,13 +22,26 @@ nlohmann::json llama(int64_t kv_heads) {
           {"mlp_bias", true}};
 }
 
+// A random model of `config` in a temporary folder, with rotary tables for 9 positions.
+struct RandomModel {
+  RandomModel(const nlohmann::json& config, uint64_t seed)
+      : weights(write(config, seed)),
+        rope(make_rotary_tables(weights.config(), 9, c10::kCPU, at::kFloat)) {}
+  ModelWeights write(const nlohmann::json& config, uint64_t seed) {
+    write_random_model(config, dir / "m", seed);
+    return ModelWeights::open(dir / "m");
+  }
+  test::TempDir dir;  // declared first: outlives the weights read from it
+  ModelWeights weights;
+  RotaryTables rope;
+};
+
 TEST(ScaleSearch, FoldingScalesLeavesTheLayerFunctionUnchanged) {
   for (int64_t kv : {4, 2}) {
-    test::TempDir dir;
-    write_random_model(llama(kv), dir / "m", 3);
-    const ModelWeights w = ModelWeights::open(dir / "m");
+    const RandomModel model(llama(kv), 3);
+    const ModelWeights& w = model.weights;
+    const RotaryTables& rope = model.rope;
     DecoderLayer layer = DecoderLayer::load(w, 0, {});
-    const RotaryTables rope = make_rotary_tables(w.config(), 9, c10::kCPU, at::kFloat);
     at::manual_seed(1);
     const at::Tensor x = at::randn({2, 9, 32});
     const at::Tensor before = layer.forward(x, rope);
@@ -68,11 +81,10 @@ TEST(ScaleSearch, MoeFoldsIntoEveryReaderOfTheNormAndPerExpertDown) {
   // gate; each expert's down scales fold into its own up_proj. The block computes the same.
   for (const auto& cfg : moe_configs()) {
     SCOPED_TRACE(cfg["model_type"].get<std::string>());
-    test::TempDir dir;
-    write_random_model(cfg, dir / "m", 4);
-    const ModelWeights w = ModelWeights::open(dir / "m");
+    const RandomModel model(cfg, 4);
+    const ModelWeights& w = model.weights;
+    const RotaryTables& rope = model.rope;
     DecoderLayer layer = DecoderLayer::load(w, 0, {});
-    const RotaryTables rope = make_rotary_tables(w.config(), 9, c10::kCPU, at::kFloat);
     at::manual_seed(5);
     const at::Tensor x = at::randn({2, 9, 32});
     const at::Tensor before = layer.forward(x, rope);
@@ -161,10 +173,9 @@ double qkv_loss_at_r0(const ModelWeights& w, const RotaryTables& rope, const at:
 }
 
 TEST(ScaleSearch, InterpolatedTargetAndDriftPenaltyEnterTheGridLoss) {
-  test::TempDir dir;
-  write_random_model(llama(4), dir / "m", 5);
-  const ModelWeights w = ModelWeights::open(dir / "m");
-  const RotaryTables rope = make_rotary_tables(w.config(), 9, c10::kCPU, at::kFloat);
+  const RandomModel model(llama(4), 5);
+  const ModelWeights& w = model.weights;
+  const RotaryTables& rope = model.rope;
   at::manual_seed(3);
   const at::Tensor x = at::randn({3, 9, 32});
   const at::Tensor x_fp = x + 0.3 * at::randn({3, 9, 32});
