@@ -17,5 +17,6 @@ Command add_eval_command(CLI::App& app);
 Command add_quantize_command(CLI::App& app);
 Command add_generate_command(CLI::App& app);
 Command add_make_moe_command(CLI::App& app);
+Command add_tokenize_command(CLI::App& app);
 
 }  // namespace sarqc::cli

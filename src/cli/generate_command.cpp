@@ -41,8 +41,10 @@ Command add_generate_command(CLI::App& app) {
             const auto tokenizer = load_tokenizer(flags->model);
             StreamingModel model(weights, compute);
             model.keep_layers_resident();
-            std::vector<int32_t> ids = tokenizer->encode_with_specials(flags->prompt);
-            if (tokenizer->special().add_eos && !ids.empty()) ids.pop_back();
+            // The prompt continues: what the template puts after a sequence is left out.
+            std::vector<int32_t> ids = tokenizer->special().prefix;
+            const auto body = tokenizer->encode(flags->prompt);
+            ids.insert(ids.end(), body.begin(), body.end());
             std::optional<int32_t> stop;
             if (!flags->ignore_eos) stop = tokenizer->special().eos_id;
             const auto generated = generate_greedy(model, ids, flags->tokens, stop);

@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   const std::vector<cli::Command> commands = {
       cli::add_quantize_command(app), cli::add_eval_command(app),
       cli::add_generate_command(app), cli::add_inspect_command(app),
-      cli::add_make_moe_command(app)};
+      cli::add_make_moe_command(app), cli::add_tokenize_command(app)};
 
   try {
     app.parse(argc, argv);

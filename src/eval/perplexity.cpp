@@ -52,10 +52,8 @@ std::vector<int32_t> tokenize(const Tokenizer& tokenizer, const std::filesystem:
   if (body.empty())
     throw_bad_input(fmt::format("{}: the tokenizer ({}) produced no tokens for {} bytes of text",
                                 file.string(), tokenizer.source().string(), text.size()));
-  std::vector<int32_t> ids;
-  ids.reserve(body.size() + 1);
   const SpecialTokens& special = tokenizer.special();
-  if (special.add_bos && special.bos_id) ids.push_back(*special.bos_id);
+  std::vector<int32_t> ids = special.prefix;
   ids.insert(ids.end(), body.begin(), body.end());
   int64_t unknown = 0;
   for (int32_t id : ids) {

@@ -224,8 +224,10 @@ json to_json(const ModelSummary& s) {
                  {"bos_id", id(sp.bos_id)},
                  {"eos_id", id(sp.eos_id)},
                  {"unk_id", id(sp.unk_id)},
-                 {"add_bos", sp.add_bos},
-                 {"add_eos", sp.add_eos}};
+                 {"add_bos", !sp.prefix.empty()},
+                 {"add_eos", !sp.suffix.empty()},
+                 {"prefix_ids", sp.prefix},
+                 {"suffix_ids", sp.suffix}};
   }
   const MemoryEstimate& m = s.memory;
   return {
@@ -309,8 +311,8 @@ std::string to_text(const ModelSummary& s) {
     auto id = [](const std::optional<int32_t>& v) { return v ? std::to_string(*v) : "-"; };
     line("tokenizer", fmt::format("{} {} ({} pieces; BOS {}{}, EOS {}{})", s.tokenizer->kind,
                                   s.tokenizer->file.filename().string(), s.tokenizer->vocab_size,
-                                  id(sp.bos_id), sp.add_bos ? " added" : "", id(sp.eos_id),
-                                  sp.add_eos ? " added" : ""));
+                                  id(sp.bos_id), sp.prefix.empty() ? "" : " added",
+                                  id(sp.eos_id), sp.suffix.empty() ? "" : " added"));
   } else {
     line("tokenizer", "none usable: " + s.tokenizer_error);
   }

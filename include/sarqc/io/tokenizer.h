@@ -1,7 +1,8 @@
 #pragma once
-// Text <-> token ids for calibration and evaluation. This version reads sentencepiece
-// tokenizer.model files; the special-token conventions come from tokenizer_config.json and
-// special_tokens_map.json as transformers applies them.
+// Text <-> token ids for calibration and evaluation. A model folder's tokenizer.json (the
+// HuggingFace tokenizers pipeline, src/tokenizer/) is preferred; a sentencepiece tokenizer.model
+// is used otherwise. The special-token conventions come from tokenizer_config.json (and
+// special_tokens_map.json for sentencepiece) as transformers applies them.
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -16,21 +17,23 @@ struct SpecialTokens {
   std::optional<int32_t> bos_id;
   std::optional<int32_t> eos_id;
   std::optional<int32_t> unk_id;
-  bool add_bos = false;  // prepend BOS when encoding with specials
-  bool add_eos = false;  // append EOS when encoding with specials
+  // What encoding with specials puts around the text: [BOS] and [] for Llama, nothing for Qwen.
+  std::vector<int32_t> prefix;
+  std::vector<int32_t> suffix;
 };
 
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  // Token ids of `text` with no special tokens added.
+  // Token ids of `text` with no special tokens added. Bytes that are not valid UTF-8 are read as
+  // U+FFFD, one per maximal invalid subpart.
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual int64_t vocab_size() const = 0;
-  virtual std::string kind() const = 0;  // "sentencepiece"
+  virtual std::string kind() const = 0;  // "sentencepiece" or "tokenizer.json BPE"
 
-  // encode() plus BOS/EOS as the model's tokenizer config asks.
+  // special().prefix + encode() + special().suffix.
   std::vector<int32_t> encode_with_specials(std::string_view text) const;
 
   const SpecialTokens& special() const { return special_; }

@@ -1,0 +1,194 @@
+#include "sarqc/tokenizer/pre_tokenizer.h"
+
+#include <fmt/format.h>
+
+#include "sarqc/tokenizer/byte_level.h"
+#include "sarqc/util/utf8.h"
+
+namespace sarqc::tokenizer {
+namespace {
+
+// Applies `split_one` to every piece, concatenating the results in order.
+template <typename F>
+void split_each(std::vector<std::string>& pieces, F&& split_one) {
+  std::vector<std::string> out;
+  out.reserve(pieces.size());
+  for (std::string& piece : pieces) split_one(piece, out);
+  pieces = std::move(out);
+}
+
+enum class SplitMode { Isolated, Removed, MatchesOnly };
+
+void split_by(const Pattern& pattern, SplitMode mode, const std::string& text,
+              std::vector<std::string>& out) {
+  size_t prev = 0;
+  for (const Match& m : pattern.find_all(text)) {
+    if (mode != SplitMode::MatchesOnly && m.begin > prev) out.push_back(text.substr(prev, m.begin - prev));
+    if (mode != SplitMode::Removed && m.end > m.begin) out.push_back(text.substr(m.begin, m.end - m.begin));
+    prev = m.end;
+  }
+  if (mode != SplitMode::MatchesOnly && prev < text.size()) out.push_back(text.substr(prev));
+}
+
+class Split final : public PreTokenizer {
+ public:
+  Split(Pattern pattern, SplitMode mode) : pattern_(std::move(pattern)), mode_(mode) {}
+  void pre_tokenize(std::vector<std::string>& pieces, size_t) const override {
+    split_each(pieces, [&](const std::string& piece, std::vector<std::string>& out) {
+      split_by(pattern_, mode_, piece, out);
+    });
+  }
+
+ private:
+  Pattern pattern_;
+  SplitMode mode_;
+};
+
+// GPT-2's word split, used when ByteLevel has use_regex. The reference runs it as a native
+// JavaScript regex, whose \s includes U+FEFF and excludes U+0085 (HF tokenizers' Oniguruma does
+// the opposite); we follow the reference.
+#define SARQC_JS_SPACE R"(\t\n\x0B\f\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF})"
+constexpr const char* kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^)" SARQC_JS_SPACE R"(\p{L}\p{N}]+|[)" SARQC_JS_SPACE
+    R"(]+(?![^)" SARQC_JS_SPACE R"(])|[)" SARQC_JS_SPACE R"(]+)";
+#undef SARQC_JS_SPACE
+
+class ByteLevel final : public PreTokenizer {
+ public:
+  ByteLevel(bool add_prefix_space, bool use_regex, const std::string& where)
+      : add_prefix_space_(add_prefix_space) {
+    if (use_regex) regex_ = std::make_unique<Pattern>(Pattern::pcre2(kGpt2Pattern, where));
+  }
+  void pre_tokenize(std::vector<std::string>& pieces, size_t) const override {
+    const auto& chars = byte_level_chars();
+    split_each(pieces, [&](std::string& piece, std::vector<std::string>& out) {
+      if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece.insert(0, " ");
+      const size_t first = out.size();
+      if (regex_)
+        split_by(*regex_, SplitMode::MatchesOnly, piece, out);
+      else
+        out.push_back(std::move(piece));
+      for (size_t i = first; i < out.size(); ++i) {
+        std::string mapped;
+        mapped.reserve(out[i].size() * 2);
+        for (unsigned char b : out[i]) mapped += chars[b];
+        out[i] = std::move(mapped);
+      }
+    });
+  }
+
+ private:
+  bool add_prefix_space_;
+  std::unique_ptr<Pattern> regex_;
+};
+
+enum class PrependScheme { Always, First, Never };
+
+// Spaces become the replacement character (U+2581) and a section may get one in front. With
+// split, each piece starts at a replacement character, as HF tokenizers splits (the reference
+// ignores "split"; the files of Llama 2 and Mistral set it false).
+class Metaspace final : public PreTokenizer {
+ public:
+  Metaspace(std::string replacement, PrependScheme scheme, bool split)
+      : replacement_(std::move(replacement)), scheme_(scheme), split_(split) {}
+  void pre_tokenize(std::vector<std::string>& pieces, size_t section_index) const override {
+    split_each(pieces, [&](const std::string& piece, std::vector<std::string>& out) {
+      std::string text;
+      text.reserve(piece.size() + replacement_.size());
+      for (char c : piece) {
+        if (c == ' ')
+          text += replacement_;
+        else
+          text += c;
+      }
+      const bool prepend = scheme_ == PrependScheme::Always ||
+                           (scheme_ == PrependScheme::First && section_index == 0);
+      if (prepend && text.compare(0, replacement_.size(), replacement_) != 0)
+        text.insert(0, replacement_);
+      if (!split_) {
+        out.push_back(std::move(text));
+        return;
+      }
+      size_t start = 0;
+      for (size_t at = text.find(replacement_, 1); at != std::string::npos;
+           at = text.find(replacement_, at + replacement_.size())) {
+        if (at > start) out.push_back(text.substr(start, at - start));
+        start = at;
+      }
+      if (start < text.size()) out.push_back(text.substr(start));
+    });
+  }
+
+ private:
+  std::string replacement_;
+  PrependScheme scheme_;
+  bool split_;
+};
+
+class Sequence final : public PreTokenizer {
+ public:
+  explicit Sequence(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
+  void pre_tokenize(std::vector<std::string>& pieces, size_t section_index) const override {
+    for (const auto& step : steps_)
+      if (step) step->pre_tokenize(pieces, section_index);
+  }
+
+ private:
+  std::vector<std::unique_ptr<PreTokenizer>> steps_;
+};
+
+}  // namespace
+
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
+  if (config.is_null()) return nullptr;
+  const ConfigNode node = config.typed();
+  const std::string type = node.type();
+  if (type == "Split") {
+    Pattern pattern = read_pattern(node.child("pattern"));
+    if (node.boolean_or("invert", false))
+      return std::make_unique<Split>(std::move(pattern), SplitMode::MatchesOnly);
+    const std::string behavior = node.string("behavior");
+    if (behavior == "Isolated") return std::make_unique<Split>(std::move(pattern), SplitMode::Isolated);
+    if (behavior == "Removed") return std::make_unique<Split>(std::move(pattern), SplitMode::Removed);
+    node.child("behavior").fail(fmt::format(
+        "unsupported split behavior '{}' (supported: Isolated, Removed)", behavior));
+  }
+  if (type == "ByteLevel")
+    return std::make_unique<ByteLevel>(node.boolean_or("add_prefix_space", false),
+                                       node.boolean_or("use_regex", true), node.where());
+  if (type == "Metaspace") {
+    // Files written before prepend_scheme existed say add_prefix_space instead.
+    std::string scheme = node.boolean_or("add_prefix_space", true) ? "always" : "never";
+    scheme = node.string_or("prepend_scheme", scheme);
+    PrependScheme parsed;
+    if (scheme == "always")
+      parsed = PrependScheme::Always;
+    else if (scheme == "first")
+      parsed = PrependScheme::First;
+    else if (scheme == "never")
+      parsed = PrependScheme::Never;
+    else
+      node.child("prepend_scheme")
+          .fail(fmt::format("must be \"always\", \"first\" or \"never\", got \"{}\"", scheme));
+    const std::string replacement = node.string_or("replacement", "\xE2\x96\x81");
+    if (replacement.empty() || !is_valid_utf8(replacement))
+      node.child("replacement").fail("must be a non-empty UTF-8 string");
+    return std::make_unique<Metaspace>(replacement, parsed, node.boolean_or("split", true));
+  }
+  if (type == "Digits") {
+    const char* source = node.boolean_or("individual_digits", false) ? R"([^\p{Nd}]+|\p{Nd})"
+                                                                      : R"([^\p{Nd}]+|\p{Nd}+)";
+    return std::make_unique<Split>(Pattern::regex(source, node.where()), SplitMode::MatchesOnly);
+  }
+  if (type == "Sequence") {
+    std::vector<std::unique_ptr<PreTokenizer>> steps;
+    for (const ConfigNode& item : node.array("pretokenizers"))
+      steps.push_back(make_pre_tokenizer(item));
+    return std::make_unique<Sequence>(std::move(steps));
+  }
+  node.fail(fmt::format("unsupported pre-tokenizer type '{}' (supported: Split, ByteLevel, "
+                        "Metaspace, Digits, Sequence)",
+                        type));
+}
+
+}  // namespace sarqc::tokenizer
