@@ -7,6 +7,7 @@
 #include "sarqc/util/device.h"
 #include "sarqc/util/error.h"
 #include "test_support.h"
+#include "tokenizer/tiny_tokenizers.h"
 
 namespace sarqc {
 namespace {
@@ -303,6 +304,34 @@ TEST(Cli, GenerateAndMakeMoe) {
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["generated_ids"].size(), 5u);
   EXPECT_EQ(j["text"].get<std::string>().rfind("Once upon a time", 0), 0u);
+}
+
+TEST(Cli, TokenizeAFolderWithOnlyTokenizerFiles) {
+  test::TempDir dir;
+  test::write_tokenizer(dir.path(), test::tiny_byte_level_json());
+  test::write_bytes(dir / "text.txt", "the the");
+  RunResult r = run_sarqc({"tokenize", "--model", dir.path().string(), (dir / "text.txt").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "116 256 258\n");  // t, he, Ġthe
+  r = run_sarqc({"tokenize", "--model", dir.path().string(), (dir / "text.txt").string(), "--json",
+                 "--special"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["ids"], nlohmann::json::array({300, 116, 256, 258}));
+  EXPECT_EQ(j["count"], 4);
+  EXPECT_EQ(j["bytes"], 7);
+  EXPECT_EQ(j["tokenizer"]["kind"], "tokenizer.json BPE");
+
+  r = run_sarqc({"tokenize", "--model", dir.path().string(), (dir / "missing.txt").string()});
+  EXPECT_EQ(r.exit_code, kExitBadInput);
+  EXPECT_NE(r.err.find("missing.txt"), std::string::npos) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1u) << r.err;
+  test::write_bytes(dir / "tokenizer.json", R"({"model": {"type": "Unigram"}})");
+  r = run_sarqc({"tokenize", "--model", dir.path().string(), (dir / "text.txt").string()});
+  EXPECT_EQ(r.exit_code, kExitBadInput);
+  EXPECT_NE(r.err.find("model (Unigram): unsupported model type 'Unigram'"), std::string::npos)
+      << r.err;
+  EXPECT_TRUE(r.out.empty());
 }
 
 }  // namespace

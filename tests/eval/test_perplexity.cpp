@@ -14,6 +14,7 @@
 #include "sarqc/model/weights.h"
 #include "sarqc/util/json_file.h"
 #include "test_support.h"
+#include "tokenizer/tiny_tokenizers.h"
 
 namespace sarqc {
 namespace {
@@ -106,6 +107,30 @@ TEST(Eval, KlDivergenceFromItselfIsZeroAndFromAnotherModelMatchesADirectComputat
   EXPECT_LT(*r.top1_agreement, 1.0);
   EXPECT_GE(*r.kld_max, *r.kld_p99);
   EXPECT_GE(*r.kld_p99, 0.0);
+}
+
+// A model folder with only tokenizer.json: eval tokenizes with it, BOS from its template.
+TEST(Eval, UsesTheTokenizerJsonOfTheModelFolder) {
+  test::TempDir dir;
+  const nlohmann::json config = {
+      {"model_type", "llama"},       {"architectures", {"LlamaForCausalLM"}},
+      {"hidden_size", 16},           {"intermediate_size", 32},
+      {"num_hidden_layers", 1},      {"num_attention_heads", 2},
+      {"num_key_value_heads", 2},    {"vocab_size", 304},
+      {"max_position_embeddings", 8}, {"rms_norm_eps", 1e-5}};
+  write_random_model(config, dir / "m", 3);
+  test::write_tokenizer(dir / "m", test::tiny_byte_level_json());
+  test::write_bytes(dir / "text.txt", "the the aaaa <|x|>y the");
+  EvalOptions o;
+  o.model_dir = dir / "m";
+  o.data_file = dir / "text.txt";
+  o.seqlen = 4;
+  o.progress = false;
+  const EvalResult r = evaluate(o);
+  // [300] + t he | Ġthe | Ġ aa aa | Ġ | <|x|>y | Ġthe = 10 tokens.
+  EXPECT_EQ(r.total_tokens, 10);
+  EXPECT_EQ(r.windows, 2);
+  EXPECT_TRUE(std::isfinite(r.ppl));
 }
 
 TEST(Eval, Bf16PerplexityCloseToFp32) {
