@@ -110,6 +110,22 @@ void BpeModel::emit_unknown_symbol(std::string_view symbol, std::vector<int32_t>
   // Without an unknown token the symbol is dropped, as the reference does.
 }
 
+bool BpeModel::can_join(char32_t left, char32_t right) const {
+  std::call_once(bigrams_built_, [this] {
+    for (const auto& [token, id] : vocab_) {
+      if (!is_valid_utf8(token)) continue;
+      size_t pos = 0;
+      char32_t prev = 0;
+      for (bool first = true; pos < token.size(); first = false) {
+        const char32_t cp = next_code_point(token, pos);
+        if (!first) bigrams_.insert(pair_key(static_cast<int32_t>(prev), static_cast<int32_t>(cp)));
+        prev = cp;
+      }
+    }
+  });
+  return bigrams_.count(pair_key(static_cast<int32_t>(left), static_cast<int32_t>(right))) > 0;
+}
+
 void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
   if (piece.empty()) return;
   if (ignore_merges_) {
@@ -119,7 +135,26 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) c
       return;
     }
   }
-  // One symbol per code point, linked so that merging never moves memory. A merged symbol keeps
+  // Without a pre-tokenizer (Llama 2's layout) a piece is a whole text section. Merging it in
+  // chunks cut where no vocabulary entry spans the cut gives the same tokens, since merges only
+  // ever join neighbours, and keeps the candidate queue small.
+  constexpr size_t kLongPiece = 256;
+  if (piece.size() <= kLongPiece) return merge(piece, out);
+  size_t chunk_start = 0, pos = 0;
+  char32_t prev = next_code_point(piece, pos);
+  while (pos < piece.size()) {
+    const size_t at = pos;
+    const char32_t cp = next_code_point(piece, pos);
+    if (!can_join(prev, cp)) {
+      merge(piece.substr(chunk_start, at - chunk_start), out);
+      chunk_start = at;
+    }
+    prev = cp;
+  }
+  merge(piece.substr(chunk_start), out);
+}
+
+void BpeModel::merge(std::string_view piece, std::vector<int32_t>& out) const {  // One symbol per code point, linked so that merging never moves memory. A merged symbol keeps
   // the index of its left part, so (rank, index) orders candidates as the reference does: best
   // rank first, leftmost first among equals.
   struct Symbol {

@@ -6,17 +6,16 @@
 
 namespace sarqc::tokenizer {
 
-ConfigNode::ConfigNode(const nlohmann::json& value, std::string where)
-    : value_(&value), where_(std::move(where)) {}
+ConfigNode::ConfigNode(const nlohmann::json& value, std::string file)
+    : ConfigNode(value, std::move(file), true) {}
 
-namespace {
+ConfigNode::ConfigNode(const nlohmann::json& value, std::string where, bool root)
+    : value_(&value), where_(std::move(where)), root_(root) {}
 
-// "/m/tokenizer.json" + "model" -> "/m/tokenizer.json: model"; "...: model" + "vocab" -> "...: model.vocab".
-std::string join(const std::string& where, const char* key) {
-  return where + (where.find(": ") == std::string::npos ? ": " : ".") + key;
+// "/m/tokenizer.json: model", then "/m/tokenizer.json: model.vocab".
+std::string ConfigNode::name_of(const char* key) const {
+  return where_ + (root_ ? ": " : ".") + key;
 }
-
-}  // namespace
 
 void ConfigNode::fail(const std::string& message) const {
   throw_bad_input(fmt::format("{}: {}", where_, message));
@@ -27,7 +26,9 @@ std::string ConfigNode::type() const {
   return string("type");
 }
 
-ConfigNode ConfigNode::typed() const { return ConfigNode(*value_, where_ + " (" + type() + ")"); }
+ConfigNode ConfigNode::typed() const {
+  return ConfigNode(*value_, where_ + " (" + type() + ")", root_);
+}
 
 bool ConfigNode::has(const char* key) const {
   return value_->is_object() && value_->contains(key) && !(*value_)[key].is_null();
@@ -36,7 +37,12 @@ bool ConfigNode::has(const char* key) const {
 ConfigNode ConfigNode::child(const char* key) const {
   if (!value_->is_object()) fail(fmt::format("must be an object, got {}", value_->type_name()));
   if (!value_->contains(key)) fail(fmt::format("missing '{}'", key));
-  return ConfigNode((*value_)[key], join(where_, key));
+  return ConfigNode((*value_)[key], name_of(key), false);
+}
+
+ConfigNode ConfigNode::child_or_null(const char* key) const {
+  static const nlohmann::json null_value;
+  return has(key) ? child(key) : ConfigNode(null_value, name_of(key), false);
 }
 
 std::vector<ConfigNode> ConfigNode::array(const char* key) const {
@@ -45,7 +51,7 @@ std::vector<ConfigNode> ConfigNode::array(const char* key) const {
     node.fail(fmt::format("must be an array, got {}", node.value().type_name()));
   std::vector<ConfigNode> items;
   for (size_t i = 0; i < node.value().size(); ++i)
-    items.emplace_back(node.value()[i], fmt::format("{}[{}]", node.where(), i));
+    items.push_back(ConfigNode(node.value()[i], fmt::format("{}[{}]", node.where(), i), false));
   return items;
 }
 

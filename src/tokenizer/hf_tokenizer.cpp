@@ -10,17 +10,6 @@
 namespace sarqc::tokenizer {
 namespace fs = std::filesystem;
 
-namespace {
-
-// A missing or null component is no component (the reference requires the key; HF tokenizers
-// writes null).
-ConfigNode optional_child(const ConfigNode& root, const char* key) {
-  static const nlohmann::json null_value;
-  return root.has(key) ? root.child(key) : ConfigNode(null_value, root.where() + ": " + key);
-}
-
-}  // namespace
-
 HfTokenizer::~HfTokenizer() = default;
 
 HfTokenizer::HfTokenizer(const fs::path& model_dir) {
@@ -35,12 +24,13 @@ HfTokenizer::HfTokenizer(const fs::path& model_dir) {
   model_ = std::make_unique<BpeModel>(model);
   id_to_token_ = model_->tokens();
 
-  normalizer_ = make_normalizer(optional_child(root, "normalizer"));
-  pre_tokenizer_ = make_pre_tokenizer(optional_child(root, "pre_tokenizer"));
+  // A missing component is no component, like null (the reference requires the keys).
+  normalizer_ = make_normalizer(root.child_or_null("normalizer"));
+  pre_tokenizer_ = make_pre_tokenizer(root.child_or_null("pre_tokenizer"));
   read_added_tokens(root);
-  decoder_ = make_decoder(optional_child(root, "decoder"), added_contents_);
+  decoder_ = make_decoder(root.child_or_null("decoder"), added_contents_);
   special_.unk_id = model_->unk_id();
-  read_post_processor(optional_child(root, "post_processor"));
+  read_post_processor(root.child_or_null("post_processor"));
   apply_tokenizer_config(model_dir);
 }
 

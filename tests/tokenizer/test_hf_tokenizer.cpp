@@ -107,6 +107,23 @@ TEST(HfTokenizer, MetaspaceByteFallbackAndUnknowns) {
   EXPECT_EQ(load(no_fuse)->encode("h\xC3\xA9\xC3\xA9"), (Ids{262, 0, 0}));
 }
 
+// Sections longer than 256 bytes are merged in chunks; the result must be that of one piece.
+TEST(HfTokenizer, LongSectionsMergeAsOnePiece) {
+  json j = test::tiny_metaspace_json();
+  j["model"]["vocab"]["hh"] = 264;
+  j["model"]["merges"].push_back("h h");  // rank 2, after ▁h and ▁hi
+  const auto tok = load(j);
+  // ▁ + 301 h: ▁h first (best rank), then hh pairs from the left.
+  Ids expected{262};
+  expected.insert(expected.end(), 150, 264);
+  EXPECT_EQ(tok->encode(std::string(301, 'h')), expected);
+  std::string words;
+  for (int i = 0; i < 200; ++i) words += "hi ";
+  Ids hi(200, 263);
+  hi.push_back(259);  // the trailing space is a last ▁
+  EXPECT_EQ(tok->encode(words), hi);
+}
+
 TEST(HfTokenizer, MetaspacePreTokenizerSchemesAndSplit) {
   json j = test::tiny_metaspace_json();
   j["normalizer"] = nullptr;

@@ -4,10 +4,12 @@
 // dropping it, in that order of preference).
 #include <array>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "sarqc/tokenizer/config_node.h"
@@ -29,6 +31,8 @@ class BpeModel {
 
  private:
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
+  void merge(std::string_view chunk, std::vector<int32_t>& out) const;
+  bool can_join(char32_t left, char32_t right) const;
   void emit_unknown_symbol(std::string_view symbol, std::vector<int32_t>& out) const;
 
   std::unordered_map<std::string, int32_t> vocab_;
@@ -44,6 +48,10 @@ class BpeModel {
   bool byte_fallback_ = false;
   bool fuse_unk_ = false;
   bool ignore_merges_ = false;
+  // Code-point pairs that occur inside some vocabulary entry, built on first use. No merge can
+  // join two neighbours outside this set, so a long piece is merged chunk by chunk between them.
+  mutable std::once_flag bigrams_built_;
+  mutable std::unordered_set<uint64_t> bigrams_;
 };
 
 }  // namespace sarqc::tokenizer

@@ -12,7 +12,8 @@ namespace sarqc::tokenizer {
 
 class ConfigNode {
  public:
-  ConfigNode(const nlohmann::json& value, std::string where);
+  // The whole file; `file` names it.
+  ConfigNode(const nlohmann::json& value, std::string file);
 
   const nlohmann::json& value() const { return *value_; }
   const std::string& where() const { return where_; }
@@ -24,6 +25,7 @@ class ConfigNode {
 
   bool has(const char* key) const;  // present and not null
   ConfigNode child(const char* key) const;  // required
+  ConfigNode child_or_null(const char* key) const;  // a null node when absent
   std::vector<ConfigNode> array(const char* key) const;  // required array
   std::string string(const char* key) const;  // required string
   std::string string_or(const char* key, const std::string& fallback) const;
@@ -33,8 +35,12 @@ class ConfigNode {
   [[noreturn]] void fail(const std::string& message) const;
 
  private:
+  ConfigNode(const nlohmann::json& value, std::string where, bool root);
+  std::string name_of(const char* key) const;
+
   const nlohmann::json* value_;
   std::string where_;
+  bool root_;
 };
 
 // A {"Regex": "..."} or {"String": "..."} pattern object.
