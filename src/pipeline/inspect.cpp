@@ -154,8 +154,8 @@ ModelSummary inspect_model(const InspectOptions& options) {
       s.warnings.push_back(fmt::format("tokenizer has {} pieces but the model's vocab_size is {}",
                                        tokenizer->vocab_size(), s.config.vocab_size));
   } catch (const Error& e) {
-    // A missing or not-yet-supported tokenizer does not stop inspection; a corrupt one does.
-    if (find_tokenizer_file(options.model_dir) && e.kind() != ErrorKind::NotImplemented) throw;
+    // A missing tokenizer does not stop inspection; a corrupt or unsupported one does.
+    if (find_tokenizer_file(options.model_dir)) throw;
     s.tokenizer_error = e.what();
   }
   return s;

@@ -79,7 +79,7 @@ TEST(Inspect, MissingTokenizerIsReportedNotFatal) {
     std::filesystem::copy_file(test::fixture_model("stories260K") / f, dir / f);
   const ModelSummary s = inspect_model({dir.path()});
   EXPECT_FALSE(s.tokenizer.has_value());
-  EXPECT_NE(s.tokenizer_error.find("no tokenizer.model"), std::string::npos);
+  EXPECT_NE(s.tokenizer_error.find("no tokenizer.json or tokenizer.model"), std::string::npos);
 }
 
 }  // namespace
