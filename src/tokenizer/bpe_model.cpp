@@ -20,9 +20,9 @@ BpeModel::BpeModel(const ConfigNode& model) {
   if (!vocab.value().is_object()) vocab.fail("must be an object mapping tokens to ids");
   vocab_.reserve(vocab.value().size());
   for (const auto& [token, id] : vocab.value().items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-      vocab.fail(fmt::format("the id of token {} must be a non-negative integer, got {}",
-                             nlohmann::json(token).dump(), id.dump()));
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > kMaxTokenId)
+      vocab.fail(fmt::format("the id of token {} must be an integer in [0, {}], got {}",
+                             nlohmann::json(token).dump(), kMaxTokenId, id.dump()));
     const auto value = static_cast<int32_t>(id.get<int64_t>());
     vocab_.emplace(token, value);
     if (static_cast<size_t>(value) >= tokens_.size()) tokens_.resize(value + 1);

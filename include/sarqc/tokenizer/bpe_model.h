@@ -16,6 +16,9 @@
 
 namespace sarqc::tokenizer {
 
+// Ids are indices of dense tables; no real vocabulary comes near this bound.
+inline constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+
 class BpeModel {
  public:
   explicit BpeModel(const ConfigNode& model);
