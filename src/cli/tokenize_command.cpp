@@ -12,9 +12,10 @@ Command add_tokenize_command(CLI::App& app) {
     bool json = false, special = false;
   };
   auto flags = std::make_shared<Flags>();
-  CLI::App* sub = app.add_subcommand(
-      "tokenize", "Print the token ids of a whole text file with the model's tokenizer "
-                  "(tokenizer.json, else tokenizer.model), as calibration and eval use it");
+  CLI::App* sub =
+      app.add_subcommand("tokenize",
+                         "Print the token ids of a whole text file with the model's tokenizer "
+                         "(tokenizer.json, else tokenizer.model), as calibration and eval use it");
   sub->add_option("--model", flags->model,
                   "Model folder (a folder holding only the tokenizer files is enough)")
       ->required();

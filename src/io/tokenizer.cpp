@@ -20,8 +20,8 @@ class SentencePieceTokenizer final : public Tokenizer {
     source_ = model_dir / "tokenizer.model";
     std::string error;
     if (!model_->load(source_.string(), &error))
-      throw_bad_input(fmt::format("{}: cannot load sentencepiece model: {}", source_.string(),
-                                  error));
+      throw_bad_input(
+          fmt::format("{}: cannot load sentencepiece model: {}", source_.string(), error));
     resolve_special_tokens(model_dir);
   }
 
@@ -99,8 +99,8 @@ std::optional<fs::path> find_tokenizer_file(const fs::path& model_dir) {
 std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& model_dir) {
   const auto file = find_tokenizer_file(model_dir);
   if (!file)
-    throw_bad_input(fmt::format("{}: no tokenizer.json or tokenizer.model found",
-                                model_dir.string()));
+    throw_bad_input(
+        fmt::format("{}: no tokenizer.json or tokenizer.model found", model_dir.string()));
   if (file->filename() == "tokenizer.json")
     return std::make_unique<tokenizer::HfTokenizer>(model_dir);
   return std::make_unique<SentencePieceTokenizer>(model_dir);

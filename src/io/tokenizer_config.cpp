@@ -1,6 +1,7 @@
 #include "sarqc/io/tokenizer_config.h"
 
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "sarqc/util/error.h"

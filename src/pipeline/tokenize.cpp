@@ -1,9 +1,9 @@
 #include "sarqc/pipeline/tokenize.h"
 
+#include <fmt/format.h>
+
 #include <iostream>
 #include <iterator>
-
-#include <fmt/format.h>
 
 #include "sarqc/io/tokenizer.h"
 #include "sarqc/util/error.h"
@@ -25,7 +25,8 @@ TokenizeResult tokenize_file(const TokenizeOptions& options) {
   result.tokenizer_file = tokenizer->source();
   result.bytes = text.size();
   result.add_special = options.add_special;
-  result.ids = options.add_special ? tokenizer->encode_with_specials(text) : tokenizer->encode(text);
+  result.ids =
+      options.add_special ? tokenizer->encode_with_specials(text) : tokenizer->encode(text);
   return result;
 }
 

@@ -10,8 +10,9 @@ AddedTokenSplitter::AddedTokenSplitter(std::vector<const AddedToken*> tokens,
                                        std::vector<std::string> match_text) {
   for (size_t i = 0; i < tokens.size(); ++i)
     if (!match_text[i].empty()) candidates_.push_back({std::move(match_text[i]), tokens[i]});
-  std::stable_sort(candidates_.begin(), candidates_.end(),
-                   [](const Candidate& a, const Candidate& b) { return a.text.size() > b.text.size(); });
+  std::stable_sort(
+      candidates_.begin(), candidates_.end(),
+      [](const Candidate& a, const Candidate& b) { return a.text.size() > b.text.size(); });
   for (size_t i = 0; i < candidates_.size(); ++i)
     by_first_byte_[static_cast<unsigned char>(candidates_[i].text[0])].push_back(
         static_cast<uint32_t>(i));

@@ -1,8 +1,8 @@
 #include "sarqc/tokenizer/bpe_model.h"
 
-#include <queue>
-
 #include <fmt/format.h>
+
+#include <queue>
 
 #include "sarqc/util/utf8.h"
 
@@ -44,8 +44,8 @@ BpeModel::BpeModel(const ConfigNode& model) {
       const std::string text = merge.value().get<std::string>();
       const size_t space = text.find(' ');
       if (space == std::string::npos || text.find(' ', space + 1) != std::string::npos)
-        merge.fail(fmt::format("must be two tokens separated by one space, got {}",
-                               merge.value().dump()));
+        merge.fail(
+            fmt::format("must be two tokens separated by one space, got {}", merge.value().dump()));
       left = text.substr(0, space);
       right = text.substr(space + 1);
     } else if (merge.value().is_array() && merge.value().size() == 2 &&
@@ -59,14 +59,13 @@ BpeModel::BpeModel(const ConfigNode& model) {
     const auto l = vocab_.find(left), r = vocab_.find(right), m = vocab_.find(left + right);
     for (const auto* missing : {&l, &r, &m})
       if (*missing == vocab_.end())
-        merge.fail(fmt::format("{} is not in model.vocab",
-                               nlohmann::json(missing == &l   ? left
-                                              : missing == &r ? right
-                                                              : left + right)
-                                   .dump()));
+        merge.fail(
+            fmt::format("{} is not in model.vocab", nlohmann::json(missing == &l   ? left
+                                                                   : missing == &r ? right
+                                                                                   : left + right)
+                                                        .dump()));
     // A repeated pair keeps its first (best) rank.
-    merges_.emplace(pair_key(l->second, r->second),
-                    Merge{static_cast<int32_t>(rank), m->second});
+    merges_.emplace(pair_key(l->second, r->second), Merge{static_cast<int32_t>(rank), m->second});
   }
 
   if (model.has("unk_token")) {
@@ -88,7 +87,8 @@ BpeModel::BpeModel(const ConfigNode& model) {
     if (!model.string_or(key, "").empty())
       model.child(key).fail("a non-empty value is not supported");
   if (model.has("dropout") && !model.child("dropout").value().is_null())
-    model.child("dropout").fail("BPE dropout is not supported (tokenization must be deterministic)");
+    model.child("dropout").fail(
+        "BPE dropout is not supported (tokenization must be deterministic)");
 }
 
 std::optional<int32_t> BpeModel::token_id(const std::string& token) const {
@@ -154,7 +154,9 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) c
   merge(piece.substr(chunk_start), out);
 }
 
-void BpeModel::merge(std::string_view piece, std::vector<int32_t>& out) const {  // One symbol per code point, linked so that merging never moves memory. A merged symbol keeps
+void BpeModel::merge(std::string_view piece, std::vector<int32_t>& out)
+    const {  // One symbol per code point, linked so that merging never moves memory. A merged
+             // symbol keeps
   // the index of its left part, so (rank, index) orders candidates as the reference does: best
   // rank first, leftmost first among equals.
   struct Symbol {

@@ -69,8 +69,8 @@ std::string ConfigNode::string_or(const char* key, const std::string& fallback) 
 bool ConfigNode::boolean_or(const char* key, bool fallback) const {
   if (!has(key)) return fallback;
   const ConfigNode node = child(key);
-  if (!node.value().is_boolean()) node.fail(fmt::format("must be true or false, got {}",
-                                                        node.value().dump()));
+  if (!node.value().is_boolean())
+    node.fail(fmt::format("must be true or false, got {}", node.value().dump()));
   return node.value().get<bool>();
 }
 

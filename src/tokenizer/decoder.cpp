@@ -182,7 +182,8 @@ std::unique_ptr<Decoder> make_decoder(const ConfigNode& config,
   if (type == "Strip") {
     const std::string content = node.string("content");
     size_t pos = 0;
-    if (content.empty() || !is_valid_utf8(content) || (next_code_point(content, pos), pos) != content.size())
+    if (content.empty() || !is_valid_utf8(content) ||
+        (next_code_point(content, pos), pos) != content.size())
       node.child("content").fail("must be a single character");
     return std::make_unique<Strip>(content, node.integer("start"), node.integer("stop"));
   }
@@ -192,9 +193,10 @@ std::unique_ptr<Decoder> make_decoder(const ConfigNode& config,
       steps.push_back(make_decoder(item, added_tokens));
     return std::make_unique<Sequence>(std::move(steps));
   }
-  node.fail(fmt::format("unsupported decoder type '{}' (supported: ByteLevel, Metaspace, Replace, "
-                        "ByteFallback, Fuse, Strip, Sequence)",
-                        type));
+  node.fail(
+      fmt::format("unsupported decoder type '{}' (supported: ByteLevel, Metaspace, Replace, "
+                  "ByteFallback, Fuse, Strip, Sequence)",
+                  type));
 }
 
 }  // namespace sarqc::tokenizer

@@ -111,8 +111,8 @@ void HfTokenizer::read_post_processor(const ConfigNode& config) {
         seen_sequence = true;
       } else if (item.has("SpecialToken")) {
         const auto ids = ids_of(item.child("SpecialToken"));
-        (seen_sequence ? suffix : prefix).insert((seen_sequence ? suffix : prefix).end(),
-                                                 ids.begin(), ids.end());
+        (seen_sequence ? suffix : prefix)
+            .insert((seen_sequence ? suffix : prefix).end(), ids.begin(), ids.end());
       } else {
         item.fail("must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
       }
@@ -134,9 +134,10 @@ void HfTokenizer::read_post_processor(const ConfigNode& config) {
     special_.suffix = {id_at("sep")};
     return;
   }
-  node.fail(fmt::format("unsupported post-processor type '{}' (supported: TemplateProcessing, "
-                        "ByteLevel, BertProcessing, RobertaProcessing, Sequence)",
-                        type));
+  node.fail(
+      fmt::format("unsupported post-processor type '{}' (supported: TemplateProcessing, "
+                  "ByteLevel, BertProcessing, RobertaProcessing, Sequence)",
+                  type));
 }
 
 // transformers lets tokenizer_config.json's add_bos_token / add_eos_token override the template
@@ -160,7 +161,8 @@ void HfTokenizer::apply_tokenizer_config(const fs::path& model_dir) {
     if (!add) return;
     if (*add && !id)
       throw_bad_input(fmt::format("{}: {} is true but no {} is named", config.config_path.string(),
-                                  key, key == std::string("add_bos_token") ? "bos_token" : "eos_token"));
+                                  key,
+                                  key == std::string("add_bos_token") ? "bos_token" : "eos_token"));
     ids = *add ? std::vector<int32_t>{*id} : std::vector<int32_t>{};
   };
   override_with(config.add_bos_token, special_.bos_id, "add_bos_token", special_.prefix);

@@ -1,11 +1,10 @@
 #include "sarqc/tokenizer/normalizer.h"
 
+#include <fmt/format.h>
 #include <utf8proc.h>
 
 #include <cstdlib>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "sarqc/util/error.h"
 #include "sarqc/util/utf8.h"
@@ -157,9 +156,10 @@ std::unique_ptr<Normalizer> make_normalizer(const ConfigNode& config) {
     for (const ConfigNode& item : node.array("normalizers")) steps.push_back(make_normalizer(item));
     return std::make_unique<Sequence>(std::move(steps));
   }
-  node.fail(fmt::format("unsupported normalizer type '{}' (supported: NFC, NFD, NFKC, NFKD, "
-                        "Lowercase, StripAccents, Strip, Replace, Prepend, Sequence)",
-                        type));
+  node.fail(
+      fmt::format("unsupported normalizer type '{}' (supported: NFC, NFD, NFKC, NFKD, "
+                  "Lowercase, StripAccents, Strip, Replace, Prepend, Sequence)",
+                  type));
 }
 
 }  // namespace sarqc::tokenizer

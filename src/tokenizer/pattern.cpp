@@ -1,14 +1,15 @@
 #include "sarqc/tokenizer/pattern.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
+#include <fmt/format.h>
 
 #include <cctype>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
+// PCRE2's header needs the code unit width first.
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 
 #include "sarqc/util/error.h"
 #include "sarqc/util/utf8.h"
@@ -24,35 +25,56 @@ const std::string kNonWordClass = "[^" + kWordChars + "]";
 
 std::optional<std::string> escape_outside_class(char c) {
   switch (c) {
-    case 's': return std::string("\\p{White_Space}");
-    case 'S': return std::string("\\P{White_Space}");
-    case 'd': return std::string("\\p{Nd}");
-    case 'D': return std::string("\\P{Nd}");
-    case 'w': return kWordClass;
-    case 'W': return kNonWordClass;
-    case 'h': return std::string("[0-9A-Fa-f]");
-    case 'H': return std::string("[^0-9A-Fa-f]");
-    case 'v': return std::string("\\x0B");
-    case 'b': return "(?:(?<!" + kWordClass + ")(?=" + kWordClass + ")|(?<=" + kWordClass + ")(?!" +
-                     kWordClass + "))";
-    case 'B': return "(?:(?<!" + kWordClass + ")(?!" + kWordClass + ")|(?<=" + kWordClass + ")(?=" +
-                     kWordClass + "))";
-    default: return std::nullopt;
+    case 's':
+      return std::string("\\p{White_Space}");
+    case 'S':
+      return std::string("\\P{White_Space}");
+    case 'd':
+      return std::string("\\p{Nd}");
+    case 'D':
+      return std::string("\\P{Nd}");
+    case 'w':
+      return kWordClass;
+    case 'W':
+      return kNonWordClass;
+    case 'h':
+      return std::string("[0-9A-Fa-f]");
+    case 'H':
+      return std::string("[^0-9A-Fa-f]");
+    case 'v':
+      return std::string("\\x0B");
+    case 'b':
+      return "(?:(?<!" + kWordClass + ")(?=" + kWordClass + ")|(?<=" + kWordClass + ")(?!" +
+             kWordClass + "))";
+    case 'B':
+      return "(?:(?<!" + kWordClass + ")(?!" + kWordClass + ")|(?<=" + kWordClass +
+             ")(?=" + kWordClass + "))";
+    default:
+      return std::nullopt;
   }
 }
 
 std::optional<std::string> escape_inside_class(char c) {
   switch (c) {
-    case 's': return std::string("\\p{White_Space}");
-    case 'S': return std::string("\\P{White_Space}");
-    case 'd': return std::string("\\p{Nd}");
-    case 'D': return std::string("\\P{Nd}");
-    case 'w': return std::string(kWordInClass);
-    case 'h': return std::string("0-9A-Fa-f");
-    case 'v': return std::string("\\x0B");
-    case 'W': case 'H':
+    case 's':
+      return std::string("\\p{White_Space}");
+    case 'S':
+      return std::string("\\P{White_Space}");
+    case 'd':
+      return std::string("\\p{Nd}");
+    case 'D':
+      return std::string("\\P{Nd}");
+    case 'w':
+      return std::string(kWordInClass);
+    case 'h':
+      return std::string("0-9A-Fa-f");
+    case 'v':
+      return std::string("\\x0B");
+    case 'W':
+    case 'H':
       throw std::invalid_argument(fmt::format("\\{} inside a character class is not supported", c));
-    default: return std::nullopt;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -185,10 +207,22 @@ std::string oniguruma_to_pcre2(std::string_view p) {
         emit_atom(fold ? "(?i:" + cls + ")" : cls);
         continue;
       }
-      case ']': emit_atom("\\]"); ++i; continue;
-      case '.': emit_atom("[^\\n]"); ++i; continue;
-      case '^': emit_atom("(?:(?<![\\s\\S])|(?<=\\n))"); ++i; continue;
-      case '$': emit_atom("(?:(?=\\n)|(?![\\s\\S]))"); ++i; continue;
+      case ']':
+        emit_atom("\\]");
+        ++i;
+        continue;
+      case '.':
+        emit_atom("[^\\n]");
+        ++i;
+        continue;
+      case '^':
+        emit_atom("(?:(?<![\\s\\S])|(?<=\\n))");
+        ++i;
+        continue;
+      case '$':
+        emit_atom("(?:(?=\\n)|(?![\\s\\S]))");
+        ++i;
+        continue;
       case '(': {
         std::string_view prefix = "(";
         std::string_view replacement = "(";
@@ -238,8 +272,7 @@ std::string oniguruma_to_pcre2(std::string_view p) {
       case '{': {
         // {n}, {n,}, {n,m} or Ruby's {,m}; anything else is a literal brace.
         size_t j = i + 1;
-        while (j < p.size() && (std::isdigit(static_cast<unsigned char>(p[j])) || p[j] == ','))
-          ++j;
+        while (j < p.size() && (std::isdigit(static_cast<unsigned char>(p[j])) || p[j] == ',')) ++j;
         const std::string_view body = p.substr(i + 1, j - i - 1);
         const bool valid = j < p.size() && p[j] == '}' && !body.empty() && body != "," &&
                            body.find(',') == body.rfind(',');
@@ -260,8 +293,13 @@ std::string oniguruma_to_pcre2(std::string_view p) {
         after_quantifier = true;
         continue;
       }
-      case '}': emit_atom("\\}"); ++i; continue;
-      case '*': case '+': case '?':
+      case '}':
+        emit_atom("\\}");
+        ++i;
+        continue;
+      case '*':
+      case '+':
+      case '?':
         // After a quantifier, '+' makes it possessive and '?' lazy, in both engines.
         out += c;
         after_quantifier = !after_quantifier;
@@ -309,14 +347,12 @@ pcre2_code* compile(const std::string& source, uint32_t options, const std::stri
   pcre2_set_newline(context, PCRE2_NEWLINE_LF);
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code =
-      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(),
-                    options, &error,
-                    &offset, context);
+  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(),
+                                   options, &error, &offset, context);
   pcre2_compile_context_free(context);
   if (!code)
-    throw_bad_input(fmt::format("{}: {} does not compile: {} (at offset {} of '{}' as PCRE2)", where, what,
-                                pcre2_message(error), offset, source));
+    throw_bad_input(fmt::format("{}: {} does not compile: {} (at offset {} of '{}' as PCRE2)",
+                                where, what, pcre2_message(error), offset, source));
   // JIT is an optimisation: without it (e.g. no executable memory) the interpreter still works.
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
   return code;
@@ -358,8 +394,8 @@ std::vector<Match> Pattern::find_all(std::string_view text) const {
   const auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos <= text.size()) {
-    int rc = pcre2_match(compiled_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, data,
-                         nullptr);
+    int rc =
+        pcre2_match(compiled_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, data, nullptr);
     // JIT's fixed stack can overflow on very long runs; the interpreter grows its own on the heap.
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
       rc = pcre2_match(compiled_->code, subject, text.size(), pos,

@@ -23,8 +23,10 @@ void split_by(const Pattern& pattern, SplitMode mode, const std::string& text,
               std::vector<std::string>& out) {
   size_t prev = 0;
   for (const Match& m : pattern.find_all(text)) {
-    if (mode != SplitMode::MatchesOnly && m.begin > prev) out.push_back(text.substr(prev, m.begin - prev));
-    if (mode != SplitMode::Removed && m.end > m.begin) out.push_back(text.substr(m.begin, m.end - m.begin));
+    if (mode != SplitMode::MatchesOnly && m.begin > prev)
+      out.push_back(text.substr(prev, m.begin - prev));
+    if (mode != SplitMode::Removed && m.end > m.begin)
+      out.push_back(text.substr(m.begin, m.end - m.begin));
     prev = m.end;
   }
   if (mode != SplitMode::MatchesOnly && prev < text.size()) out.push_back(text.substr(prev));
@@ -47,10 +49,11 @@ class Split final : public PreTokenizer {
 // GPT-2's word split, used when ByteLevel has use_regex. The reference runs it as a native
 // JavaScript regex, whose \s includes U+FEFF and excludes U+0085 (HF tokenizers' Oniguruma does
 // the opposite); we follow the reference.
-#define SARQC_JS_SPACE R"(\t\n\x0B\f\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF})"
+#define SARQC_JS_SPACE \
+  R"(\t\n\x0B\f\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF})"
 constexpr const char* kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^)" SARQC_JS_SPACE R"(\p{L}\p{N}]+|[)" SARQC_JS_SPACE
-    R"(]+(?![^)" SARQC_JS_SPACE R"(])|[)" SARQC_JS_SPACE R"(]+)";
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^)" SARQC_JS_SPACE
+    R"(\p{L}\p{N}]+|[)" SARQC_JS_SPACE R"(]+(?![^)" SARQC_JS_SPACE R"(])|[)" SARQC_JS_SPACE R"(]+)";
 #undef SARQC_JS_SPACE
 
 class ByteLevel final : public PreTokenizer {
@@ -148,10 +151,13 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
     if (node.boolean_or("invert", false))
       return std::make_unique<Split>(std::move(pattern), SplitMode::MatchesOnly);
     const std::string behavior = node.string("behavior");
-    if (behavior == "Isolated") return std::make_unique<Split>(std::move(pattern), SplitMode::Isolated);
-    if (behavior == "Removed") return std::make_unique<Split>(std::move(pattern), SplitMode::Removed);
-    node.child("behavior").fail(fmt::format(
-        "unsupported split behavior '{}' (supported: Isolated, Removed)", behavior));
+    if (behavior == "Isolated")
+      return std::make_unique<Split>(std::move(pattern), SplitMode::Isolated);
+    if (behavior == "Removed")
+      return std::make_unique<Split>(std::move(pattern), SplitMode::Removed);
+    node.child("behavior")
+        .fail(fmt::format("unsupported split behavior '{}' (supported: Isolated, Removed)",
+                          behavior));
   }
   if (type == "ByteLevel")
     return std::make_unique<ByteLevel>(node.boolean_or("add_prefix_space", false),
@@ -177,7 +183,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
   }
   if (type == "Digits") {
     const char* source = node.boolean_or("individual_digits", false) ? R"([^\p{Nd}]+|\p{Nd})"
-                                                                      : R"([^\p{Nd}]+|\p{Nd}+)";
+                                                                     : R"([^\p{Nd}]+|\p{Nd}+)";
     return std::make_unique<Split>(Pattern::regex(source, node.where()), SplitMode::MatchesOnly);
   }
   if (type == "Sequence") {
@@ -186,9 +192,10 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
       steps.push_back(make_pre_tokenizer(item));
     return std::make_unique<Sequence>(std::move(steps));
   }
-  node.fail(fmt::format("unsupported pre-tokenizer type '{}' (supported: Split, ByteLevel, "
-                        "Metaspace, Digits, Sequence)",
-                        type));
+  node.fail(
+      fmt::format("unsupported pre-tokenizer type '{}' (supported: Split, ByteLevel, "
+                  "Metaspace, Digits, Sequence)",
+                  type));
 }
 
 }  // namespace sarqc::tokenizer

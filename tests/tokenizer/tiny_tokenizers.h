@@ -1,9 +1,8 @@
 #pragma once
 // Hand-made tokenizer.json files small enough that every expected id can be worked out by hand.
 #include <filesystem>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "sarqc/tokenizer/byte_level.h"
 #include "test_support.h"
@@ -26,43 +25,43 @@ inline nlohmann::json tiny_byte_level_json() {
   const char* pattern =
       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
   auto added = [](int id, const char* content, bool special, bool strip) {
-    return json{{"id", id},         {"content", content}, {"single_word", false},
-                {"lstrip", strip},  {"rstrip", strip},    {"normalized", false},
-                {"special", special}};
+    return json{{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", strip},
+                {"rstrip", strip}, {"normalized", false}, {"special", special}};
   };
-  return {
-      {"version", "1.0"},
-      {"added_tokens",
-       {added(300, "<|bos|>", true, false), added(301, "<|x|>", true, false),
-        added(302, "<|x|>y", true, false), added(303, "<mask>", true, true)}},
-      {"normalizer", nullptr},
-      {"pre_tokenizer",
-       {{"type", "Sequence"},
-        {"pretokenizers",
-         {{{"type", "Split"},
-           {"pattern", {{"Regex", pattern}}},
-           {"behavior", "Isolated"},
-           {"invert", false}},
-          {{"type", "ByteLevel"},
-           {"add_prefix_space", false},
-           {"trim_offsets", true},
-           {"use_regex", false}}}}}},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", {{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
-                    {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-        {"special_tokens", {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {300}}, {"tokens", {"<|bos|>"}}}}}}}},
-      {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}}},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"ignore_merges", false},
-        {"vocab", vocab},
-        {"merges", json::array({json::array({"h", "e"}), json::array({"\xC4\xA0", "t"}),
-                                json::array({"\xC4\xA0t", "he"}), json::array({"a", "a"})})}}}};
+  return {{"version", "1.0"},
+          {"added_tokens",
+           {added(300, "<|bos|>", true, false), added(301, "<|x|>", true, false),
+            added(302, "<|x|>y", true, false), added(303, "<mask>", true, true)}},
+          {"normalizer", nullptr},
+          {"pre_tokenizer",
+           {{"type", "Sequence"},
+            {"pretokenizers",
+             {{{"type", "Split"},
+               {"pattern", {{"Regex", pattern}}},
+               {"behavior", "Isolated"},
+               {"invert", false}},
+              {{"type", "ByteLevel"},
+               {"add_prefix_space", false},
+               {"trim_offsets", true},
+               {"use_regex", false}}}}}},
+          {"post_processor",
+           {{"type", "TemplateProcessing"},
+            {"single",
+             {{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
+              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+            {"special_tokens",
+             {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {300}}, {"tokens", {"<|bos|>"}}}}}}}},
+          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}}},
+          {"model",
+           {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", nullptr},
+            {"fuse_unk", false},
+            {"byte_fallback", false},
+            {"ignore_merges", false},
+            {"vocab", vocab},
+            {"merges", json::array({json::array({"h", "e"}), json::array({"\xC4\xA0", "t"}),
+                                    json::array({"\xC4\xA0t", "he"}), json::array({"a", "a"})})}}}};
 }
 
 // Llama 2 layout ("▁" is U+2581): 0 <unk>, 1 <s>, 2 </s>, 3..258 <0x00>..<0xFF>, then
@@ -84,38 +83,38 @@ inline nlohmann::json tiny_metaspace_json(bool with_byte_tokens = true) {
   vocab[meta + "h"] = 262;
   vocab[meta + "hi"] = 263;
   auto added = [](int id, const char* content) {
-    return json{{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", false},
-                {"rstrip", false},  {"normalized", false}, {"special", true}};
+    return json{{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+                {"rstrip", false}, {"normalized", false}, {"special", true}};
   };
-  return {
-      {"version", "1.0"},
-      {"added_tokens", {added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")}},
-      {"normalizer",
-       {{"type", "Sequence"},
-        {"normalizers",
-         {{{"type", "Prepend"}, {"prepend", meta}},
-          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", meta}}}}}},
-      {"pre_tokenizer", nullptr},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                    {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
-        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
-      {"decoder",
-       {{"type", "Sequence"},
-        {"decoders",
-         {{{"type", "Replace"}, {"pattern", {{"String", meta}}}, {"content", " "}},
-          {{"type", "ByteFallback"}},
-          {{"type", "Fuse"}},
-          {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", "<unk>"},
-        {"fuse_unk", true},
-        {"byte_fallback", true},
-        {"vocab", vocab},
-        {"merges", json::array({meta + " h", meta + "h i"})}}}};
+  return {{"version", "1.0"},
+          {"added_tokens", {added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")}},
+          {"normalizer",
+           {{"type", "Sequence"},
+            {"normalizers",
+             {{{"type", "Prepend"}, {"prepend", meta}},
+              {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", meta}}}}}},
+          {"pre_tokenizer", nullptr},
+          {"post_processor",
+           {{"type", "TemplateProcessing"},
+            {"single",
+             {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+            {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
+          {"decoder",
+           {{"type", "Sequence"},
+            {"decoders",
+             {{{"type", "Replace"}, {"pattern", {{"String", meta}}}, {"content", " "}},
+              {{"type", "ByteFallback"}},
+              {{"type", "Fuse"}},
+              {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}}},
+          {"model",
+           {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", "<unk>"},
+            {"fuse_unk", true},
+            {"byte_fallback", true},
+            {"vocab", vocab},
+            {"merges", json::array({meta + " h", meta + "h i"})}}}};
 }
 
 inline void write_tokenizer(const std::filesystem::path& dir, const nlohmann::json& tokenizer,

@@ -13,9 +13,9 @@ struct AddedToken {
   std::string content;
   int32_t id = 0;
   bool special = false;
-  bool lstrip = false;     // swallow whitespace before it
-  bool rstrip = false;     // swallow whitespace after it
-  bool normalized = false; // matched in the normalized text rather than the raw text
+  bool lstrip = false;      // swallow whitespace before it
+  bool rstrip = false;      // swallow whitespace after it
+  bool normalized = false;  // matched in the normalized text rather than the raw text
 };
 
 struct Section {
@@ -39,7 +39,7 @@ class AddedTokenSplitter {
     std::string text;
     const AddedToken* token;
   };
-  std::vector<Candidate> candidates_;              // longest first
+  std::vector<Candidate> candidates_;                       // longest first
   std::array<std::vector<uint32_t>, 256> by_first_byte_{};  // indices into candidates_
 };
 

@@ -1,10 +1,10 @@
 #pragma once
 // One component of tokenizer.json (the model, a normalizer, a pre-tokenizer...) with the path
-// that names it in error messages, e.g. "/m/tokenizer.json: pre_tokenizer.pretokenizers[0] (Split)".
+// that names it in error messages, e.g. "/m/tokenizer.json: pre_tokenizer.pretokenizers[0]
+// (Split)".
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "sarqc/tokenizer/pattern.h"
 
@@ -23,11 +23,11 @@ class ConfigNode {
   std::string type() const;
   ConfigNode typed() const;
 
-  bool has(const char* key) const;  // present and not null
-  ConfigNode child(const char* key) const;  // required
-  ConfigNode child_or_null(const char* key) const;  // a null node when absent
+  bool has(const char* key) const;                       // present and not null
+  ConfigNode child(const char* key) const;               // required
+  ConfigNode child_or_null(const char* key) const;       // a null node when absent
   std::vector<ConfigNode> array(const char* key) const;  // required array
-  std::string string(const char* key) const;  // required string
+  std::string string(const char* key) const;             // required string
   std::string string_or(const char* key, const std::string& fallback) const;
   bool boolean_or(const char* key, bool fallback) const;
   int64_t integer(const char* key) const;
