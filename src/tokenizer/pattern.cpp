@@ -23,7 +23,12 @@ const std::string kWordChars = std::string(kWordInClass) + "\\x{B2}\\x{B3}\\x{B9
 const std::string kWordClass = "[" + kWordChars + "]";
 const std::string kNonWordClass = "[^" + kWordChars + "]";
 
-std::optional<std::string> escape_outside_class(char c) {
+// What Oniguruma's escape \c means, as PCRE2 source; nullopt when PCRE2 reads it the same way.
+// Inside a character class only set members can be produced.
+std::optional<std::string> translate_escape(char c, bool in_class) {
+  const auto boundary = [](const char* before, const char* after) {
+    return fmt::format("(?:(?<!{0}){1}{0})|(?<={0}){2}{0}))", kWordClass, before, after);
+  };
   switch (c) {
     case 's':
       return std::string("\\p{White_Space}");
@@ -33,46 +38,29 @@ std::optional<std::string> escape_outside_class(char c) {
       return std::string("\\p{Nd}");
     case 'D':
       return std::string("\\P{Nd}");
+    case 'v':
+      return std::string("\\x0B");
     case 'w':
-      return kWordClass;
+      return in_class ? std::string(kWordInClass) : kWordClass;
+    case 'h':
+      return std::string(in_class ? "0-9A-Fa-f" : "[0-9A-Fa-f]");
+    default:
+      break;
+  }
+  if (in_class) {
+    if (c == 'W' || c == 'H')
+      throw std::invalid_argument(fmt::format("\\{} inside a character class is not supported", c));
+    return std::nullopt;
+  }
+  switch (c) {
     case 'W':
       return kNonWordClass;
-    case 'h':
-      return std::string("[0-9A-Fa-f]");
     case 'H':
       return std::string("[^0-9A-Fa-f]");
-    case 'v':
-      return std::string("\\x0B");
     case 'b':
-      return "(?:(?<!" + kWordClass + ")(?=" + kWordClass + ")|(?<=" + kWordClass + ")(?!" +
-             kWordClass + "))";
+      return boundary("(?=", "(?!");
     case 'B':
-      return "(?:(?<!" + kWordClass + ")(?!" + kWordClass + ")|(?<=" + kWordClass +
-             ")(?=" + kWordClass + "))";
-    default:
-      return std::nullopt;
-  }
-}
-
-std::optional<std::string> escape_inside_class(char c) {
-  switch (c) {
-    case 's':
-      return std::string("\\p{White_Space}");
-    case 'S':
-      return std::string("\\P{White_Space}");
-    case 'd':
-      return std::string("\\p{Nd}");
-    case 'D':
-      return std::string("\\P{Nd}");
-    case 'w':
-      return std::string(kWordInClass);
-    case 'h':
-      return std::string("0-9A-Fa-f");
-    case 'v':
-      return std::string("\\x0B");
-    case 'W':
-    case 'H':
-      throw std::invalid_argument(fmt::format("\\{} inside a character class is not supported", c));
+      return boundary("(?!", "(?=");
     default:
       return std::nullopt;
   }
@@ -121,7 +109,7 @@ size_t translate_class(std::string_view p, std::string& out) {
         i += used - 1;
         continue;
       }
-      if (auto r = escape_inside_class(p[i + 1])) {
+      if (auto r = translate_escape(p[i + 1], /*in_class=*/true)) {
         body += *r;
       } else {
         body += p.substr(i, 2);
@@ -191,7 +179,7 @@ std::string oniguruma_to_pcre2(std::string_view p) {
         i += 4;
         continue;
       }
-      if (auto r = escape_outside_class(p[i + 1])) {
+      if (auto r = translate_escape(p[i + 1], /*in_class=*/false)) {
         emit_atom(*r);
       } else {
         emit_atom(std::string(p.substr(i, 2)));

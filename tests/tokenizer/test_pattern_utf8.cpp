@@ -46,6 +46,9 @@ TEST(Pattern, MatchesAsTheTokenizerRegexesMean) {
   // \s is White_Space: U+0085 is, U+180E (PCRE2's \h) and U+FEFF are not.
   EXPECT_EQ(spans(R"(\s)", "\xC2\x85"), (Spans{{0, 2}}));
   EXPECT_EQ(spans(R"(\s)", "\xE1\xA0\x8E\xEF\xBB\xBF"), Spans{});
+  // \b between word (Alphabetic, marks, digits) and non-word characters.
+  EXPECT_EQ(spans(R"(\bab\b)", "ab xab ab_ ab"), (Spans{{0, 2}, {11, 13}}));
+  EXPECT_EQ(spans(R"(\Bb)", "ab b"), (Spans{{1, 2}}));
   // After an empty match the search moves on by one code point.
   EXPECT_EQ(spans("x*", "a\xC3\xA9"), (Spans{{0, 0}, {1, 1}, {3, 3}}));
   EXPECT_EQ(Pattern::literal(" ", "test").replace_all("a b  c", "_"), "a_b__c");
