@@ -1,6 +1,7 @@
 #include "sarqc/tokenizer/added_tokens.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "sarqc/util/utf8.h"
 
@@ -8,8 +9,11 @@ namespace sarqc::tokenizer {
 
 AddedTokenSplitter::AddedTokenSplitter(std::vector<const AddedToken*> tokens,
                                        std::vector<std::string> match_text) {
-  for (size_t i = 0; i < tokens.size(); ++i)
-    if (!match_text[i].empty()) candidates_.push_back({std::move(match_text[i]), tokens[i]});
+  // When two tokens share a text the later one wins, as in the reference's content -> token map.
+  std::unordered_set<std::string> seen;
+  for (size_t i = tokens.size(); i-- > 0;)
+    if (!match_text[i].empty() && seen.insert(match_text[i]).second)
+      candidates_.push_back({std::move(match_text[i]), tokens[i]});
   std::stable_sort(
       candidates_.begin(), candidates_.end(),
       [](const Candidate& a, const Candidate& b) { return a.text.size() > b.text.size(); });

@@ -26,6 +26,9 @@ class HfTokenizer final : public Tokenizer {
   // unsupported component is a bad-input error naming the file and the component.
   explicit HfTokenizer(const std::filesystem::path& model_dir);
   ~HfTokenizer() override;
+  // The splitters and the decoder point into this object's members.
+  HfTokenizer(const HfTokenizer&) = delete;
+  HfTokenizer& operator=(const HfTokenizer&) = delete;
 
   std::vector<int32_t> encode(std::string_view text) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
