@@ -1,9 +1,10 @@
 // Reference ids for the tokenizer conformance tests: transformers.js's AutoTokenizer on a local
 // folder. Usage: node reference.mjs <cache> <tokenizer folder> <output.json> <text files...>
-// Text files are read as bytes and decoded the WHATWG way (invalid bytes -> U+FFFD, BOM kept).
+// Text files are read as bytes and decoded the WHATWG way (invalid bytes -> U+FFFD, BOM kept);
+// the output is keyed by file name.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { isAbsolute, join } from 'node:path';
+import { basename, isAbsolute, join } from 'node:path';
 
 const [cache, folder, output, ...files] = process.argv.slice(2);
 if (!isAbsolute(folder)) throw new Error('the tokenizer folder must be an absolute path');
@@ -22,7 +23,7 @@ for (const file of files) {
   const decoded = ids.length
     ? tokenizer.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: false })
     : '';
-  result[file] = {
+  result[basename(file)] = {
     ids,
     decoded,
     with_special_length: with_special.length,
