@@ -182,9 +182,10 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
     return std::make_unique<Metaspace>(replacement, parsed, node.boolean_or("split", true));
   }
   if (type == "Digits") {
-    const char* source = node.boolean_or("individual_digits", false) ? R"([^\p{Nd}]+|\p{Nd})"
-                                                                     : R"([^\p{Nd}]+|\p{Nd}+)";
-    return std::make_unique<Split>(Pattern::regex(source, node.where()), SplitMode::MatchesOnly);
+    // ASCII digits, as the reference's JavaScript \d (HF tokenizers takes every Unicode number).
+    const char* source =
+        node.boolean_or("individual_digits", false) ? "[^0-9]+|[0-9]" : "[^0-9]+|[0-9]+";
+    return std::make_unique<Split>(Pattern::pcre2(source, node.where()), SplitMode::MatchesOnly);
   }
   if (type == "Sequence") {
     std::vector<std::unique_ptr<PreTokenizer>> steps;

