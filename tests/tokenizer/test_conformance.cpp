@@ -116,7 +116,9 @@ std::vector<fs::path> text_files() {
       if (entry.is_regular_file()) files.push_back(entry.path());
   for (const auto& entry : fs::directory_iterator(kDataDir))
     if (entry.path().filename().string().rfind("tokenizer_", 0) == 0) files.push_back(entry.path());
-  std::sort(files.begin(), files.end());
+  // By name, so that the cache key does not depend on where the checkout and fixtures are.
+  std::sort(files.begin(), files.end(),
+            [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
   return files;
 }
 
