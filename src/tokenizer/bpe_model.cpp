@@ -25,8 +25,6 @@ BpeModel::BpeModel(const ConfigNode& model) {
                              nlohmann::json(token).dump(), kMaxTokenId, id.dump()));
     const auto value = static_cast<int32_t>(id.get<int64_t>());
     vocab_.emplace(token, value);
-    if (static_cast<size_t>(value) >= tokens_.size()) tokens_.resize(value + 1);
-    tokens_[value] = token;
     size_t pos = 0;
     if (!token.empty() && is_valid_utf8(token)) {
       const char32_t cp = next_code_point(token, pos);
@@ -56,16 +54,15 @@ BpeModel::BpeModel(const ConfigNode& model) {
       merge.fail(fmt::format("must be \"left right\" or [\"left\", \"right\"], got {}",
                              merge.value().dump()));
     }
-    const auto l = vocab_.find(left), r = vocab_.find(right), m = vocab_.find(left + right);
-    for (const auto* missing : {&l, &r, &m})
-      if (*missing == vocab_.end())
-        merge.fail(
-            fmt::format("{} is not in model.vocab", nlohmann::json(missing == &l   ? left
-                                                                   : missing == &r ? right
-                                                                                   : left + right)
-                                                        .dump()));
+    const auto id_in_vocab = [&](const std::string& token) {
+      const auto it = vocab_.find(token);
+      if (it == vocab_.end())
+        merge.fail(fmt::format("{} is not in model.vocab", nlohmann::json(token).dump()));
+      return it->second;
+    };
+    const int32_t l = id_in_vocab(left), r = id_in_vocab(right), m = id_in_vocab(left + right);
     // A repeated pair keeps its first (best) rank.
-    merges_.emplace(pair_key(l->second, r->second), Merge{static_cast<int32_t>(rank), m->second});
+    merges_.emplace(pair_key(l, r), Merge{static_cast<int32_t>(rank), m});
   }
 
   if (model.has("unk_token")) {
@@ -89,6 +86,16 @@ BpeModel::BpeModel(const ConfigNode& model) {
   if (model.has("dropout") && !model.child("dropout").value().is_null())
     model.child("dropout").fail(
         "BPE dropout is not supported (tokenization must be deterministic)");
+}
+
+std::vector<std::string> BpeModel::tokens() const {
+  std::vector<std::string> tokens;
+  for (const auto& [token, id] : vocab_) {
+    if (static_cast<size_t>(id) >= tokens.size()) tokens.resize(id + 1);
+    // Two entries with one id: the greatest string, whatever the hash order.
+    if (token > tokens[id]) tokens[id] = token;
+  }
+  return tokens;
 }
 
 std::optional<int32_t> BpeModel::token_id(const std::string& token) const {
@@ -154,11 +161,10 @@ void BpeModel::encode_piece(std::string_view piece, std::vector<int32_t>& out) c
   merge(piece.substr(chunk_start), out);
 }
 
-void BpeModel::merge(std::string_view piece, std::vector<int32_t>& out)
-    const {  // One symbol per code point, linked so that merging never moves memory. A merged
-             // symbol keeps
-  // the index of its left part, so (rank, index) orders candidates as the reference does: best
-  // rank first, leftmost first among equals.
+// One symbol per code point, linked so that merging never moves memory. A merged symbol keeps
+// the index of its left part, so (rank, index) orders candidates as the reference does: best rank
+// first, leftmost first among equals.
+void BpeModel::merge(std::string_view piece, std::vector<int32_t>& out) const {
   struct Symbol {
     int32_t id;  // -1: not in the vocabulary (never merges)
     uint32_t begin, end;

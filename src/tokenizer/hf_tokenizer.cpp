@@ -111,8 +111,8 @@ void HfTokenizer::read_post_processor(const ConfigNode& config) {
         seen_sequence = true;
       } else if (item.has("SpecialToken")) {
         const auto ids = ids_of(item.child("SpecialToken"));
-        (seen_sequence ? suffix : prefix)
-            .insert((seen_sequence ? suffix : prefix).end(), ids.begin(), ids.end());
+        std::vector<int32_t>& side = seen_sequence ? suffix : prefix;
+        side.insert(side.end(), ids.begin(), ids.end());
       } else {
         item.fail("must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
       }
@@ -157,16 +157,17 @@ void HfTokenizer::apply_tokenizer_config(const fs::path& model_dir) {
   special_.eos_id = resolve(config.eos_token, "eos_token");
   if (config.unk_token) special_.unk_id = resolve(config.unk_token, "unk_token");
   auto override_with = [&](const std::optional<bool>& add, const std::optional<int32_t>& id,
-                           const char* key, std::vector<int32_t>& ids) {
+                           const char* flag, const char* token, std::vector<int32_t>& ids) {
     if (!add) return;
     if (*add && !id)
       throw_bad_input(fmt::format("{}: {} is true but no {} is named", config.config_path.string(),
-                                  key,
-                                  key == std::string("add_bos_token") ? "bos_token" : "eos_token"));
+                                  flag, token));
     ids = *add ? std::vector<int32_t>{*id} : std::vector<int32_t>{};
   };
-  override_with(config.add_bos_token, special_.bos_id, "add_bos_token", special_.prefix);
-  override_with(config.add_eos_token, special_.eos_id, "add_eos_token", special_.suffix);
+  override_with(config.add_bos_token, special_.bos_id, "add_bos_token", "bos_token",
+                special_.prefix);
+  override_with(config.add_eos_token, special_.eos_id, "add_eos_token", "eos_token",
+                special_.suffix);
 }
 
 std::vector<int32_t> HfTokenizer::encode(std::string_view input) const {

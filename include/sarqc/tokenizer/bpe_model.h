@@ -30,7 +30,7 @@ class BpeModel {
   std::optional<int32_t> token_id(const std::string& token) const;
   std::optional<int32_t> unk_id() const { return unk_id_; }
   // Vocabulary entries by id; ids the vocabulary skips are empty strings.
-  const std::vector<std::string>& tokens() const { return tokens_; }
+  std::vector<std::string> tokens() const;
 
  private:
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
@@ -39,7 +39,6 @@ class BpeModel {
   void emit_unknown_symbol(std::string_view symbol, std::vector<int32_t>& out) const;
 
   std::unordered_map<std::string, int32_t> vocab_;
-  std::vector<std::string> tokens_;
   std::unordered_map<char32_t, int32_t> single_code_point_ids_;
   struct Merge {
     int32_t rank;
