@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "sarqc/objective/sarqc.h"
+#include "sarqc/rounding/cholesky.h"
 #include "sarqc/util/error.h"
 
 namespace sarqc {
@@ -37,7 +38,7 @@ ObjectiveOutput InterpObjective::build(const ObjectiveInput& in) const {
   if (scale == 0) return {metric, in.weight, used, base.penalty};  // α = 0: the symmetric objective
   // W_ref = W + scale · (W D) M⁻¹: one GEMM and a Cholesky solve, no n³ product.
   const at::Tensor G = at::matmul(in.weight, in.gram->cross().to(in.weight.scalar_type()));
-  const at::Tensor L = at::linalg_cholesky(metric);
+  const at::Tensor L = cholesky_lower(metric);  // FactorizationFailed: more damping
   const at::Tensor shift = at::cholesky_solve(G.t(), L).t();  // (M⁻¹ Gᵀ)ᵀ = G M⁻¹
   return {metric, in.weight + scale * shift, used, base.penalty};  // the penalty pulls toward W
 }
@@ -63,7 +64,7 @@ std::pair<double, double> alpha_star_terms(const at::Tensor& weight, const at::T
                                            const at::Tensor& cross, const at::Tensor& damped) {
   const at::Tensor W = weight.to(at::kDouble);
   const at::Tensor G = at::matmul(W, cross.to(at::kDouble));  // W D
-  const at::Tensor L = at::linalg_cholesky(damped.to(at::kDouble));
+  const at::Tensor L = cholesky_lower(damped.to(at::kDouble));
   const at::Tensor GHinv = at::cholesky_solve(G.t(), L).t();  // W D H_d⁻¹
   return {((q.to(at::kDouble) - W) * G).sum().item<double>(), (GHinv * G).sum().item<double>()};
 }

@@ -138,15 +138,17 @@ std::optional<QuantizedLinear> round_with_damping(const LinearModule& m, int64_t
                                                   Objective& objective, const Rounder& rounder,
                                                   const QuantGrid& grid, const QuantizeOptions& o,
                                                   ModuleRecord& rec) {
-  double damp = o.damp;
+  double damp = o.damp, tried = o.damp;
   for (int attempt = 0; attempt <= o.max_damp_retries; ++attempt) {
+    tried = damp;
     const PreparedMetric prep = prepare_metric(gram.matrix(), W, damp, m.name);
     const ObjectiveInput input{prep.weight,     prep.damped,
                                &gram,           prep.mean_diag,
                                layer,           std::string(linear_role_name(m.role)),
                                grid.group_size, rounder.supports_entry_penalty()};
-    const ObjectiveOutput target = objective.build(input);
     try {
+      // The objective factors M too (the interp target): its failures retry like the backend's.
+      const ObjectiveOutput target = objective.build(input);
       QuantizedLinear q = rounder.round_penalized(target.target, target.metric, grid,
                                                   o.rounding_options, target.penalty);
       const double scale =
@@ -159,12 +161,13 @@ std::optional<QuantizedLinear> round_with_damping(const LinearModule& m, int64_t
       objective.observe_result(input, q.dequantize().to(input.weight.scalar_type()));
       return q;
     } catch (const FactorizationFailed& e) {
-      spdlog::warn("{}: {} at percdamp {:.2f}; retrying with {:.2f}", m.name, e.what(), damp,
-                   damp + 0.01);
       damp += 0.01;
+      if (attempt < o.max_damp_retries)
+        spdlog::warn("{}: {} at percdamp {:.2f}; retrying with {:.2f}", m.name, e.what(), tried,
+                     damp);
     }
   }
-  rec.reason = fmt::format("factorization failed up to percdamp {:.2f}", damp);
+  rec.reason = fmt::format("factorization failed up to percdamp {:.2f}", tried);
   spdlog::error("{}: {}; falling back to RTN", m.name, rec.reason);
   return std::nullopt;
 }

@@ -1,4 +1,5 @@
 #pragma once
+#include "sarqc/rounding/cholesky.h"
 #include "sarqc/rounding/rounder.h"
 
 namespace sarqc {
@@ -13,13 +14,5 @@ class GptqRounder : public Rounder {
   QuantizedLinear round(const at::Tensor& target, const at::Tensor& metric, const QuantGrid& grid,
                         const RoundingOptions& options) const override;
 };
-
-// L with M = L Lᵀ (lower). Throws FactorizationFailed when the factorization fails or produces
-// non-finite values.
-at::Tensor cholesky_lower(const at::Tensor& metric);
-
-// U with M⁻¹ = Uᵀ U (upper), computed as chol_upper(cholesky_inverse(chol(M))). Throws
-// FactorizationFailed like cholesky_lower.
-at::Tensor inverse_cholesky_upper(const at::Tensor& metric);
 
 }  // namespace sarqc
