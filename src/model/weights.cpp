@@ -15,8 +15,11 @@ ModelWeights ModelWeights::open(const std::filesystem::path& dir) {
 
 at::Tensor ModelWeights::tensor(const std::string& name, c10::Device device,
                                 c10::ScalarType dtype) const {
-  // Loading straight onto the device first keeps host copies out of the CUDA path.
-  return checkpoint_.load(name, device).to(dtype);
+  // Loading straight onto the device first keeps host copies out of the CUDA path. On the CPU
+  // the checkpoint hands out views of its private mapping: copy, so that a layer modified in
+  // place (scale folding, clipping) never changes what a later load of the tensor reads.
+  return checkpoint_.load(name, device).to(dtype, /*non_blocking=*/false,
+                                           /*copy=*/device.is_cpu());
 }
 
 at::Tensor ModelWeights::linear_weight(const DecoderLayerLayout& layer, const LinearModule& m,
@@ -38,7 +41,7 @@ at::Tensor ModelWeights::linear_weight(const DecoderLayerLayout& layer, const Li
   at::Tensor fused = checkpoint_.load(source, c10::Device(c10::kCPU)).select(0, m.expert);
   if (m.role == LinearRole::Gate) fused = fused.narrow(0, 0, m.out_features);
   if (m.role == LinearRole::Up) fused = fused.narrow(0, m.out_features, m.out_features);
-  return fused.to(device, dtype).contiguous();
+  return fused.to(device, dtype, /*non_blocking=*/false, /*copy=*/device.is_cpu()).contiguous();
 }
 
 std::optional<at::Tensor> ModelWeights::linear_bias(const LinearModule& m, c10::Device device,

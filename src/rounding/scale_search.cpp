@@ -336,7 +336,8 @@ std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
         const at::Tensor all = module_input.at(name);
         const int64_t step = std::max<int64_t>(1, all.size(0) / o.clip_tokens);
         const at::Tensor xin = all.slice(0, 0, all.size(0), step).to(at::kFloat);  // [t, n]
-        at::Tensor w = layer.weight(name).to(at::kFloat);
+        // A copy: the layer's tensor may be shared (never clip in place).
+        at::Tensor w = layer.weight(name).to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
         const QuantGrid module_grid = grid_for(grid, w.size(1));
         const int64_t n = w.size(1), gs = module_grid.group_size > 0 ? module_grid.group_size : n;
         QuantGrid row_grid = module_grid;

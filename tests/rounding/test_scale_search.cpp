@@ -36,6 +36,27 @@ struct RandomModel {
   RotaryTables rope;
 };
 
+// The plain q/k/v grid loss of a layer as the search left it (scales folded, no clipping):
+// RTN its q/k/v, run the attention on x, compare with the unmodified layer's output.
+double qkv_loss_of(DecoderLayer searched, const DecoderLayer& original, const RotaryTables& rope,
+                   const at::Tensor& x, const QuantGrid& grid) {
+  const at::Tensor target = original.attention_block(x, rope) - x;
+  for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"})
+    searched.set_weight(m, RtnRounder().round(searched.weight(m), {}, grid, {}).dequantize());
+  const at::Tensor y = searched.attention_block(x, rope) - x;
+  return ((y - target).pow(2).mean() / target.pow(2).mean()).item<double>();
+}
+
+// Captures the input of one linear module.
+struct InputOf : LinearInputObserver {
+  explicit InputOf(std::string name) : name(std::move(name)) {}
+  void observe_input(const LinearModule& m, const at::Tensor& x) override {
+    if (m.local_name == name) input = x;
+  }
+  std::string name;
+  at::Tensor input;
+};
+
 TEST(ScaleSearch, FoldingScalesLeavesTheLayerFunctionUnchanged) {
   for (int64_t kv : {4, 2}) {
     const RandomModel model(llama(kv), 3);
@@ -105,10 +126,13 @@ TEST(ScaleSearch, MoeFoldsIntoEveryReaderOfTheNormAndPerExpertDown) {
     for (const auto& r : records) {
       downs += r.which == ScaleGroup::Down;
       scaled += r.ratio > 0;
-      EXPECT_LE(r.loss, r.loss_unscaled) << r.group;
     }
     EXPECT_EQ(downs, cfg["model_type"] == "qwen2_moe" ? 5 : 4);
     EXPECT_GT(scaled, 0);
+    // The reported q/k/v loss is that of the scales the layer now holds, recomputed by hand.
+    const DecoderLayer original = DecoderLayer::load(w, 0, {});
+    EXPECT_NEAR(records[0].loss, qkv_loss_of(searched, original, rope, x, {2, -1, true, false}),
+                1e-5 * records[0].loss);
     EXPECT_TRUE(at::allclose(searched.forward(x, rope), before, 1e-4, 1e-4));
   }
 }
@@ -123,22 +147,61 @@ TEST(ScaleSearch, ChosenScalesNeverLoseToNoScalingAndPreserveTheFunction) {
   const at::Tensor before = layer.forward(x, rope);
   ScaleSearchOptions o;
   o.clip = false;  // scaling alone is function-preserving
-  const auto records = search_scales(layer, {x}, rope, QuantGrid{3, -1, true, false}, o);
+  const QuantGrid grid{3, -1, true, false};
+  const auto records = search_scales(layer, {x}, rope, grid, o);
   ASSERT_EQ(records.size(), 4u);
   int scaled = 0;
-  for (const auto& r : records) {
-    EXPECT_LE(r.loss, r.loss_unscaled) << r.group;
-    scaled += r.ratio > 0;
-  }
+  for (const auto& r : records) scaled += r.ratio > 0;
   EXPECT_GT(scaled, 0);
-  EXPECT_TRUE(records[1].skipped || records[1].ratio == 0);  // babyllama has GQA: o is skipped
+  // babyllama has grouped-query attention (fewer kv heads): o has nothing to fold into.
+  ASSERT_LT(w.config().num_key_value_heads, w.config().num_attention_heads);
+  EXPECT_TRUE(records[1].skipped);
+  EXPECT_FALSE(records[1].scales.defined());
   EXPECT_TRUE(at::allclose(layer.forward(x, rope), before, 1e-3, 1e-3));
-  // Clipping then changes the weights (a different function, closer to its quantized self).
+  // The reported losses are those of the layer before and after, recomputed by hand.
+  const DecoderLayer original = DecoderLayer::load(w, 0, {});
+  EXPECT_NEAR(records[0].loss_unscaled, qkv_loss_of(original, original, rope, x, grid),
+              1e-5 * records[0].loss_unscaled);
+  EXPECT_NEAR(records[0].loss, qkv_loss_of(layer, original, rope, x, grid), 1e-5 * records[0].loss);
+  // Clipping then limits each row of down_proj (per-channel grid) to a0·(1 − i/20), i < 10, of
+  // its own largest magnitude, and changes nothing else.
   DecoderLayer clipped = DecoderLayer::load(w, 0, {});
   o.clip = true;
-  search_scales(clipped, {x}, rope, QuantGrid{3, -1, true, false}, o);
-  EXPECT_LE(clipped.weight("mlp.down_proj").abs().max().item<float>(),
-            layer.weight("mlp.down_proj").abs().max().item<float>() + 1e-6);
+  search_scales(clipped, {x}, rope, grid, o);
+  const at::Tensor scaled_down = layer.weight("mlp.down_proj");  // same scales, unclipped
+  const at::Tensor clipped_down = clipped.weight("mlp.down_proj");
+  const at::Tensor a0 = std::get<0>(scaled_down.abs().max(1));
+  const at::Tensor a = std::get<0>(clipped_down.abs().max(1));
+  const at::Tensor steps = (1 - a / a0) * 20;  // i per row
+  EXPECT_TRUE(at::allclose(steps, steps.round(), 0, 1e-3)) << steps;
+  EXPECT_LE(steps.max().item<double>(), 9 + 1e-3);
+  EXPECT_GT(steps.max().item<double>(), 0.5);  // some row is clipped
+  EXPECT_TRUE(at::equal(clipped_down, at::minimum(at::maximum(scaled_down, -a.unsqueeze(1)),
+                                                  a.unsqueeze(1))));
+}
+
+TEST(ScaleSearch, ClippingLeavesTheCheckpointAndOtherLoadsOfTheLayerUntouched) {
+  // On the CPU in the stored dtype a loaded weight could be a view of the checkpoint mapping;
+  // the FP reference layer of the interp objectives is a second load of the same tensors.
+  const RandomModel model(llama(4), 6);
+  const ModelWeights& w = model.weights;
+  DecoderLayer fp = DecoderLayer::load(w, 0, {});
+  DecoderLayer layer = DecoderLayer::load(w, 0, {});
+  at::manual_seed(4);
+  const at::Tensor x = at::randn({2, 9, 32});
+  ScaleSearchOptions o;
+  o.clip = true;
+  search_scales(layer, {x}, model.rope, QuantGrid{2, -1, true, false}, o);
+  const ModelWeights fresh = ModelWeights::open(w.dir());  // its own mapping of the file
+  const auto& layout = w.layout().layers[0];
+  bool changed = false;
+  for (const auto& m : layout.linears) {
+    const at::Tensor stored = fresh.linear_weight(layout, m, c10::kCPU, at::kFloat);
+    EXPECT_TRUE(at::equal(fp.weight(m.local_name), stored)) << m.name;
+    EXPECT_TRUE(at::equal(w.linear_weight(layout, m, c10::kCPU, at::kFloat), stored)) << m.name;
+    changed |= !at::equal(layer.weight(m.local_name), stored);
+  }
+  EXPECT_TRUE(changed);  // the search did change the layer it was given
 }
 
 TEST(ScaleSearch, GroupSizesThatDoNotDivideAModuleFallBackToPerRow) {
@@ -148,8 +211,21 @@ TEST(ScaleSearch, GroupSizesThatDoNotDivideAModuleFallBackToPerRow) {
   DecoderLayer layer = DecoderLayer::load(w, 0, {});
   const RotaryTables rope = make_rotary_tables(w.config(), 32, c10::kCPU, at::kFloat);
   const at::Tensor x = at::randn({2, 32, 64});
-  const auto records = search_scales(layer, {x}, rope, QuantGrid{4, 32, true, false}, {});
-  EXPECT_EQ(records.size(), 4u);
+  ScaleSearchOptions o;
+  o.clip = false;
+  const auto records = search_scales(layer, {x}, rope, QuantGrid{4, 32, true, false}, o);
+  ASSERT_EQ(records.size(), 4u);
+  ASSERT_EQ(records[3].group, "down");
+  // down's unscaled loss is that of RTN with one group per row (172 = 5·32 + 12).
+  const DecoderLayer original = DecoderLayer::load(w, 0, {});
+  InputOf down("mlp.down_proj");
+  const at::Tensor h = original.attention_block(x, rope);
+  original.mlp_block(h, &down);
+  const at::Tensor W = original.weight("mlp.down_proj");
+  const at::Tensor Q = RtnRounder().round(W, {}, QuantGrid{4, -1, true, false}, {}).dequantize();
+  const at::Tensor y = at::linear(down.input, W), yq = at::linear(down.input, Q);
+  const double expected = ((yq - y).pow(2).mean() / y.pow(2).mean()).item<double>();
+  EXPECT_NEAR(records[3].loss_unscaled, expected, 1e-4 * expected);
 }
 
 // L(0) of the q/k/v group computed by hand: RTN q/k/v (u = 1 at r = 0), attention output on x

@@ -25,6 +25,8 @@ class ModelWeights {
   const ModelLayout& layout() const { return layout_; }
   const Checkpoint& checkpoint() const { return checkpoint_; }
 
+  // Tensors returned below are owned: never views of the checkpoint's mapping, so changing
+  // one in place leaves the checkpoint and later loads as they were.
   // A non-linear tensor (norm, embedding) as `dtype` on `device`.
   at::Tensor tensor(const std::string& name, c10::Device device, c10::ScalarType dtype) const;
   // Dense [out, in] weight of `module` in layer `layer`.
