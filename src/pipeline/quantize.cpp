@@ -127,6 +127,19 @@ at::Tensor expert_fp_input(const DecoderLayer& fp_layer, const LinearModule& m,
   return at::silu(apply(gate)) * apply(up);
 }
 
+// Every weight, bias and norm of `from` into `to` (cast to `to`'s compute dtype).
+void copy_parameters(const DecoderLayer& from, DecoderLayer& to) {
+  const DecoderLayerLayout& layout = from.layout();
+  for (const auto& m : layout.linears) {
+    to.set_weight(m.local_name, from.weight(m.local_name));
+    if (m.has_bias) to.set_bias(m.local_name, from.bias(m.local_name));
+  }
+  for (const auto& n : layout.norms) {
+    const std::string name = norm_local_name(n, layout.index);
+    to.set_norm(name, from.norm(name));
+  }
+}
+
 c10::ScalarType stored_type(const Checkpoint& ckpt, const std::string& name) {
   return *to_scalar_type(ckpt.info(name).dtype);
 }
@@ -389,9 +402,16 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   if (!o.progress) bar.finish();
   bool any_reordered = false;
 
+  // Weights are rounded from the checkpoint's values in fp32 (the master copy), whatever the
+  // compute dtype; with --dtype bf16/fp16 the layer is held twice: the master and its cast,
+  // which runs the forward passes.
+  const bool separate_master = compute.dtype != at::kFloat;
   for (const auto& layer_layout : layout.layers) {
     const int64_t l = layer_layout.index;
     DecoderLayer layer = DecoderLayer::load(weights, l, compute);
+    std::optional<DecoderLayer> master_copy;
+    if (separate_master) master_copy = DecoderLayer::load(weights, l, {compute.device, at::kFloat});
+    DecoderLayer& master = separate_master ? *master_copy : layer;
     // The full-precision copy computes X_f's path through this layer (a second layer on the
     // device while the objective needs the FP stream).
     std::optional<DecoderLayer> fp_layer;
@@ -411,7 +431,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
             terms.alpha.push_back(objective->samples_alpha() ? alpha_sampler.next()
                                                              : objective_settings.alpha);
       }
-      for (const auto& r : search_scales(layer, stream.batches, model.rotary(stream.seqlen), grid,
+      for (const auto& r : search_scales(master, stream.batches, model.rotary(stream.seqlen), grid,
                                          o.scale_search_options, terms)) {
         // The FP copy folds the same scales (not the clipping): the same function, with every
         // module's input in the same basis as the quantized layer's, as D needs.
@@ -423,20 +443,28 @@ QuantizeReport quantize(const QuantizeOptions& o) {
             l, r.group, r.ratio, r.loss, r.loss_unscaled, r.drift,
             r.skipped ? " (grouped-query attention: nothing to fold into)" : "");
       }
+      if (separate_master) copy_parameters(master, layer);
     }
-    // Routers and the shared-expert gate stay unquantized: as stored, or as the layer now holds
-    // them when the scale search multiplied them by its gate/up scales.
+    // Tensors sarqc does not change are written bit-identical to the checkpoint; those the
+    // scale search rewrote (norms, routers, the shared-expert gate) from the fp32 master.
+    auto unquantized_weight = [&](const LinearModule& m) {
+      const c10::ScalarType stored = stored_type(ckpt, layer_layout.weight_source(m));
+      return scale_search ? master.weight(m.local_name).to(cpu, stored)
+                          : weights.linear_weight(layer_layout, m, cpu, stored);
+    };
+    auto unquantized_bias = [&](const LinearModule& m) {
+      return scale_search ? master.bias(m.local_name).to(cpu, stored_type(ckpt, m.bias_name()))
+                          : ckpt.load(m.bias_name(), cpu);
+    };
     for (const auto& m : layer_layout.linears) {
       if (m.quantizable) continue;
-      const c10::ScalarType stored = stored_type(ckpt, layer_layout.weight_source(m));
-      writer.write(m.weight_name(), scale_search
-                                        ? layer.weight(m.local_name).to(cpu, stored)
-                                        : weights.linear_weight(layer_layout, m, cpu, stored));
-      if (m.has_bias) writer.write(m.bias_name(), ckpt.load(m.bias_name(), cpu));
+      writer.write(m.weight_name(), unquantized_weight(m));
+      if (m.has_bias) writer.write(m.bias_name(), unquantized_bias(m));
     }
-    // Norms as the layer now holds them (scale folding rewrites them), in the stored dtype.
     for (const auto& n : layer_layout.norms)
-      writer.write(n.name, layer.norm(norm_local_name(n, l)).to(cpu, stored_type(ckpt, n.name)));
+      writer.write(n.name, scale_search ? master.norm(norm_local_name(n, l))
+                                              .to(cpu, stored_type(ckpt, n.name))
+                                        : ckpt.load(n.name, cpu));
     for (int group = 0; group < kSequentialGroups; ++group) {
       std::vector<const LinearModule*> members;
       for (const auto& m : layer_layout.linears)
@@ -500,18 +528,14 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         if (skipped.count(m->name)) {
           rec.method = "unquantized";
           rec.reason = skipped.at(m->name);
-          writer.write(m->weight_name(),
-                       layer.weight(m->local_name)
-                           .to(cpu, stored_type(ckpt, layer_layout.weight_source(*m))));
-          if (m->has_bias)
-            writer.write(m->bias_name(),
-                         layer.bias(m->local_name).to(cpu, stored_type(ckpt, m->bias_name())));
+          writer.write(m->weight_name(), unquantized_weight(*m));
+          if (m->has_bias) writer.write(m->bias_name(), unquantized_bias(*m));
           report.unquantized_modules.push_back(m->name);
           report.modules.push_back(rec);
           bar.advance();
           continue;
         }
-        const at::Tensor W = layer.weight(m->local_name).to(at::kFloat);
+        const at::Tensor W = master.weight(m->local_name);  // fp32
         const GramAccumulator* gram = calibrate ? observer.find(input_key(*m)) : nullptr;
         rec.tokens = gram ? gram->tokens() : 0;
         QuantizedLinear q;
@@ -545,7 +569,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         writer.write(m->name + ".qzeros", t.qzeros);
         writer.write(m->name + ".scales", t.scales);
         writer.write(m->name + ".g_idx", t.g_idx);
-        if (m->has_bias) writer.write(m->bias_name(), layer.bias(m->local_name).to(cpu, at::kHalf));
+        if (m->has_bias)
+          writer.write(m->bias_name(), master.bias(m->local_name).to(cpu, at::kHalf));
         rec.seconds = module_clock.seconds();
         rec.peak_host_bytes = peak_rss_bytes();
         spdlog::info(

@@ -99,7 +99,7 @@ at::Tensor drift_saliency(const std::string& kind, double power, const at::Tenso
   const at::Tensor xf = x.to(at::kFloat).reshape({-1, x.size(-1)});
   at::Tensor s;
   if (kind == "ones")
-    s = at::ones({1, w.size(1)});
+    s = at::ones({1, w.size(1)}, xf.options());  // on the inputs' device
   else if (kind == "hdiag")
     s = xf.pow(2).mean(0).unsqueeze(0);
   else if (kind == "absmean")
@@ -179,8 +179,11 @@ std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
       tokens += batch.size(1);
     }
   }
+  // The layer's device and dtype: the pipeline searches on its fp32 master copy of the layer
+  // whatever the stream's dtype.
   const auto device = layer.weight("self_attn.q_proj").device();
-  const at::Tensor x = at::cat(xs).to(device);
+  const auto dtype = layer.weight("self_attn.q_proj").scalar_type();
+  const at::Tensor x = at::cat(xs).to(device, dtype);
   InputRecorder rec;
   layer.forward(x, rope, &rec);
   // Every module's input, divided by u whenever a fold rescales it.
@@ -208,7 +211,7 @@ std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
                       obj.alpha.size());
           alphas.push_back(obj.alpha[sequence]);
         }
-    x_fp = at::cat(fps).to(device);
+    x_fp = at::cat(fps).to(device, dtype);
     TORCH_CHECK(x_fp.sizes() == x.sizes(), "scale search: fp_inputs must match inputs ", x.sizes(),
                 ", got ", x_fp.sizes());
     InputRecorder rec_fp;

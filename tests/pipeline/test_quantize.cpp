@@ -84,6 +84,45 @@ TEST_F(QuantizeFixture, RtnCheckpointDequantizesBitForBitToTheRoundedWeights) {
     }
 }
 
+TEST_F(QuantizeFixture, UnchangedTensorsAreWrittenBitIdenticalAndWeightsRoundedFromTheSource) {
+  // fp32 checkpoint, bf16 compute: nothing sarqc does not change may pass through bf16, and the
+  // weights are rounded from the checkpoint's fp32 values.
+  for (const std::string method : {"rtn", "gptq"}) {
+    SCOPED_TRACE(method);
+    QuantizeOptions o = options("babyllama-tok105", "bf16-" + method);
+    o.method = method;
+    o.compute.dtype = at::kBFloat16;
+    o.grid = {4, 32, true, false};
+    o.nsamples = 2;
+    o.seqlen = 32;
+    if (method == "rtn") o.calib_text.clear();
+    quantize(o);
+    const Checkpoint source = Checkpoint::open(o.model_dir), out = Checkpoint::open(o.out_dir);
+    int copied = 0;
+    for (const auto& name : out.tensor_names()) {
+      if (!source.contains(name)) continue;
+      EXPECT_EQ(out.info(name).dtype, source.info(name).dtype) << name;
+      EXPECT_TRUE(at::equal(out.load(name), source.load(name))) << name;
+      ++copied;
+    }
+    const ModelWeights original = ModelWeights::open(o.model_dir);
+    size_t expected = original.layout().globals.size();  // embeddings, final norm, lm_head
+    for (const auto& layer : original.layout().layers) expected += layer.norms.size();
+    EXPECT_EQ(copied, expected);
+    if (method != "rtn") continue;
+    const ModelWeights packed = ModelWeights::open(o.out_dir);
+    for (const auto& layer : packed.layout().layers)
+      for (size_t k = 0; k < layer.linears.size(); ++k) {
+        const auto& source_layer = original.layout().layers[layer.index];
+        const at::Tensor w = original.linear_weight(source_layer, source_layer.linears[k],
+                                                    c10::kCPU, at::kFloat);
+        EXPECT_TRUE(at::equal(packed.linear_weight(layer, layer.linears[k], c10::kCPU, at::kFloat),
+                              RtnRounder().round(w, {}, o.grid, {}).dequantize()))
+            << layer.linears[k].name;
+      }
+  }
+}
+
 TEST_F(QuantizeFixture, GptqOutputFollowsFormatsMd) {
   QuantizeOptions o = options("babyllama-tok105", "gptq");
   o.grid = {4, 32, true, false};
