@@ -1,5 +1,7 @@
 #include "sarqc/calib/calibration_set.h"
 
+#include "sarqc/util/interrupt.h"
+
 #include <cstring>
 #include <random>
 
@@ -81,8 +83,14 @@ CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::file
 }
 
 CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
-                                           int64_t seqlen, uint64_t seed) {
-  return sample_windows(read_token_file(file), nsamples, seqlen, seed, file.string());
+                                           int64_t seqlen, uint64_t seed, int64_t vocab_size) {
+  const std::vector<int32_t> ids = read_token_file(file);
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] >= vocab_size)
+      throw_bad_input(fmt::format("{}: token id {} at position {} is outside the model's "
+                                  "vocab_size {}",
+                                  file.string(), ids[i], i, vocab_size));
+  return sample_windows(ids, nsamples, seqlen, seed, file.string());
 }
 
 CalibrationSet calibration_from_model(const StreamingModel& model, int32_t bos_id,
@@ -99,6 +107,7 @@ CalibrationSet calibration_from_model(const StreamingModel& model, int32_t bos_i
   ProgressBar bar("sampling calibration text", seqlen - 1);
   at::Tensor next = ids.narrow(1, 0, 1);
   for (int64_t t = 1; t < seqlen; ++t) {
+    throw_if_interrupted();
     const at::Tensor logits = model.forward_cached(next, caches).select(1, -1).cpu();
     const at::Tensor probs = at::softmax(logits.to(at::kDouble) / temperature, -1);
     next = at::multinomial(probs, 1, /*replacement=*/true, gen);  // [N, 1]

@@ -32,6 +32,23 @@ CLI::Validator positive_integer() {
       "INT>0");
 }
 
+CLI::Validator seed_value() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        // std::stoull accepts "-1" (as 2^64 - 1): digits only.
+        if (!text.empty() && text.size() <= 20 &&
+            text.find_first_not_of("0123456789") == std::string::npos) {
+          try {
+            std::stoull(text);
+            return {};
+          } catch (const std::exception&) {
+          }
+        }
+        return "expected an integer in [0, 2^64), got '" + text + "'";
+      },
+      "UINT64");
+}
+
 CLI::Validator non_negative_number() {
   return CLI::Validator(
       [](std::string& text) -> std::string {

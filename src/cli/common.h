@@ -19,6 +19,7 @@ void add_global_options(CLI::App& app, GlobalOptions& options);
 // Validators with short messages (CLI11's PositiveNumber prints its whole double range).
 CLI::Validator positive_integer();
 CLI::Validator non_negative_number();
+CLI::Validator seed_value();  // 0 .. 2^64 - 1, no sign
 
 // Applies logging and threads, then parses the device (usage error when unavailable).
 c10::Device apply_global_options(const GlobalOptions& options);

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "common.h"
 #include "sarqc/util/error.h"
+#include "sarqc/util/interrupt.h"
 #include "sarqc/version.h"
 
 namespace {
@@ -71,6 +72,8 @@ int main(int argc, char** argv) {
     for (const auto& command : commands)
       if (command.app->parsed()) return command.run(global);
     return fail(kExitUsage, "no subcommand given (try --help)");
+  } catch (const Interrupted& e) {
+    return fail(e.exit_code(), e.what());
   } catch (const Error& e) {
     return fail(exit_code_for(e.kind()), e.what());
   } catch (const c10::Error& e) {

@@ -30,7 +30,9 @@ Command add_make_moe_command(CLI::App& app) {
                   "Relative perturbation of each expert's weights")
       ->check(non_negative_number())
       ->capture_default_str();
-  sub->add_option("--seed", flags->options.seed, "Random seed")->capture_default_str();
+  sub->add_option("--seed", flags->options.seed, "Random seed")
+      ->check(seed_value())
+      ->capture_default_str();
   sub->add_flag("--fused", flags->options.fused,
                 "Store experts fused, as transformers >= 5 saves them");
   return {sub, [flags](const GlobalOptions& global) {

@@ -130,6 +130,7 @@ Command add_quantize_command(CLI::App& app) {
       ->check(positive_integer())
       ->capture_default_str();
   sub->add_option("--seed", flags->seed, "Seed for drawing the calibration windows")
+      ->check(seed_value())
       ->capture_default_str();
   sub->add_option("--damp", flags->damp,
                   "Damping as a fraction of mean(diag H); raised by 0.01 when Cholesky fails")

@@ -99,6 +99,7 @@ EvalWindows make_eval_windows(const std::vector<int32_t>& ids, int64_t seqlen,
 }
 
 EvalResult evaluate(const EvalOptions& o) {
+  check_dtype_supported(o.compute.device, o.compute.dtype);  // before any work
   EvalResult r;
   r.model = o.model_dir.string();
   r.data = o.data_file.string();

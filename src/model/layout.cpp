@@ -1,5 +1,6 @@
 #include "sarqc/model/layout.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
@@ -66,6 +67,49 @@ std::string_view linear_role_name(LinearRole role) {
 bool LinearModule::packable(int bits) const {
   const int64_t multiple = bits == 3 ? 32 : 32 / bits;
   return quantizable && in_features % multiple == 0 && out_features % multiple == 0;
+}
+
+void check_config_fits_checkpoint(const ModelConfig& cfg, const Checkpoint& ckpt) {
+  const std::string where = (ckpt.dir() / "config.json").string();
+  const std::string prefix = "model.layers.";
+  int64_t layers = 0;  // 1 + the highest layer index a tensor name carries
+  for (const auto& name : ckpt.tensor_names()) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const size_t end = name.find('.', prefix.size());
+    const std::string digits = name.substr(prefix.size(), end - prefix.size());
+    if (digits.empty() || digits.size() > 9 ||
+        digits.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    layers = std::max<int64_t>(layers, std::stoll(digits) + 1);
+  }
+  if (cfg.num_hidden_layers > layers)
+    throw_bad_input(fmt::format("{}: num_hidden_layers is {}, but the checkpoint holds tensors "
+                                "of {} layers",
+                                where, cfg.num_hidden_layers, layers));
+  // Parameters the shapes announce (in double: the counts may be absurd), against the bytes.
+  const double d = static_cast<double>(cfg.hidden_size);
+  const double attention = d * static_cast<double>(cfg.head_dim) *
+                           (2.0 * static_cast<double>(cfg.num_attention_heads) +
+                            2.0 * static_cast<double>(cfg.num_key_value_heads));
+  double params = static_cast<double>(cfg.vocab_size) * d;
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    params += attention;
+    if (cfg.layer_is_moe(l))
+      params += static_cast<double>(cfg.num_experts) *
+                    (3.0 * d * static_cast<double>(cfg.expert_intermediate_size()) + d) +
+                3.0 * d * static_cast<double>(cfg.shared_expert_intermediate_size);
+    else
+      params += 3.0 * d * static_cast<double>(cfg.intermediate_size);
+  }
+  const double bytes = static_cast<double>(ckpt.total_bytes());
+  if (params / 4 > bytes)
+    throw_bad_input(fmt::format("{}: the announced sizes (hidden_size {}, num_hidden_layers {}, "
+                                "vocab_size {}{}) need {:.3g} weights, more than the "
+                                "checkpoint's {:.0f} bytes hold even at 2 bits each",
+                                where, cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size,
+                                cfg.is_moe() ? fmt::format(", num_experts {}", cfg.num_experts)
+                                             : std::string(),
+                                params, bytes));
 }
 
 ModelLayout build_layout(const ModelConfig& cfg) {

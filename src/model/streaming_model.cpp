@@ -1,5 +1,7 @@
 #include "sarqc/model/streaming_model.h"
 
+#include "sarqc/util/interrupt.h"
+
 #include <algorithm>
 
 #include <ATen/ATen.h>
@@ -55,8 +57,10 @@ HiddenBatches StreamingModel::embed(const at::Tensor& ids, int64_t batch_tokens)
 
 void StreamingModel::advance(const DecoderLayer& layer, HiddenBatches& hidden) const {
   const RotaryTables& rope = rotary(hidden.seqlen);
-  for (auto& batch : hidden.batches)
+  for (auto& batch : hidden.batches) {
+    throw_if_interrupted();
     batch = layer.forward(batch.to(options_.device), rope).to(hidden.storage);
+  }
 }
 
 void StreamingModel::run_layers(HiddenBatches& hidden,

@@ -49,8 +49,9 @@ void write_random_model(const nlohmann::json& config, const fs::path& dir, uint6
   out.publish();
 }
 
-void moe_from_dense(const fs::path& dense_dir, const fs::path& out_dir,
+void moe_from_dense(const fs::path& dense_dir, const fs::path& requested_out,
                     const MoeFromDenseOptions& o) {
+  const fs::path out_dir = checked_output_folder("--out", requested_out, {dense_dir});
   const ModelWeights dense = ModelWeights::open(dense_dir);
   const ModelConfig& cfg = dense.config();
   const std::string where = dense_dir.string();

@@ -128,8 +128,9 @@ ModelSummary inspect_model(const InspectOptions& options) {
   ModelSummary s;
   s.model_dir = options.model_dir;
   s.config = load_model_config(options.model_dir);
-  s.layout = build_layout(s.config);
   const Checkpoint ckpt = Checkpoint::open(options.model_dir);
+  check_config_fits_checkpoint(s.config, ckpt);
+  s.layout = build_layout(s.config);
   const LayoutCheck check = check_checkpoint(s.layout, ckpt);
   s.warnings = check.warnings;
   s.unused_tensors = check.unused_tensors;

@@ -29,6 +29,7 @@
 #include "sarqc/util/atomic_directory.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/file.h"
+#include "sarqc/util/interrupt.h"
 #include "sarqc/util/json_file.h"
 #include "sarqc/util/progress.h"
 #include "sarqc/util/stopwatch.h"
@@ -140,6 +141,25 @@ void copy_parameters(const DecoderLayer& from, DecoderLayer& to) {
   }
 }
 
+// A group's fp16 scale covers at most 65504·maxq/2 (sym: s = 2·max|w|/maxq; asym: the range is
+// at most 2·max|w|): a weight beyond that cannot be stored. Checked as each layer is loaded.
+void check_representable(const DecoderLayer& layer, const std::map<std::string, std::string>& skipped,
+                         const QuantGrid& grid, const fs::path& model_dir) {
+  const double limit = 65504.0 * static_cast<double>(grid.maxq()) / 2;
+  for (const auto& m : layer.layout().linears) {
+    if (!m.quantizable || skipped.count(m.name)) continue;
+    const at::Tensor w = layer.weight(m.local_name).abs().reshape(-1);
+    const auto [top, flat] = w.max(0);
+    const double value = top.item<double>();
+    if (value <= limit) continue;
+    const int64_t index = flat.item<int64_t>();
+    throw_bad_input(fmt::format("{}: tensor '{}' holds |w| = {:.6g} at [{}, {}], beyond what a "
+                                "{}-bit grid with fp16 scales can hold ({:.6g})",
+                                model_dir.string(), m.weight_name(), value, index / m.in_features,
+                                index % m.in_features, grid.bits, limit));
+  }
+}
+
 c10::ScalarType stored_type(const Checkpoint& ckpt, const std::string& name) {
   return *to_scalar_type(ckpt.info(name).dtype);
 }
@@ -212,7 +232,9 @@ MethodPreset method_preset(const std::string& method) {
   return it->second;
 }
 
-QuantizeReport quantize(const QuantizeOptions& o) {
+namespace {
+
+QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
   const Stopwatch clock;
   QuantGrid grid = o.grid;
   grid.validate();
@@ -257,7 +279,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   const bool paired_capture = calibrate && objective->needs_fp_stream();
   AlphaSampler alpha_sampler(o.seed, objective_settings.mixup);
 
-  const ModelWeights weights = ModelWeights::open(o.model_dir);
+  const ModelWeights weights = ModelWeights::open(o.model_dir, NonFinitePolicy::Refuse);
   const ModelConfig& cfg = weights.config();
   const ModelLayout& layout = weights.layout();
   if (cfg.quantization)
@@ -265,7 +287,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         fmt::format("{}: the model is already GPTQ-quantized (config.json has "
                     "quantization_config)",
                     o.model_dir.string()));
-  AtomicDirectory output(o.out_dir, o.force
+  AtomicDirectory output(out_dir, o.force
                                         ? AtomicDirectory::Existing::Replace
                                         : AtomicDirectory::Existing::Refuse);  // before any work
 
@@ -283,7 +305,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   for (const auto& [name, why] : skipped) spdlog::warn("{} stays unquantized: {}", name, why);
 
   QuantizeReport report;
-  report.out_dir = o.out_dir;
+  report.out_dir = out_dir;
   report.grid = grid.describe();
   report.method = o.method;
   report.objective = objective_settings.name;
@@ -313,7 +335,8 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       const auto tokenizer = load_tokenizer(o.model_dir);
       calib = calibration_from_text(*tokenizer, o.calib_text, o.nsamples, seqlen, o.seed);
     } else {
-      calib = calibration_from_token_file(o.calib_tokens, o.nsamples, seqlen, o.seed);
+      calib = calibration_from_token_file(o.calib_tokens, o.nsamples, seqlen, o.seed,
+                                            cfg.vocab_size);
     }
     const int64_t top = calib.ids.max().item<int64_t>();
     if (top >= cfg.vocab_size)
@@ -360,7 +383,13 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   }
   ShardedWriter writer(output.path(), specs, {{"format", "pt"}});
   const c10::Device cpu(c10::kCPU);
-  for (const auto& g : layout.globals) writer.write(g.name, ckpt.load(g.name, cpu));
+  for (const auto& g : layout.globals) {
+    const at::Tensor t = ckpt.load(g.name, cpu);  // copied as stored, so checked here
+    if (const auto bad = first_non_finite(t))
+      throw_bad_input(fmt::format("{}: tensor '{}' holds {}; quantize needs finite weights",
+                                  o.model_dir.string(), g.name, *bad));
+    writer.write(g.name, t);
+  }
 
   {  // The working set: one layer's fp32 weights, one group's Gram matrices, the stream(s).
     const int64_t stream_bytes =
@@ -412,6 +441,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
     std::optional<DecoderLayer> master_copy;
     if (separate_master) master_copy = DecoderLayer::load(weights, l, {compute.device, at::kFloat});
     DecoderLayer& master = separate_master ? *master_copy : layer;
+    check_representable(master, skipped, grid, o.model_dir);
     // The full-precision copy computes X_f's path through this layer (a second layer on the
     // device while the objective needs the FP stream).
     std::optional<DecoderLayer> fp_layer;
@@ -482,6 +512,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       if (calibrate && !paired_capture) {
         const RotaryTables& rope = model.rotary(stream.seqlen);
         for (const auto& batch : stream.batches) {
+          throw_if_interrupted();
           observer.set_sequences(batch.size(0));
           run_prefix(layer, batch.to(compute.device), &observer, rope);
         }
@@ -489,6 +520,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         // Both streams through their layer up to this group, then X_q, X_f and α per token.
         const RotaryTables& rope = model.rotary(stream.seqlen);
         for (size_t b = 0; b < stream.batches.size(); ++b) {
+          throw_if_interrupted();
           const at::Tensor& batch = stream.batches[b];
           const int64_t sequences = batch.size(0), T = batch.size(1);
           const bool all_tokens = layer_layout.moe && o.moe_policy == "all-tokens";
@@ -521,6 +553,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
         }
       }
       for (const LinearModule* m : members) {
+        throw_if_interrupted();
         const Stopwatch module_clock;
         ModuleRecord rec;
         rec.layer = l;
@@ -645,8 +678,24 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   report.seconds = clock.seconds();
   report.peak_host_bytes = peak_rss_bytes();
   write_file_atomically(output.path() / "report.json", to_json(report).dump(2) + "\n");
+  throw_if_interrupted();  // the last point where the output can still be abandoned
   output.publish();
   return report;
+}
+
+}  // namespace
+
+QuantizeReport quantize(const QuantizeOptions& o) {
+  const fs::path out_dir =
+      checked_output_folder("--out", o.out_dir, {o.model_dir, o.calib_text, o.calib_tokens});
+  check_dtype_supported(o.compute.device, o.compute.dtype);
+  const InterruptGuard guard;
+  try {
+    return run_quantize(o, out_dir);
+  } catch (const Interrupted& e) {  // by now the temporary folder is gone
+    throw Interrupted(e.signal(), fmt::format("{}: {}; nothing was written", out_dir.string(),
+                                              e.what()));
+  }
 }
 
 namespace {

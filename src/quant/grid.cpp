@@ -8,26 +8,27 @@
 namespace sarqc {
 namespace {
 
-// fp16 rounding of the scale, kept positive: a scale that underflows fp16 becomes its smallest
-// subnormal (such a group is all but zero anyway).
+constexpr double kFp16Min = 5.960464477539063e-08;  // 2^-24, the smallest positive fp16
+constexpr double kFp16Max = 65504.0;
+
+// fp16 rounding of the scale, kept positive and finite: a scale that underflows fp16 becomes its
+// smallest subnormal (such a group is all but zero anyway), one beyond fp16's range its largest
+// value, so the grid saturates there instead of producing inf and NaN (the pipeline refuses
+// weights that need more, README "Bad input").
 at::Tensor round_scale(const at::Tensor& s) {
-  const at::Tensor r = s.to(at::kHalf).to(s.scalar_type());
-  return r.clamp_min(5.960464477539063e-08);  // 2^-24
+  return s.to(at::kHalf).to(s.scalar_type()).clamp(kFp16Min, kFp16Max);
 }
 
-// The largest fp16 value <= s. The symmetric grid puts −max|x| exactly on code 0 only when
-// max|x| / s is exactly 2^(b−1) (a tie that rounds to even): a scale rounded up would move the
-// row's largest-magnitude weight one step inward. On babyllama-tok105 RTN, nearest rounding of
-// the scale cost 0.5 % (4 bits) and 2.3 % (3 bits) perplexity; rounding down costs nothing.
+// The largest fp16 value <= s (at least 2^-24). The symmetric grid puts −max|x| exactly on code 0
+// only when max|x| / s is exactly 2^(b−1) (a tie that rounds to even): a scale rounded up would
+// move the row's largest-magnitude weight one step inward. On babyllama-tok105 RTN, nearest
+// rounding of the scale cost 0.5 % (4 bits) and 2.3 % (3 bits) perplexity; rounding down costs
+// nothing. Positive fp16 values are ordered like their bit patterns, so one step down is the
+// pattern minus one, for normal and subnormal values alike.
 at::Tensor round_scale_down(const at::Tensor& s) {
-  at::Tensor r = round_scale(s);
-  const at::Tensor above = r > s;
-  if (!above.any().item<bool>()) return r;
-  // One fp16 step below r: 2^(e−11) for r = m·2^e with m in (0.5, 1), half that when m = 0.5.
-  const auto [mantissa, exponent] = at::frexp(r);
-  const at::Tensor step = at::pow(2.0, exponent.to(r.scalar_type()) - 11) /
-                          at::where(mantissa == 0.5, at::full_like(r, 2.0), at::ones_like(r));
-  return at::where(above, (r - step).clamp_min(5.960464477539063e-08), r);
+  const at::Tensor r = round_scale(s);
+  const at::Tensor below = (r.to(at::kHalf).view(at::kShort) - 1).clamp_min(1).view(at::kHalf);
+  return at::where(r > s, below.to(s.scalar_type()), r);
 }
 
 // Column view helpers: params are per row, broadcast over the group's columns.

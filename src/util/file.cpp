@@ -35,7 +35,9 @@ std::shared_ptr<const MappedFile> MappedFile::open(const fs::path& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw_bad_input(fmt::format("{}: not a regular file", path.string()));
+    throw_bad_input(fmt::format("{}: {}", path.string(),
+                                S_ISDIR(st.st_mode) ? "is a directory, expected a file"
+                                                    : "not a regular file"));
   }
   std::shared_ptr<MappedFile> file(new MappedFile());
   file->path_ = path;
@@ -67,6 +69,9 @@ MappedFile::~MappedFile() {
 }
 
 std::string read_text_file(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw_bad_input(fmt::format("{}: is a directory, expected a file", path.string()));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw_bad_input(fmt::format("{}: cannot open: {}", path.string(), errno_text()));
   std::ostringstream buffer;

@@ -32,6 +32,49 @@ TEST(Grid, SymmetricScaleIsTwiceMaxOverMaxqRoundedDownToFp16) {
   }
 }
 
+// The fp16 value one step above v (v a positive fp16 value held in a double).
+at::Tensor fp16_next_up(const at::Tensor& v) {
+  return (v.to(at::kHalf).view(at::kShort) + 1).view(at::kHalf).to(at::kDouble);
+}
+
+TEST(Grid, SubnormalScalesAreExactFp16AndHugeOnesSaturate) {
+  // Row maxima whose scales fall below 2^-14 (fp16 subnormals), below 2^-24, and beyond 65504.
+  const at::Tensor maxima = at::tensor({3e-6, 2.5e-5, 7.7e-3, 1e-4, 1e-9, 3e5, 1e9}, at::kDouble);
+  const at::Tensor x = at::cat({maxima.unsqueeze(1), -0.5 * maxima.unsqueeze(1),
+                                0.25 * maxima.unsqueeze(1)},
+                               1);
+  for (int bits : {4, 8}) {
+    SCOPED_TRACE(bits);
+    const QuantGrid g{bits, -1, true, false};
+    const GroupParams p = find_params(x, g);
+    const at::Tensor exact = 2 * maxima / g.maxq();
+    EXPECT_TRUE(at::equal(p.scale.to(at::kHalf).to(at::kDouble), p.scale)) << p.scale;
+    const at::Tensor representable = (exact >= 5.960464477539063e-08).logical_and(exact <= 65504);
+    // In fp16's range: the largest fp16 value not above 2a/maxq.
+    EXPECT_TRUE(at::where(representable, p.scale <= exact, at::ones_like(representable))
+                    .all()
+                    .item<bool>())
+        << p.scale << exact;
+    EXPECT_TRUE(at::where(representable, fp16_next_up(p.scale) > exact,
+                          at::ones_like(representable))
+                    .all()
+                    .item<bool>())
+        << p.scale << exact;
+    // Below it: the smallest subnormal; above it: the largest value, and the codes saturate.
+    EXPECT_EQ(p.scale[4].item<double>(), 5.960464477539063e-08);
+    EXPECT_EQ(p.scale[6].item<double>(), 65504.0);
+    const at::Tensor codes = quantize_codes(x, p, g.maxq());
+    const at::Tensor deq = dequantize_codes(codes, p);
+    EXPECT_TRUE(at::isfinite(deq).all().item<bool>());
+    EXPECT_TRUE(((codes >= 0).logical_and(codes <= g.maxq())).all().item<bool>());
+    // Within range the grid holds interior values (−a/2, a/4) to half a step (+a is clipped to
+    // a − s by design: the symmetric grid's top code is 2^(b−1) − 1 steps above zero).
+    const at::Tensor err = (deq - x).abs().narrow(0, 0, 6).narrow(1, 1, 2);
+    EXPECT_TRUE((err <= p.scale.narrow(0, 0, 6).unsqueeze(1) * 0.5 + 1e-18).all().item<bool>())
+        << err;
+  }
+}
+
 TEST(Grid, SymmetricGridClipsTheMostPositiveValue) {
   const at::Tensor x = at::tensor({-0.7, 0.3, 0.1, 0.7}, at::kDouble).view({1, 4});
   const QuantGrid g{4, -1, true, false};

@@ -30,8 +30,10 @@ CalibrationSet sample_windows(const std::vector<int32_t>& tokens, int64_t nsampl
 
 CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::filesystem::path& file,
                                      int64_t nsamples, int64_t seqlen, uint64_t seed);
+// Every id of the file is checked against `vocab_size` (a bad-input Error names the first one
+// outside it and its position), not only those the windows happen to draw.
 CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
-                                           int64_t seqlen, uint64_t seed);
+                                           int64_t seqlen, uint64_t seed, int64_t vocab_size);
 
 // `--calib self`: N sequences sampled from the model itself, each BOS followed by L − 1 tokens
 // drawn at `temperature` with one generator seeded once (sampling runs on the CPU, so the same

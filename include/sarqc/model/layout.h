@@ -69,6 +69,12 @@ struct ModelLayout {
 
 ModelLayout build_layout(const ModelConfig& config);
 
+// The counts config.json announces, checked against the checkpoint before anything is built per
+// layer or expert (a config with 2^40 layers must fail at once, not exhaust memory): the
+// checkpoint must hold tensors of every layer, and the announced shapes must fit its bytes even
+// at 2 bits per weight. Throws a bad-input Error naming config.json and the field.
+void check_config_fits_checkpoint(const ModelConfig& config, const Checkpoint& checkpoint);
+
 // Every tensor the layout expects, with its shape.
 std::vector<NamedShape> expected_tensors(const ModelLayout& layout);
 

@@ -1,10 +1,22 @@
 #pragma once
 // An output folder built under a temporary name beside its final path and renamed into place by
 // publish(), so a failure at any point leaves neither a half-written folder nor a changed old
-// one. Destroying an unpublished AtomicDirectory deletes the temporary folder.
+// one. Destroying an unpublished AtomicDirectory deletes the temporary folder and the parent
+// folders it created. Leftovers of runs that were killed (their process is gone) are removed by
+// the next AtomicDirectory for the same path.
 #include <filesystem>
+#include <string>
+#include <vector>
 
 namespace sarqc {
+
+// The folder an output flag names, normalised (no trailing separator) and checked before any
+// work: not empty, not ".", ".." or the root, not a dangling symbolic link, no ancestor that is
+// a file, and neither equal to, inside, nor containing any of `inputs` (files or folders that
+// exist; others are skipped). Usage errors name `flag`.
+std::filesystem::path checked_output_folder(const std::string& flag,
+                                            const std::filesystem::path& requested,
+                                            const std::vector<std::filesystem::path>& inputs);
 
 class AtomicDirectory {
  public:
@@ -23,6 +35,7 @@ class AtomicDirectory {
 
  private:
   std::filesystem::path final_, partial_;
+  std::filesystem::path created_;  // the outermost parent folder this object created, if any
   bool published_ = false;
 };
 
