@@ -167,6 +167,13 @@ EvalResult evaluate(const EvalOptions& o) {
   r.scored_tokens = r.windows * r.seqlen;
   r.mean_nll = nll_sum / static_cast<double>(r.scored_tokens);
   r.ppl = std::exp(r.mean_nll);
+  // A NaN perplexity is no result: the model (warned about above if its weights hold NaN or
+  // Inf) or its activations are not finite.
+  if (std::isnan(r.mean_nll))
+    throw_bad_input(fmt::format("{}: the model's log-likelihood is not a number (NaN or Inf in "
+                                "its weights or activations{})",
+                                o.model_dir.string(),
+                                o.compute.dtype == at::kFloat ? "" : "; try --dtype fp32"));
   if (ref_model) {
     const at::Tensor kl = at::cat(kls);
     r.kld_mean = kl.mean().item<double>();

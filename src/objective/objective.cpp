@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "sarqc/objective/interp.h"
 #include "sarqc/objective/plain.h"
@@ -54,11 +55,16 @@ std::vector<std::string> objective_names() {
 }
 
 PreparedMetric prepare_metric(const at::Tensor& gram, const at::Tensor& weight, double percdamp,
-                              const std::string& module) {
-  if (!at::isfinite(gram).all().item<bool>())
-    throw_runtime(fmt::format("{}: the calibration Gram matrix contains NaN or Inf (the "
-                              "activations overflowed; try --dtype fp32)",
-                              module));
+                              const std::string& module, c10::ScalarType activations) {
+  if (!at::isfinite(gram).all().item<bool>()) {
+    const bool half = activations == at::kHalf || activations == at::kBFloat16;
+    throw_runtime(fmt::format(
+        "{}: the calibration Gram matrix contains NaN or Inf: {}", module,
+        half ? fmt::format("the {} activations overflowed; try --dtype fp32",
+                           c10::toString(activations))
+             : std::string("the module's inputs are not finite even in fp32 (the layers before "
+                           "it overflow on this calibration data)")));
+  }
   PreparedMetric p;
   at::Tensor h = gram.clone();
   p.weight = weight.clone();

@@ -174,7 +174,8 @@ std::optional<QuantizedLinear> round_with_damping(const LinearModule& m, int64_t
   double damp = o.damp, tried = o.damp;
   for (int attempt = 0; attempt <= o.max_damp_retries; ++attempt) {
     tried = damp;
-    const PreparedMetric prep = prepare_metric(gram.matrix(), W, damp, m.name);
+    const PreparedMetric prep =
+        prepare_metric(gram.matrix(), W, damp, m.name, o.compute.dtype);
     const ObjectiveInput input{prep.weight,     prep.damped,
                                &gram,           prep.mean_diag,
                                layer,           std::string(linear_role_name(m.role)),
@@ -527,10 +528,12 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
           RecordingObserver q_inputs(group, all_tokens), fp_inputs(group, false);
           run_prefix(layer, batch.to(compute.device), &q_inputs, rope);
           run_prefix(*fp_layer, fp_stream.batches[b].to(compute.device), &fp_inputs, rope);
-          at::Tensor weight = at::ones({sequences}, at::TensorOptions().device(compute.device));
+          // α_j per sequence, drawn on the host and copied once (not element by element).
+          std::vector<float> alpha(static_cast<size_t>(sequences), 1.0f);
           if (objective->samples_alpha())
-            for (int64_t j = 0; j < sequences; ++j) weight[j] = alpha_sampler.next();
-          weight = weight.repeat_interleave(T);
+            for (auto& a : alpha) a = static_cast<float>(alpha_sampler.next());
+          const at::Tensor weight =
+              at::tensor(alpha).to(compute.device).repeat_interleave(T);
           observer.set_sequences(sequences);
           for (const auto& [key, input] : q_inputs.inputs) {
             const LinearModule& m = *input.first;

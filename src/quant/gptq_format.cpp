@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "sarqc/quant/gptq_pack.h"
 #include "sarqc/util/error.h"

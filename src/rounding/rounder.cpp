@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "sarqc/rounding/gptq.h"
 #include "sarqc/rounding/rtn.h"

@@ -4,7 +4,7 @@
 
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
-#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/cuda.h>
 #include <fmt/format.h>
 
 #include "sarqc/util/error.h"
@@ -15,7 +15,7 @@ bool cuda_available() { return at::globalContext().hasCUDA() && cuda_device_coun
 
 int cuda_device_count() {
   if (!at::globalContext().hasCUDA()) return 0;
-  return at::detail::getCUDAHooks().getNumGPUs();
+  return static_cast<int>(torch::cuda::device_count());  // the public API
 }
 
 c10::Device parse_device(const std::string& text) {

@@ -6,38 +6,16 @@
 
 #include "sarqc/util/device.h"
 #include "sarqc/util/error.h"
+#include "cli/run_sarqc.h"
 #include "test_support.h"
 #include "tokenizer/tiny_tokenizers.h"
 
 namespace sarqc {
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string quote(const std::string& arg) {
-  std::string q = "'";
-  for (char c : arg) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-RunResult run_sarqc(const std::vector<std::string>& args) {
-  test::TempDir dir;
-  std::string command = quote(SARQC_BINARY);
-  for (const auto& a : args) command += " " + quote(a);
-  command += " >" + quote((dir / "out").string()) + " 2>" + quote((dir / "err").string()) +
-             " </dev/null";
-  const int status = std::system(command.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = test::read_bytes(dir / "out");
-  r.err = test::read_bytes(dir / "err");
-  return r;
-}
-
-size_t count_lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
+using test::count_lines;
+using test::run_sarqc;
+using test::RunResult;
 
 TEST(Cli, VersionAndHelp) {
   RunResult r = run_sarqc({"--version"});

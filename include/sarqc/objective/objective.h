@@ -71,8 +71,10 @@ struct PreparedMetric {
 };
 
 // methods.md §1: a column with H_jj = 0 gets H_jj = 1 and W[:, j] = 0; then
-// H_d = H + percdamp·mean(diag H)·I. Throws a runtime Error on NaN/Inf in H.
+// H_d = H + percdamp·mean(diag H)·I. Throws a runtime Error on NaN/Inf in H, whose advice
+// depends on the dtype the activations were computed in.
 PreparedMetric prepare_metric(const at::Tensor& gram, const at::Tensor& weight, double percdamp,
-                              const std::string& module);
+                              const std::string& module,
+                              c10::ScalarType activations = at::kFloat);
 
 }  // namespace sarqc

@@ -1,0 +1,88 @@
+#pragma once
+// Runs the real `sarqc` binary for the CLI tests: exit code, stdout and stderr.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_support.h"
+
+namespace sarqc::test {
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+inline std::string quote(const std::string& arg) {
+  std::string q = "'";
+  for (char c : arg) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+inline RunResult run_sarqc(const std::vector<std::string>& args) {
+  TempDir dir;
+  std::string command = quote(SARQC_BINARY);
+  for (const auto& a : args) command += " " + quote(a);
+  command += " >" + quote((dir / "out").string()) + " 2>" + quote((dir / "err").string()) +
+             " </dev/null";
+  const int status = std::system(command.c_str());
+  RunResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_bytes(dir / "out");
+  r.err = read_bytes(dir / "err");
+  return r;
+}
+
+// Starts sarqc, waits until a temporary output folder (".*.partial-*") appears in `watch`, then
+// sends `signal` and waits for the process to end. exit_code is -2 when the folder never
+// appeared within 120 s (the process is killed then).
+inline RunResult run_sarqc_and_signal(const std::vector<std::string>& args,
+                                      const std::filesystem::path& watch, int signal) {
+  TempDir dir;
+  const std::string out_path = (dir / "out").string(), err_path = (dir / "err").string();
+  std::vector<std::string> storage = {SARQC_BINARY};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : storage) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    ::execv(SARQC_BINARY, argv.data());
+    ::_exit(127);
+  }
+  RunResult r;
+  bool seen = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!seen && std::chrono::steady_clock::now() < deadline) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(watch, ec))
+      seen |= e.path().filename().string().find(".partial-") != std::string::npos;
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(pid, seen ? signal : SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.exit_code = !seen ? -2 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_bytes(out_path);
+  r.err = read_bytes(err_path);
+  return r;
+}
+
+inline size_t count_lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
+
+}  // namespace sarqc::test
