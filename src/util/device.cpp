@@ -1,5 +1,7 @@
 #include "sarqc/util/device.h"
 
+#include <sched.h>
+
 #include <thread>
 
 #include <ATen/Context.h>
@@ -40,8 +42,17 @@ c10::Device parse_device(const std::string& text) {
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
+int usable_cores() {
+  // The CPUs this process may run on (taskset, cgroup cpusets), not all the machine has.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+    return CPU_COUNT(&set);
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 int configure_threads(int n) {
-  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (n <= 0) n = usable_cores();
   at::set_num_threads(n);
   return n;
 }

@@ -130,7 +130,17 @@ TEST(Eval, UsesTheTokenizerJsonOfTheModelFolder) {
   // [300] + t he | Ġthe | Ġ aa aa | Ġ | <|x|>y | Ġthe = 10 tokens.
   EXPECT_EQ(r.total_tokens, 10);
   EXPECT_EQ(r.windows, 2);
-  EXPECT_TRUE(std::isfinite(r.ppl));
+  // The perplexity of those windows, from the model's logits directly.
+  const auto tokenizer = load_tokenizer(o.model_dir);
+  std::vector<int32_t> ids = tokenizer->special().prefix;
+  const auto body = tokenizer->encode(test::read_bytes(o.data_file));
+  ids.insert(ids.end(), body.begin(), body.end());
+  const EvalWindows w = make_eval_windows(ids, 4, 0, "t");
+  const ModelWeights mw = ModelWeights::open(o.model_dir);
+  const at::Tensor lp =
+      at::log_softmax(StreamingModel(mw, {}).forward(w.inputs), -1).to(at::kDouble);
+  const double nll = -lp.gather(2, w.targets.unsqueeze(2)).mean().item<double>();
+  EXPECT_NEAR(r.ppl, std::exp(nll), 1e-6 * std::exp(nll));
 }
 
 TEST(Eval, Bf16PerplexityCloseToFp32) {

@@ -125,6 +125,17 @@ TEST_F(MoeFromDense, NoiseMakesExpertsDifferAndConfigsDescribeTheLayout) {
   EXPECT_GT(rel, 0.05);
   EXPECT_LT(rel, 0.15);
   EXPECT_TRUE(layer.moe);
+  // The shared expert is the dense MLP unperturbed, behind a zero gate (sigmoid(0) = 1/2).
+  for (const char* proj : {"up_proj", "gate_proj", "down_proj"})
+    EXPECT_TRUE(at::equal(
+        w.tensor(std::string("model.layers.0.mlp.shared_expert.") + proj + ".weight", c10::kCPU,
+                 at::kFloat),
+        ModelWeights::open(dense_).tensor(std::string("model.layers.0.mlp.") + proj + ".weight",
+                                          c10::kCPU, at::kFloat)))
+        << proj;
+  EXPECT_TRUE(at::equal(
+      w.tensor("model.layers.0.mlp.shared_expert_gate.weight", c10::kCPU, at::kFloat),
+      at::zeros({1, w.config().hidden_size})));
   EXPECT_TRUE(at::isfinite(logits(dir_ / "q2")).all().item<bool>());
   test::expect_error([&] { moe_from_dense(dense_, dir_ / "q2", o); }, ErrorKind::Usage,
                      "exists and is not empty");

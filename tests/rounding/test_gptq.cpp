@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "rounding/problems.h"
+#include "sarqc/objective/objective.h"
 #include "sarqc/rounding/gptq.h"
 #include "sarqc/rounding/rtn.h"
 
@@ -102,6 +103,41 @@ TEST(Gptq, GptqBeatsRtnOnItsOwnObjective) {
   const QuantizedLinear gptq = GptqRounder().round(p.W, p.H, grid, {});
   const QuantizedLinear rtn = RtnRounder().round(p.W, p.H, grid, {});
   EXPECT_LT(gptq.loss, rtn.loss);
+}
+
+TEST(Gptq, DeadColumnGivesTheSameCodesAsRemovingTheChannel) {
+  // methods.md §1 and §9 item 11: an input channel that is always zero gets H_jj = 1 and
+  // W[:, j] = 0; the other columns' codes are those of the problem without the channel.
+  at::manual_seed(11);
+  const int64_t n = 12, dead = 5;
+  at::Tensor X = at::randn({64, n});
+  X.select(1, dead).zero_();
+  const at::Tensor W = at::randn({6, n});
+  const at::Tensor H = 2.0 / 4 * at::matmul(X.t(), X);
+  const PreparedMetric full = prepare_metric(H, W, /*percdamp=*/0, "m");
+  EXPECT_EQ(full.dead_columns, 1);
+  EXPECT_EQ(full.damped[dead][dead].item<float>(), 1.0f);
+  EXPECT_TRUE((full.weight.select(1, dead) == 0).all().item<bool>());
+  EXPECT_TRUE(at::equal(full.weight.narrow(1, 0, dead), W.narrow(1, 0, dead)));
+  EXPECT_EQ(W.select(1, dead).abs().sum().item<float>() > 0, true);  // it was not zero before
+  // Damping is relative to mean(diag H) after the dead entry became 1.
+  const PreparedMetric damped = prepare_metric(H, W, 0.1, "m");
+  const double mean = (H.diagonal().sum().item<double>() + 1) / n;
+  EXPECT_NEAR(damped.damped[0][0].item<double>(), H[0][0].item<double>() + 0.1 * mean,
+              1e-6 * mean);
+
+  std::vector<int64_t> keep;
+  for (int64_t j = 0; j < n; ++j)
+    if (j != dead) keep.push_back(j);
+  const at::Tensor idx = at::tensor(keep, at::kLong);
+  const at::Tensor Xr = X.index_select(1, idx);
+  const PreparedMetric reduced =
+      prepare_metric(2.0 / 4 * at::matmul(Xr.t(), Xr), W.index_select(1, idx), 0, "m");
+  const QuantGrid grid{3, -1, true, false};
+  const QuantizedLinear a = GptqRounder().round(full.weight, full.damped, grid, {});
+  const QuantizedLinear b = GptqRounder().round(reduced.weight, reduced.damped, grid, {});
+  EXPECT_TRUE(at::equal(a.codes.index_select(1, idx), b.codes));
+  EXPECT_TRUE((a.dequantize().select(1, dead) == 0).all().item<bool>());
 }
 
 TEST(Gptq, IndefiniteMetricIsAFactorizationFailure) {

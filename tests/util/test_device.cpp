@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -31,11 +32,24 @@ TEST(Device, CudaDeviceIndexBeyondCountIsAUsageError) {
   expect_error([] { parse_device("cuda:999"); }, ErrorKind::Usage, "CUDA device(s) visible");
 }
 
-TEST(Device, ConfigureThreadsUsesAllCoresByDefault) {
-  const int all = configure_threads(0);
-  EXPECT_GE(all, 1);
-  EXPECT_EQ(at::get_num_threads(), all);
-  EXPECT_EQ(configure_threads(1), 1);
+TEST(Device, ConfigureThreadsUsesTheCoresTheProcessMayRunOn) {
+  cpu_set_t original;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof(original), &original), 0);
+  EXPECT_EQ(configure_threads(0), CPU_COUNT(&original));
+  EXPECT_EQ(at::get_num_threads(), CPU_COUNT(&original));
+  // Restricted to one CPU (as `taskset -c N` does): one thread, however many the machine has.
+  int first = 0;
+  while (!CPU_ISSET(first, &original)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(::sched_setaffinity(0, sizeof(one), &one), 0);
+  const int restricted = configure_threads(0);
+  ASSERT_EQ(::sched_setaffinity(0, sizeof(original), &original), 0);
+  EXPECT_EQ(restricted, 1);
+  EXPECT_EQ(configure_threads(3), 3);  // an explicit count is taken as given
+  EXPECT_EQ(at::get_num_threads(), 3);
+  configure_threads(0);
 }
 
 TEST(Device, CheckpointLoadsOntoCuda) {

@@ -12,7 +12,8 @@ c10::Device parse_device(const std::string& text);
 bool cuda_available();
 int cuda_device_count();
 
-// Sets ATen's intra-op thread count; n <= 0 means one per hardware core. Returns the count used.
+// Sets ATen's intra-op thread count; n <= 0 means one per core this process may run on (its CPU
+// affinity: taskset, cgroup cpusets). Returns the count used.
 int configure_threads(int n);
 
 }  // namespace sarqc
