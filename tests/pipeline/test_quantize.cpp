@@ -5,7 +5,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sarqc/calib/calibration_set.h"
 #include "sarqc/eval/perplexity.h"
+#include "sarqc/io/tokenizer.h"
+#include "sarqc/model/decoder_layer.h"
+#include "sarqc/model/moe.h"
+#include "sarqc/model/streaming_model.h"
 #include "sarqc/io/checkpoint.h"
 #include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
@@ -331,6 +336,82 @@ TEST_F(QuantizeFixture, MoeExpertsCalibrateOnTheirOwnTokensAndStarvedOnesFollowT
   const std::string expert = "model.layers.1.block_sparse_moe.experts.0.w2.qweight";
   EXPECT_FALSE(at::equal(Checkpoint::open(dir_ / "q-gptqrtn").load(expert),
                          Checkpoint::open(dir_ / "q-gptaqrtn").load(expert)));
+}
+
+// Captures the router's input and decisions of one forward.
+struct RoutingCapture : LinearInputObserver {
+  void observe_input(const LinearModule& m, const at::Tensor& x) override {
+    if (m.role == LinearRole::Router) router_input = x;
+  }
+  void observe_routing(const DecoderLayerLayout&, const MoeRouting& r) override { routing = r; }
+  at::Tensor router_input;
+  MoeRouting routing;
+};
+
+TEST_F(QuantizeFixture, EachExpertsGramIsThatOfItsRoutedTokens) {
+  // Layer 0 sees the embeddings of the calibration windows, so each expert's Gram matrix can be
+  // computed here from the tokens the router sends it: H_e = (2/N) X_eᵀ X_e, N the sequences.
+  // GPTQ's reported loss is tr((Q − W)(H_e + δI)(Q − W)ᵀ) (test_gptq), so it pins H_e down.
+  // True-sequential: the experts are calibrated after the attention was quantized, so the
+  // router input comes from the written checkpoint's layer 0 (its router is unquantized).
+  QuantizeOptions o = options("babyllama-tok105", "moe-gram");
+  o.model_dir = small_moe();
+  o.grid = {4, 32, true, false};
+  o.nsamples = 4;
+  o.seqlen = 64;
+  o.moe_min_tokens = 1;
+  const QuantizeReport r = quantize(o);
+
+  const ModelWeights weights = ModelWeights::open(o.model_dir);
+  const auto tokenizer = load_tokenizer(o.model_dir);
+  const CalibrationSet calib = calibration_from_text(*tokenizer, o.calib_text, 4, 64, o.seed);
+  StreamingModel model(weights, {});
+  const HiddenBatches x = model.embed(calib.ids);
+  // Batch by batch as the pipeline runs them (a batch of another size may round differently).
+  const ModelWeights packed = ModelWeights::open(o.out_dir);
+  const DecoderLayer layer0 = DecoderLayer::load(packed, 0, {});
+  std::vector<at::Tensor> inputs;
+  std::vector<std::vector<at::Tensor>> routed(4);
+  int64_t offset = 0;
+  for (const auto& batch : x.batches) {
+    RoutingCapture capture;
+    layer0.forward(batch, model.rotary(64), &capture);
+    inputs.push_back(capture.router_input.to(at::kDouble));
+    for (size_t e = 0; e < routed.size(); ++e)
+      routed[e].push_back(capture.routing.experts.at(e).tokens + offset);
+    offset += capture.router_input.size(0);
+  }
+  const at::Tensor X = at::cat(inputs);  // [N·L, d]
+  const auto& layer = weights.layout().layers[0];
+  int checked = 0;
+  for (size_t k = 0; k < layer.linears.size(); ++k) {
+    const LinearModule& m = layer.linears[k];
+    if (m.expert < 0 || m.role != LinearRole::Gate) continue;
+    const ModuleRecord* rec = nullptr;
+    for (const auto& mr : r.modules)
+      if (mr.module == m.name) rec = &mr;
+    ASSERT_NE(rec, nullptr) << m.name;
+    ASSERT_EQ(rec->method, "gptq") << m.name;
+    const at::Tensor tokens = at::cat(routed.at(static_cast<size_t>(m.expert)));
+    EXPECT_EQ(rec->tokens, tokens.numel()) << m.name;
+    auto loss_with = [&](const at::Tensor& Xe) {
+      const at::Tensor H = 2.0 / 4 * at::matmul(Xe.t(), Xe);
+      const at::Tensor Hd = H + rec->damp * H.diagonal().mean() * at::eye(H.size(0), at::kDouble);
+      const at::Tensor d =
+          packed.linear_weight(packed.layout().layers[0], packed.layout().layers[0].linears[k],
+                               c10::kCPU, at::kDouble) -
+          weights.linear_weight(layer, m, c10::kCPU, at::kDouble);
+      return (at::matmul(d, Hd) * d).sum().item<double>();
+    };
+    const double routed = loss_with(X.index_select(0, tokens)), all = loss_with(X);
+    // The pipeline accumulates H_e and sweeps GPTQ in fp32: about (T_e + n)·2^-24 ≈ 2e-5
+    // relative per sum; 1e-3 leaves room for the cancellation in Q − W. The Gram of all tokens
+    // (the wrong token set) is off by far more, so the check can tell them apart.
+    EXPECT_NEAR(rec->loss, routed, 1e-3 * routed) << m.name;
+    EXPECT_GT(std::abs(all - routed), 0.05 * routed) << m.name;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 4);
 }
 
 TEST_F(QuantizeFixture, InterpPresetsAreSeededAndBeatGptq) {
