@@ -10,6 +10,7 @@
 #include "sarqc/model/weights.h"
 #include "sarqc/rounding/rtn.h"
 #include "sarqc/rounding/scale_search.h"
+#include "sarqc/util/device.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -178,6 +179,31 @@ TEST(ScaleSearch, ChosenScalesNeverLoseToNoScalingAndPreserveTheFunction) {
   EXPECT_GT(steps.max().item<double>(), 0.5);  // some row is clipped
   EXPECT_TRUE(at::equal(clipped_down, at::minimum(at::maximum(scaled_down, -a.unsqueeze(1)),
                                                   a.unsqueeze(1))));
+}
+
+TEST(ScaleSearch, RunsOnCudaWithEveryDriftSaliency) {
+  if (!cuda_available()) GTEST_SKIP() << "CUDA not available";
+  // Every saliency's tensors must live on the layer's device (ones once was a host tensor).
+  const RandomModel model(llama(4), 7);
+  const c10::Device cuda(c10::kCUDA, 0);
+  at::manual_seed(5);
+  const at::Tensor x = at::randn({2, 9, 32});
+  const RotaryTables rope = make_rotary_tables(model.weights.config(), 9, cuda, at::kFloat);
+  for (const char* saliency : {"ones", "hdiag", "absmean", "absmean-pow", "elem"}) {
+    DecoderLayer gpu = DecoderLayer::load(model.weights, 0, {cuda, at::kFloat});
+    DecoderLayer cpu = DecoderLayer::load(model.weights, 0, {});
+    ScaleSearchObjective drift;
+    drift.lambda = 0.1;
+    drift.saliency = saliency;
+    const auto on_gpu = search_scales(gpu, {x.to(cuda)}, rope, QuantGrid{3, -1, true, false}, {},
+                                      drift);
+    const auto on_cpu = search_scales(cpu, {x}, model.rope, QuantGrid{3, -1, true, false}, {},
+                                      drift);
+    ASSERT_EQ(on_gpu.size(), on_cpu.size()) << saliency;
+    for (size_t i = 0; i < on_gpu.size(); ++i)
+      EXPECT_NEAR(on_gpu[i].loss_unscaled, on_cpu[i].loss_unscaled, 1e-3 * on_cpu[i].loss_unscaled)
+          << saliency << " " << on_cpu[i].group;
+  }
 }
 
 TEST(ScaleSearch, ClippingLeavesTheCheckpointAndOtherLoadsOfTheLayerUntouched) {
