@@ -37,56 +37,22 @@ class UnicodeForm final : public Normalizer {
   utf8proc_option_t options_;
 };
 
-// Unicode's Cased and Case_Ignorable properties, as far as the final-sigma rule needs them.
-bool is_cased(char32_t cp) {
-  const auto c = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
-  return c == UTF8PROC_CATEGORY_LU || c == UTF8PROC_CATEGORY_LL || c == UTF8PROC_CATEGORY_LT;
-}
-
-bool is_case_ignorable(char32_t cp) {
-  switch (cp) {  // Word_Break MidLetter, MidNumLet and Single_Quote
-    case 0x27: case 0x2E: case 0x3A: case 0xB7: case 0x387: case 0x5F4: case 0x2018:
-    case 0x2019: case 0x2024: case 0x2027: case 0xFE13: case 0xFE52: case 0xFE55: case 0xFF07:
-    case 0xFF0E: case 0xFF1A:
-      return true;
-    default:
-      break;
-  }
-  const auto c = utf8proc_category(static_cast<utf8proc_int32_t>(cp));
-  return c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_ME || c == UTF8PROC_CATEGORY_CF ||
-         c == UTF8PROC_CATEGORY_LM || c == UTF8PROC_CATEGORY_SK;
-}
-
-// JavaScript's toLowerCase: per code point lowercasing plus SpecialCasing's context-free U+0130
-// -> "i̇" and the Final_Sigma rule (Σ at the end of a word becomes ς).
+// HF tokenizers' Lowercase: Rust's char::to_lowercase code point by code point, so U+0130
+// becomes "i̇" (SpecialCasing's unconditional mapping) and Σ is always σ (no Final_Sigma
+// context, unlike JavaScript's toLowerCase).
 class Lowercase final : public Normalizer {
  public:
   std::string normalize(std::string text) const override {
-    std::vector<char32_t> cps;
-    for (size_t pos = 0; pos < text.size();) cps.push_back(next_code_point(text, pos));
     std::string out;
     out.reserve(text.size());
-    for (size_t i = 0; i < cps.size(); ++i) {
-      const char32_t cp = cps[i];
-      if (cp == 0x130) {
+    for (size_t pos = 0; pos < text.size();) {
+      const char32_t cp = next_code_point(text, pos);
+      if (cp == 0x130)
         out += "i\xCC\x87";
-      } else if (cp == 0x3A3) {
-        append_utf8(out, final_sigma(cps, i) ? 0x3C2 : 0x3C3);
-      } else {
+      else
         append_utf8(out, static_cast<char32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(cp))));
-      }
     }
     return out;
-  }
-
- private:
-  static bool final_sigma(const std::vector<char32_t>& cps, size_t i) {
-    size_t before = i;
-    while (before > 0 && is_case_ignorable(cps[before - 1])) --before;
-    if (before == 0 || !is_cased(cps[before - 1])) return false;
-    size_t after = i + 1;
-    while (after < cps.size() && is_case_ignorable(cps[after])) ++after;
-    return after == cps.size() || !is_cased(cps[after]);
   }
 };
 
@@ -135,7 +101,7 @@ class Replace final : public Normalizer {
   std::string content_;
 };
 
-// The reference prepends to every section, even one that already starts with the prefix.
+// HF tokenizers prepends to every section, even one that already starts with the prefix.
 class Prepend final : public Normalizer {
  public:
   explicit Prepend(std::string prefix) : prefix_(std::move(prefix)) {}

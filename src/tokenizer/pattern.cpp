@@ -66,8 +66,6 @@ std::optional<std::string> translate_escape(char c, bool in_class) {
   }
 }
 
-bool is_ascii_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
 // \uHHHH -> \x{HHHH}; returns how many bytes of `p` (starting at the backslash) it used, or 0.
 size_t braced_or_u_escape(std::string_view p, std::string& out) {
   if (p.size() >= 3 && (p[1] == 'p' || p[1] == 'P' || p[1] == 'x') && p[2] == '{') {
@@ -140,12 +138,7 @@ std::string oniguruma_to_pcre2(std::string_view p) {
   // Output offset where the last quantifiable item starts (-1: none), for X{n,m}+ rewriting.
   long atom = -1;
   bool after_quantifier = false;
-  bool fold = false;  // inside (?i:...)
-  struct Group {
-    long start;
-    bool fold;
-  };
-  std::vector<Group> groups;
+  std::vector<long> groups;  // output offsets where the open groups start
   const auto emit_atom = [&](const std::string& text) {
     atom = static_cast<long>(out.size());
     out += text;
@@ -157,13 +150,6 @@ std::string oniguruma_to_pcre2(std::string_view p) {
       if (i + 1 >= p.size()) throw std::invalid_argument("pattern ends with a backslash");
       std::string text;
       if (const size_t used = braced_or_u_escape(p.substr(i), text)) {
-        const std::string_view x = p.substr(i + 3, used > 4 ? used - 4 : 0);
-        if (fold && p[i + 1] == 'x' && x.size() <= 2) {
-          const long v = std::strtol(std::string(x).c_str(), nullptr, 16);
-          if (v < 128 && is_ascii_letter(static_cast<char>(v)))
-            text = fmt::format("[{}{}]", static_cast<char>(std::tolower(static_cast<int>(v))),
-                               static_cast<char>(std::toupper(static_cast<int>(v))));
-        }
         emit_atom(text);
         i += used;
         continue;
@@ -171,11 +157,7 @@ std::string oniguruma_to_pcre2(std::string_view p) {
       if (p[i + 1] == 'x' && i + 3 < p.size() &&
           std::isxdigit(static_cast<unsigned char>(p[i + 2])) &&
           std::isxdigit(static_cast<unsigned char>(p[i + 3]))) {
-        const long v = std::strtol(std::string(p.substr(i + 2, 2)).c_str(), nullptr, 16);
-        emit_atom(fold && is_ascii_letter(static_cast<char>(v))
-                      ? fmt::format("[{}{}]", static_cast<char>(std::tolower(static_cast<int>(v))),
-                                    static_cast<char>(std::toupper(static_cast<int>(v))))
-                      : std::string(p.substr(i, 4)));
+        emit_atom(std::string(p.substr(i, 4)));
         i += 4;
         continue;
       }
@@ -191,8 +173,7 @@ std::string oniguruma_to_pcre2(std::string_view p) {
       case '[': {
         std::string cls;
         i += translate_class(p.substr(i), cls);
-        // Caseless classes use PCRE2's Unicode folding (ASCII-only folding is not expressible).
-        emit_atom(fold ? "(?i:" + cls + ")" : cls);
+        emit_atom(cls);
         continue;
       }
       case ']':
@@ -214,12 +195,10 @@ std::string oniguruma_to_pcre2(std::string_view p) {
       case '(': {
         std::string_view prefix = "(";
         std::string_view replacement = "(";
-        bool opens_fold = false;
         const std::string_view rest = p.substr(i);
         if (rest.substr(0, 4) == "(?i:") {
-          prefix = "(?i:";
-          replacement = "(?:";
-          opens_fold = true;
+          // Unicode case folding in both engines ('ſ' matches 's', U+212A matches 'k').
+          prefix = replacement = "(?i:";
         } else if (rest.substr(0, 2) == "(?") {
           for (std::string_view known : {"(?:", "(?=", "(?!", "(?<=", "(?<!", "(?>", "(?#"}) {
             if (rest.substr(0, known.size()) == known) {
@@ -234,8 +213,7 @@ std::string oniguruma_to_pcre2(std::string_view p) {
             throw std::invalid_argument(fmt::format(
                 "inline option group '{}' is not supported (only (?i:...))", rest.substr(0, 4)));
         }
-        groups.push_back({static_cast<long>(out.size()), fold});
-        fold = fold || opens_fold;
+        groups.push_back(static_cast<long>(out.size()));
         out += replacement;
         atom = -1;
         after_quantifier = false;
@@ -245,8 +223,7 @@ std::string oniguruma_to_pcre2(std::string_view p) {
       case ')':
         if (groups.empty()) throw std::invalid_argument("unmatched ')'");
         out += ')';
-        atom = groups.back().start;
-        fold = groups.back().fold;
+        atom = groups.back();
         groups.pop_back();
         after_quantifier = false;
         ++i;
@@ -295,11 +272,7 @@ std::string oniguruma_to_pcre2(std::string_view p) {
         continue;
       default: {
         const size_t n = utf8_sequence_length(static_cast<unsigned char>(c));
-        if (fold && is_ascii_letter(c))
-          emit_atom(fmt::format("[{}{}]", static_cast<char>(std::tolower(c)),
-                                static_cast<char>(std::toupper(c))));
-        else
-          emit_atom(std::string(p.substr(i, n)));
+        emit_atom(std::string(p.substr(i, n)));
         i += n;
         continue;
       }

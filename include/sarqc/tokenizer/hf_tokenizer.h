@@ -2,9 +2,8 @@
 // The HuggingFace tokenizers pipeline read from tokenizer.json: added tokens are cut out of the
 // text first, every other section is normalized, pre-tokenized and encoded by the BPE model; the
 // post-processor (or tokenizer_config.json's add_bos_token/add_eos_token) says which special ids
-// surround a sequence. The reference for every behaviour is @huggingface/tokenizers (the
-// tokenizer of transformers.js); the few places where we follow HF tokenizers instead are named
-// in the component that differs.
+// surround a sequence. The reference for every behaviour is HF tokenizers (the Rust library that
+// transformers, vLLM and TGI encode with; tests/tokenizer/test_conformance.cpp).
 #include <filesystem>
 #include <memory>
 #include <string>

@@ -1,9 +1,9 @@
 #pragma once
 // Regular expressions of tokenizer.json (Split pre-tokenizers, Replace normalizers and decoders).
 // HF tokenizers compiles them with Oniguruma; we compile them with PCRE2 after rewriting the few
-// constructs whose meaning differs between the two engines (see oniguruma_to_pcre2). Matching
-// follows JavaScript's matchAll, the reference implementation's: left to right, non-overlapping,
-// and after an empty match the search resumes one code point later.
+// constructs whose meaning differs between the two engines (see oniguruma_to_pcre2). Matching is
+// left to right and non-overlapping, and after an empty match the search resumes one code point
+// later, as HF tokenizers finds matches.
 #include <memory>
 #include <string>
 #include <string_view>
@@ -17,7 +17,7 @@ namespace sarqc::tokenizer {
 //    UCP sets (which add U+180E to \s, for one);
 //  - \h \H are hex digits, \v is U+000B, \uHHHH a code point;
 //  - . excludes only \n; ^ and $ are line anchors;
-//  - (?i:...) folds ASCII letters only (the reference does the same, so 'ſ' is not 's');
+//  - (?i:...) folds with Unicode case folding, as Oniguruma does ('ſ' matches 's');
 //  - X{n,m}+ repeats the interval (Ruby syntax), it is not possessive.
 // Throws std::invalid_argument naming the construct for what cannot be translated (nested
 // character classes, && intersections, inline options other than (?i:...)).

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Creates or reuses the project's Python environment for reference tests: .venv in the checkout
+# (git-ignored; $SARQC_VENV overrides), with the pinned packages of scripts/requirements-test.txt.
+# Idempotent and safe to call from parallel test processes (one installs, the others wait).
+# Prints the environment's python on stdout; exits non-zero with the reason on stderr.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${SARQC_VENV:-$root/.venv}
+requirements=$root/scripts/requirements-test.txt
+stamp="$venv/.installed-$(sha256sum "$requirements" | cut -c1-16)"
+
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+if [ ! -f "$stamp" ]; then
+  python=$(command -v python3 || true)
+  [ -n "$python" ] || { echo "venv.sh: python3 is not installed" >&2; exit 3; }
+  if [ ! -x "$venv/bin/python" ]; then
+    if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+      # Debian's python3 needs python3-venv for this.
+      if command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null 2>&1 || true
+      fi
+      rm -rf "$venv"
+      "$python" -m venv "$venv" || { echo "venv.sh: cannot create $venv (python3-venv missing?)" >&2; exit 3; }
+    fi
+  fi
+  if ! "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+        --retries 2 --timeout 60 -r "$requirements" >"$venv.log" 2>&1; then
+    echo "venv.sh: pip install failed (PyPI unreachable?); see $venv.log" >&2
+    exit 4
+  fi
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
+echo "$venv/bin/python"
