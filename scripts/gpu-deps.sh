@@ -2,7 +2,7 @@
 # Prepares .deps/prefix: the Debian -dev packages (and their runtime libraries) that the GPU
 # machine's image lacks. That machine has PyTorch 2.x, CMake and a compiler but no apt and no
 # network, so run this here and pass ".deps/prefix" in the device tool's `carry`; then run
-# scripts/build-gpu.sh there.
+# SARQC_TORCH_PYTHON=python3 scripts/build-torch.sh there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 debs="$root/.deps/debs"
