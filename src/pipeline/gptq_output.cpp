@@ -1,6 +1,9 @@
 #include "sarqc/pipeline/gptq_output.h"
 
+#include <algorithm>
+#include <optional>
 #include <regex>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -73,6 +76,23 @@ nlohmann::json dynamic_exclusions(const ModelLayout& layout,
       dynamic["-:" + pattern] = nlohmann::json::object();
     }
   return dynamic;
+}
+
+nlohmann::json modules_in_block_to_quantize(const ModelLayout& layout,
+                                            const std::map<std::string, std::string>& skipped) {
+  std::optional<std::vector<std::vector<std::string>>> common;
+  for (const auto& layer : layout.layers) {
+    std::vector<std::vector<std::string>> groups(kSequentialGroups);
+    for (const auto& m : layer.linears)
+      if (m.quantizable && !skipped.count(m.name) && sequential_group(m) >= 0)
+        groups[static_cast<size_t>(sequential_group(m))].push_back(m.local_name);
+    groups.erase(std::remove_if(groups.begin(), groups.end(),
+                                [](const auto& g) { return g.empty(); }),
+                 groups.end());
+    if (common && *common != groups) return nullptr;
+    common = groups;
+  }
+  return common ? nlohmann::json(*common) : nlohmann::json(nullptr);
 }
 
 }  // namespace sarqc

@@ -662,7 +662,16 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
                            {"scale_search", scale_search},
                            {"calibration_sha256", report.calibration_sha256},
                            {"unquantized_modules", report.unquantized_modules}}}}}};
-  if (!skipped.empty()) qc["dynamic"] = dynamic_exclusions(layout, skipped);
+  if (!skipped.empty()) {
+    qc["dynamic"] = dynamic_exclusions(layout, skipped);  // vLLM, GPTQModel
+    const nlohmann::json in_block = modules_in_block_to_quantize(layout, skipped);
+    if (in_block.is_null())
+      spdlog::warn("the unquantized modules differ between layers: transformers' GPTQ loader "
+                   "(which reads modules_in_block_to_quantize, not dynamic) cannot load this "
+                   "checkpoint");
+    else
+      qc["modules_in_block_to_quantize"] = in_block;  // transformers/optimum
+  }
   nlohmann::json config = read_json_file(o.model_dir / "config.json");
   config["quantization_config"] = qc;
   write_file_atomically(output.path() / "config.json", config.dump(2) + "\n");

@@ -21,4 +21,10 @@ std::map<std::string, std::string> unrepresentable_modules(const ModelLayout& la
 nlohmann::json dynamic_exclusions(const ModelLayout& layout,
                                   const std::map<std::string, std::string>& unquantized);
 
+// transformers/optimum "modules_in_block_to_quantize" (they ignore `dynamic`): the quantized
+// modules of a decoder layer by true-sequential group, when every layer quantizes the same
+// local names; null otherwise (the loader then cannot skip the unquantized ones).
+nlohmann::json modules_in_block_to_quantize(const ModelLayout& layout,
+                                            const std::map<std::string, std::string>& unquantized);
+
 }  // namespace sarqc

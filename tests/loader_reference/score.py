@@ -1,0 +1,54 @@
+"""A real loader on sarqc's checkpoints: transformers' AutoModelForCausalLM (GPTQ through optimum
+and GPTQModel's CPU kernels) loads each folder and scores the token windows sarqc scores.
+
+Usage: python score.py <jobs.json> <output.json>
+jobs.json: [{"folder": ..., "inputs": [[ids...]...], "targets": [[ids...]...]}, ...]. The output
+maps each folder to {"mean_nll", "logits" (first window), "kernels", "missing_keys"} or, when the
+loader refuses the folder, {"error": one line, "trace": the end of the traceback}.
+"""
+import json
+import os
+import sys
+import traceback
+import warnings
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+
+def score(folder, inputs, targets):
+    model, info = AutoModelForCausalLM.from_pretrained(
+        folder, device_map="cpu", dtype=torch.float32, output_loading_info=True)
+    model.eval()
+    # Weights the model expected but the checkpoint did not give it (left at random init).
+    missing = sorted(str(k) for k in info.get("missing_keys", []))
+    kernels = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "qweight")})
+    with torch.no_grad():
+        logits = model(inputs).logits.double()
+    nll = -torch.log_softmax(logits, dim=-1).gather(2, targets.unsqueeze(2)).mean().item()
+    return {"mean_nll": nll, "logits": logits[0].float().tolist(), "kernels": kernels,
+            "missing_keys": missing[:20]}
+
+
+def main():
+    jobs_file, output = sys.argv[1:]
+    with open(jobs_file) as f:
+        jobs = json.load(f)
+    result = {}
+    for job in jobs:
+        inputs = torch.tensor(job["inputs"], dtype=torch.long)
+        targets = torch.tensor(job["targets"], dtype=torch.long)
+        try:
+            result[job["folder"]] = score(job["folder"], inputs, targets)
+        except Exception as e:  # a refusal is a result: the test names it
+            result[job["folder"]] = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:500],
+                                     "trace": traceback.format_exc()[-2000:]}
+    with open(output, "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()
