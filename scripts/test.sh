@@ -8,5 +8,10 @@ build_dir=${SARQC_BUILD_DIR:-$root/build}
 if [ ! -d "${SARQC_FIXTURES:-$root/../shared/fixtures}/models" ]; then
   echo "test: fixtures not found (../shared/fixtures or \$SARQC_FIXTURES); fixture tests will skip" >&2
 fi
+# The Python references some tests compare against (.venv, scripts/venv.sh), installed here
+# rather than by the first test that needs them: parallel tests would wait on the install.
+if ! bash "$root/scripts/venv.sh" "$root"/scripts/requirements-{test,torch,loader}.txt >/dev/null; then
+  echo "test: the Python references could not be installed; the tests that need them will fail" >&2
+fi
 cd "$build_dir"
 ctest --output-on-failure --parallel "$(nproc)"
