@@ -1,5 +1,7 @@
 #include "sarqc/calib/calibration_set.h"
 
+#include <optional>
+
 #include "sarqc/util/interrupt.h"
 
 #include <cstring>
@@ -82,8 +84,49 @@ CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::file
   return sample_windows(tokenizer.encode(text), nsamples, seqlen, seed, file.string());
 }
 
+// A JSON array of equally long arrays: calibration windows given as they are (as GPTQModel and
+// llm-compressor take them), so that other tools can be run on exactly the same data.
+std::optional<CalibrationSet> given_windows(const std::filesystem::path& file,
+                                            const std::string& bytes, int64_t vocab_size) {
+  const size_t first = bytes.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos || bytes[first] != '[') return std::nullopt;
+  const size_t second = bytes.find_first_not_of(" \t\r\n", first + 1);
+  if (second == std::string::npos || bytes[second] != '[') return std::nullopt;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(bytes);
+  } catch (const nlohmann::json::exception& e) {
+    throw_bad_input(fmt::format("{}: not a valid JSON array of windows: {}", file.string(),
+                                e.what()));
+  }
+  std::vector<int32_t> flat;
+  const size_t length = j.at(0).is_array() ? j.at(0).size() : 0;
+  for (size_t w = 0; w < j.size(); ++w) {
+    if (!j[w].is_array() || j[w].size() != length || length == 0)
+      throw_bad_input(fmt::format("{}: window {} must be an array of {} token ids like the first",
+                                  file.string(), w, length));
+    for (size_t t = 0; t < length; ++t) {
+      const nlohmann::json& v = j[w][t];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= vocab_size)
+        throw_bad_input(fmt::format("{}: window {} position {}: expected a token id below the "
+                                    "model's vocab_size {}, found {}",
+                                    file.string(), w, t, vocab_size, v.dump()));
+      flat.push_back(static_cast<int32_t>(v.get<int64_t>()));
+    }
+  }
+  CalibrationSet set;
+  set.source = file.string();
+  set.source_tokens = static_cast<int64_t>(flat.size());
+  set.fingerprint = sha256_hex(flat.data(), flat.size() * sizeof(int32_t));
+  set.ids = at::tensor(at::ArrayRef<int32_t>(flat))
+                .to(at::kLong)
+                .view({static_cast<int64_t>(j.size()), static_cast<int64_t>(length)});
+  return set;
+}
+
 CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
                                            int64_t seqlen, uint64_t seed, int64_t vocab_size) {
+  if (auto windows = given_windows(file, read_text_file(file), vocab_size)) return *windows;
   const std::vector<int32_t> ids = read_token_file(file);
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] >= vocab_size)

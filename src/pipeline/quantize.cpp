@@ -314,7 +314,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
 
   // Calibration windows (not needed by RTN).
   CalibrationSet calib;
-  int64_t seqlen = o.seqlen;
+  int64_t nsamples = o.nsamples, seqlen = o.seqlen;  // as the calibration set has them
   if (needs_data) {
     if (cfg.max_position_embeddings > 0 && seqlen > cfg.max_position_embeddings) {
       spdlog::info("--seqlen {} exceeds max_position_embeddings; using {}", seqlen,
@@ -343,16 +343,21 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
     if (top >= cfg.vocab_size)
       throw_bad_input(fmt::format("{}: token id {} is outside the model's vocab_size {}",
                                   calib.source, top, cfg.vocab_size));
-    report.nsamples = o.nsamples;
+    if (calib.ids.size(0) != o.nsamples || calib.ids.size(1) != seqlen)
+      spdlog::info("calibration: {} gives its own {} windows of {} tokens", calib.source,
+                   calib.ids.size(0), calib.ids.size(1));
+    nsamples = calib.ids.size(0);
+    seqlen = calib.ids.size(1);
+    report.nsamples = nsamples;
     report.seqlen = seqlen;
     report.calibration_sha256 = calib.fingerprint;
-    spdlog::info("calibration: {} windows of {} tokens from {} ({} tokens), seed {}", o.nsamples,
+    spdlog::info("calibration: {} windows of {} tokens from {} ({} tokens), seed {}", nsamples,
                  seqlen, calib.source, calib.source_tokens, o.seed);
   }
   const int64_t starved_below =
       o.moe_min_tokens > 0
           ? o.moe_min_tokens
-          : std::max<int64_t>(16, static_cast<int64_t>(std::ceil(0.005 * o.nsamples * seqlen)));
+          : std::max<int64_t>(16, static_cast<int64_t>(std::ceil(0.005 * nsamples * seqlen)));
   if (calibrate && cfg.is_moe())
     spdlog::info("MoE: experts with fewer than {} routed tokens use policy '{}'", starved_below,
                  o.moe_policy);
@@ -656,7 +661,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
                            {"act_order", o.rounding_options.act_order},
                            {"mse_clip", grid.mse_clip},
                            {"seed", o.seed},
-                           {"nsamples", needs_data ? o.nsamples : 0},
+                           {"nsamples", needs_data ? nsamples : 0},
                            {"seqlen", needs_data ? seqlen : 0},
                            {"calibration_file", needs_data ? calib.source : ""},
                            {"scale_search", scale_search},

@@ -77,6 +77,19 @@ TEST(CalibrationSet, TokenFilesAsJsonOrRawInt32) {
   test::expect_bad_input([&] { read_token_file(dir / "neg.json"); }, "non-negative integer");
 }
 
+TEST(CalibrationSet, GivenWindowsAreTakenAsTheyAre) {
+  test::TempDir dir;
+  test::write_bytes(dir / "w.json", "[[1, 2, 3], [7, 8, 9]]");
+  const CalibrationSet set = calibration_from_token_file(dir / "w.json", 128, 2048, 0, 10);
+  EXPECT_TRUE(at::equal(set.ids, at::tensor({1, 2, 3, 7, 8, 9}, at::kLong).view({2, 3})));
+  test::write_bytes(dir / "ragged.json", "[[1, 2, 3], [7, 8]]");
+  test::expect_bad_input([&] { calibration_from_token_file(dir / "ragged.json", 1, 1, 0, 10); },
+                         "window 1 must be an array of 3 token ids");
+  test::write_bytes(dir / "big.json", "[[1, 2], [7, 10]]");
+  test::expect_bad_input([&] { calibration_from_token_file(dir / "big.json", 1, 1, 0, 10); },
+                         "window 1 position 1: expected a token id below the model's vocab_size 10");
+}
+
 TEST(CalibrationSet, FromFixtureTextUsesTheModelTokenizer) {
   SARQC_REQUIRE_FIXTURES();
   const auto tokenizer = load_tokenizer(test::fixture_model("stories260K"));

@@ -31,7 +31,8 @@ CalibrationSet sample_windows(const std::vector<int32_t>& tokens, int64_t nsampl
 CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::filesystem::path& file,
                                      int64_t nsamples, int64_t seqlen, uint64_t seed);
 // Every id of the file is checked against `vocab_size` (a bad-input Error names the first one
-// outside it and its position), not only those the windows happen to draw.
+// outside it and its position), not only those the windows happen to draw. A JSON array of
+// equally long arrays is taken as the windows themselves (nsamples, seqlen and seed unused).
 CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
                                            int64_t seqlen, uint64_t seed, int64_t vocab_size);
 
