@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "python_reference.h"
 #include "test_support.h"
 
 namespace sarqc::test {
@@ -22,17 +23,12 @@ struct RunResult {
   std::string out, err;
 };
 
-inline std::string quote(const std::string& arg) {
-  std::string q = "'";
-  for (char c : arg) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 inline RunResult run_sarqc(const std::vector<std::string>& args) {
   TempDir dir;
-  std::string command = quote(SARQC_BINARY);
-  for (const auto& a : args) command += " " + quote(a);
-  command += " >" + quote((dir / "out").string()) + " 2>" + quote((dir / "err").string()) +
+  std::string command = shell_quote(SARQC_BINARY);
+  for (const auto& a : args) command += " " + shell_quote(a);
+  command += " >" + shell_quote((dir / "out").string()) + " 2>" +
+             shell_quote((dir / "err").string()) +
              " </dev/null";
   const int status = std::system(command.c_str());
   RunResult r;

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include <ATen/ATen.h>
@@ -20,6 +19,7 @@
 #include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
 #include "sarqc/pipeline/quantize.h"
+#include "python_reference.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -28,41 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::pair<int, std::string> run(const std::string& command) {
-  std::string out;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return {-1, "cannot start " + command};
-  char buffer[4096];
-  while (fgets(buffer, sizeof buffer, pipe)) out += buffer;
-  return {pclose(pipe), out};
-}
-
-// The python of .venv with torch, transformers, optimum and GPTQModel (installed once).
-const std::pair<std::string, std::string>& loader_python() {
-  static std::pair<std::string, std::string> result;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    const fs::path scripts = fs::path(SARQC_SOURCE_DIR) / "scripts";
-    std::string command = "bash " + shell_quote((scripts / "venv.sh").string());
-    for (const char* r : {"requirements-test.txt", "requirements-torch.txt",
-                          "requirements-loader.txt"})
-      command += " " + shell_quote((scripts / r).string());
-    const auto [status, out] = run(command);
-    if (status == 0 && out.rfind('\n') != std::string::npos) {
-      const std::string last = out.substr(0, out.size() - 1);
-      result.first = last.substr(last.rfind('\n') == std::string::npos ? 0 : last.rfind('\n') + 1);
-    } else {
-      result.second = out;
-    }
-  });
-  return result;
-}
+using test::shell_quote;
 
 struct Format {
   std::string name;
@@ -96,7 +62,8 @@ json to_json(const at::Tensor& t) {
 
 void check_formats(const std::vector<Format>& formats) {
   SARQC_REQUIRE_FIXTURES();
-  const auto& [python, why] = loader_python();
+  const auto [python, why] = test::venv_python(
+      {"requirements-test.txt", "requirements-torch.txt", "requirements-loader.txt"});
   ASSERT_FALSE(python.empty()) << "the loader (transformers + GPTQModel from PyPI, installed by "
                                   "scripts/venv.sh) is not available: "
                                << why;
@@ -132,7 +99,7 @@ void check_formats(const std::vector<Format>& formats) {
   }
   test::write_bytes(dir / "jobs.json", jobs.dump());
   const fs::path script = fs::path(SARQC_SOURCE_DIR) / "tests" / "loader_reference" / "score.py";
-  const auto [status, out] = run(fmt::format("{} {} {} {}", shell_quote(python),
+  const auto [status, out] = test::run_command(fmt::format("{} {} {} {}", shell_quote(python),
                                              shell_quote(script.string()),
                                              shell_quote((dir / "jobs.json").string()),
                                              shell_quote((dir / "scores.json").string())));

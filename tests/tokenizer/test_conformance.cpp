@@ -9,12 +9,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "sarqc/io/tokenizer.h"
 #include "sarqc/util/sha256.h"
 #include "sarqc/util/utf8.h"
+#include "python_reference.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -25,48 +25,9 @@ using nlohmann::json;
 
 const fs::path kReferenceDir = fs::path(SARQC_SOURCE_DIR) / "tests" / "tokenizer_reference";
 const fs::path kDataDir = fs::path(SARQC_SOURCE_DIR) / "tests" / "data";
-const fs::path kVenvScript = fs::path(SARQC_SOURCE_DIR) / "scripts" / "venv.sh";
 const fs::path kRequirements = fs::path(SARQC_SOURCE_DIR) / "scripts" / "requirements-test.txt";
 
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-// Runs `command`, returns its exit status and output (stdout and stderr).
-std::pair<int, std::string> run(const std::string& command) {
-  std::string out;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return {-1, "cannot start: " + command};
-  char buffer[4096];
-  while (fgets(buffer, sizeof buffer, pipe)) out += buffer;
-  return {pclose(pipe), out};
-}
-
-// The reference's python (venv.sh once per process); empty plus the reason when unavailable.
-const std::pair<std::string, std::string>& reference_python() {
-  static std::pair<std::string, std::string> result;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    test::TempDir log_dir;
-    const fs::path log = log_dir / "venv.log";
-    std::string out;
-    if (FILE* pipe = popen(fmt::format("bash {} 2>{}", shell_quote(kVenvScript.string()),
-                                       shell_quote(log.string()))
-                               .c_str(),
-                           "r")) {
-      char buffer[4096];
-      while (fgets(buffer, sizeof buffer, pipe)) out += buffer;
-      if (pclose(pipe) == 0 && !out.empty()) {
-        result.first = out.substr(0, out.find('\n'));
-        return;
-      }
-    }
-    result.second = test::read_bytes(log);
-  });
-  return result;
-}
+using test::shell_quote;
 
 // Where the reference's outputs are cached: $SARQC_TOKENIZER_REFERENCE_DIR, or
 // ~/.cache/sarqc/tokenizer-reference (outside the checkout, shared between checkouts).
@@ -166,7 +127,7 @@ json reference_output(const std::string& python, const fs::path& folder,
                                       shell_quote(fs::absolute(folder).string()),
                                       shell_quote(partial.string()));
     for (const fs::path& file : files) command += " " + shell_quote(file.string());
-    const auto [status, out] = run(command);
+    const auto [status, out] = test::run_command(command);
     if (status != 0) throw std::runtime_error("the reference failed: " + out);
     fs::rename(partial, output);
   }
@@ -225,7 +186,7 @@ class Conformance : public ::testing::TestWithParam<Case> {};
 TEST_P(Conformance, IdsDecodingAndSpecialsMatchTheReference) {
   const Case& c = GetParam();
   SARQC_REQUIRE_FIXTURES();
-  const auto& [python, why] = reference_python();
+  const auto [python, why] = test::venv_python({"requirements-test.txt"});
   ASSERT_FALSE(python.empty()) << "the reference (Python tokenizers from PyPI, installed by "
                                   "scripts/venv.sh) is not available: "
                                << why;

@@ -1,0 +1,53 @@
+#pragma once
+// Running the Python references of the tests (HF tokenizers, transformers): shell quoting, a
+// command's output, and the project's .venv with given requirement files (scripts/venv.sh).
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sarqc::test {
+
+inline std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+// Exit status and combined stdout/stderr of `command`.
+inline std::pair<int, std::string> run_command(const std::string& command) {
+  std::string out;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return {-1, "cannot start: " + command};
+  char buffer[4096];
+  while (fgets(buffer, sizeof buffer, pipe)) out += buffer;
+  return {pclose(pipe), out};
+}
+
+// The .venv python with scripts/<requirements> installed (once per process and list): the path,
+// or "" plus what venv.sh said.
+inline std::pair<std::string, std::string> venv_python(
+    const std::vector<std::string>& requirements) {
+  static std::mutex mutex;
+  static std::map<std::vector<std::string>, std::pair<std::string, std::string>> done;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = done.find(requirements); it != done.end()) return it->second;
+  const std::filesystem::path scripts = std::filesystem::path(SARQC_SOURCE_DIR) / "scripts";
+  std::string command = "bash " + shell_quote((scripts / "venv.sh").string());
+  for (const auto& r : requirements) command += " " + shell_quote((scripts / r).string());
+  const auto [status, out] = run_command(command);
+  std::pair<std::string, std::string> result;
+  std::string trimmed = out;
+  while (!trimmed.empty() && trimmed.back() == '\n') trimmed.pop_back();
+  if (status == 0 && !trimmed.empty())
+    result.first = trimmed.substr(trimmed.rfind('\n') == std::string::npos ? 0
+                                                                           : trimmed.rfind('\n') + 1);
+  else
+    result.second = out;
+  return done[requirements] = result;
+}
+
+}  // namespace sarqc::test
