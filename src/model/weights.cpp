@@ -64,7 +64,7 @@ at::Tensor ModelWeights::linear_weight(const DecoderLayerLayout& layer, const Li
                         checkpoint_.load(m.name + ".qzeros", cpu),
                         checkpoint_.load(m.name + ".scales", cpu),
                         checkpoint_.load(m.name + ".g_idx", cpu)};
-    return checked(m.name + ".scales",
+    return checked(m.name + ".weight (dequantized)",
                    dequantize_gptq(t, q.bits, q.v2, m.in_features, m.out_features, m.name)
                        .to(device, dtype));
   }
