@@ -21,8 +21,11 @@
 
 namespace sarqc {
 
-std::vector<int32_t> read_token_file(const std::filesystem::path& file) {
-  const std::string bytes = read_text_file(file);
+namespace {
+
+// Token ids of a token file's bytes: a JSON array of integers, or raw little-endian int32.
+std::vector<int32_t> parse_token_bytes(const std::filesystem::path& file,
+                                       const std::string& bytes) {
   const size_t first = bytes.find_first_not_of(" \t\r\n");
   std::vector<int32_t> ids;
   if (first != std::string::npos && bytes[first] == '[') {
@@ -52,6 +55,23 @@ std::vector<int32_t> read_token_file(const std::filesystem::path& file) {
   return ids;
 }
 
+// The set of `windows` windows of `length` tokens laid out one after another in `flat`.
+CalibrationSet windows_set(const std::vector<int32_t>& flat, int64_t windows, int64_t length,
+                           const std::string& source, int64_t source_tokens) {
+  CalibrationSet set;
+  set.source = source;
+  set.source_tokens = source_tokens;
+  set.fingerprint = sha256_hex(flat.data(), flat.size() * sizeof(int32_t));
+  set.ids = at::tensor(at::ArrayRef<int32_t>(flat)).to(at::kLong).view({windows, length});
+  return set;
+}
+
+}  // namespace
+
+std::vector<int32_t> read_token_file(const std::filesystem::path& file) {
+  return parse_token_bytes(file, read_text_file(file));
+}
+
 CalibrationSet sample_windows(const std::vector<int32_t>& tokens, int64_t nsamples,
                               int64_t seqlen, uint64_t seed, const std::string& source) {
   if (nsamples < 1) throw_usage(fmt::format("--nsamples must be at least 1, got {}", nsamples));
@@ -69,12 +89,7 @@ CalibrationSet sample_windows(const std::vector<int32_t>& tokens, int64_t nsampl
     const int64_t start = offset(rng);
     flat.insert(flat.end(), tokens.begin() + start, tokens.begin() + start + seqlen);
   }
-  CalibrationSet set;
-  set.source = source;
-  set.source_tokens = n;
-  set.fingerprint = sha256_hex(flat.data(), flat.size() * sizeof(int32_t));
-  set.ids = at::tensor(at::ArrayRef<int32_t>(flat)).to(at::kLong).view({nsamples, seqlen});
-  return set;
+  return windows_set(flat, nsamples, seqlen, source, n);
 }
 
 CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::filesystem::path& file,
@@ -83,6 +98,8 @@ CalibrationSet calibration_from_text(const Tokenizer& tokenizer, const std::file
   if (text.empty()) throw_bad_input(fmt::format("{}: the calibration file is empty", file.string()));
   return sample_windows(tokenizer.encode(text), nsamples, seqlen, seed, file.string());
 }
+
+namespace {
 
 // A JSON array of equally long arrays: calibration windows given as they are (as GPTQModel and
 // llm-compressor take them), so that other tools can be run on exactly the same data.
@@ -114,20 +131,17 @@ std::optional<CalibrationSet> given_windows(const std::filesystem::path& file,
       flat.push_back(static_cast<int32_t>(v.get<int64_t>()));
     }
   }
-  CalibrationSet set;
-  set.source = file.string();
-  set.source_tokens = static_cast<int64_t>(flat.size());
-  set.fingerprint = sha256_hex(flat.data(), flat.size() * sizeof(int32_t));
-  set.ids = at::tensor(at::ArrayRef<int32_t>(flat))
-                .to(at::kLong)
-                .view({static_cast<int64_t>(j.size()), static_cast<int64_t>(length)});
-  return set;
+  return windows_set(flat, static_cast<int64_t>(j.size()), static_cast<int64_t>(length),
+                     file.string(), static_cast<int64_t>(flat.size()));
 }
+
+}  // namespace
 
 CalibrationSet calibration_from_token_file(const std::filesystem::path& file, int64_t nsamples,
                                            int64_t seqlen, uint64_t seed, int64_t vocab_size) {
-  if (auto windows = given_windows(file, read_text_file(file), vocab_size)) return *windows;
-  const std::vector<int32_t> ids = read_token_file(file);
+  const std::string bytes = read_text_file(file);  // read once: token files can be large
+  if (auto windows = given_windows(file, bytes, vocab_size)) return *windows;
+  const std::vector<int32_t> ids = parse_token_bytes(file, bytes);
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] >= vocab_size)
       throw_bad_input(fmt::format("{}: token id {} at position {} is outside the model's "
