@@ -37,15 +37,19 @@ at::Tensor random_tensor(const NamedShape& t, at::Generator& gen) {
 
 }  // namespace
 
-void write_random_model(const nlohmann::json& config, const fs::path& dir, uint64_t seed) {
+void write_random_model(const nlohmann::json& config, const fs::path& dir, uint64_t seed,
+                        const RandomModelOptions& o) {
   const ModelConfig cfg = parse_model_config(config, (dir / "config.json").string());
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  NamedTensors tensors;
-  for (const auto& t : expected_tensors(build_layout(cfg)))
-    tensors.emplace_back(t.name, random_tensor(t, gen));
+  const std::vector<NamedShape> expected = expected_tensors(build_layout(cfg));
+  std::vector<TensorSpec> specs;
+  for (const auto& t : expected) specs.push_back({t.name, o.dtype, t.shape});
   AtomicDirectory out(dir, AtomicDirectory::Existing::RefuseFilled);
   write_file_atomically(out.path() / "config.json", config.dump(2) + "\n");
-  save_safetensors(out.path() / "model.safetensors", tensors);
+  ShardedWriter writer(out.path(), specs, {}, o.max_shard_bytes);
+  const c10::ScalarType type = *to_scalar_type(o.dtype);
+  for (const auto& t : expected) writer.write(t.name, random_tensor(t, gen).to(type));
+  writer.commit();
   out.publish();
 }
 

@@ -32,6 +32,37 @@ at::Tensor obs_reference(const Problem& p, const QuantGrid& grid) {
   return Q;
 }
 
+// The reference GPTQ's structure (IST-DASLab gptq.py): U = chol(M⁻¹) upper, lazy block updates,
+// and a group's parameters from the current values, which for columns past the block lack this
+// block's updates. Natural column order.
+at::Tensor lazy_block_reference(const Problem& p, const QuantGrid& grid, int64_t B) {
+  at::Tensor W = p.W.clone(), Q = at::zeros_like(W);
+  const at::Tensor U = at::linalg_cholesky(at::inverse(p.H), /*upper=*/true);
+  const int64_t n = W.size(1), g = grid.group_size;
+  GroupParams params = find_params(p.W, grid);
+  for (int64_t i1 = 0; i1 < n; i1 += B) {
+    const int64_t i2 = std::min(i1 + B, n), count = i2 - i1;
+    at::Tensor W1 = W.narrow(1, i1, count).clone(), E1 = at::zeros_like(W1);
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t j = i1 + i;
+      if (g > 0 && j % g == 0) {
+        const int64_t in_block = std::min(g, count - i);
+        at::Tensor cols = W1.narrow(1, i, in_block);
+        if (in_block < g) cols = at::cat({cols, W.narrow(1, i2, g - in_block)}, 1);
+        params = find_params(cols, grid);
+      }
+      const at::Tensor w = W1.select(1, i);
+      const at::Tensor q = dequantize_codes(quantize_codes(w, params, grid.maxq()), params);
+      Q.select(1, j).copy_(q);
+      const at::Tensor e = (w - q) / U[j][j];
+      W1.narrow(1, i, count - i) -= at::outer(e, U[j].narrow(0, j, count - i));
+      E1.select(1, i).copy_(e);
+    }
+    if (i2 < n) W.narrow(1, i2, n - i2) -= at::matmul(E1, U.narrow(0, i1, count).narrow(1, i2, n - i2));
+  }
+  return Q;
+}
+
 double trace_loss(const at::Tensor& Q, const at::Tensor& T, const at::Tensor& M) {
   const at::Tensor d = Q - T;
   return (at::matmul(d, M) * d).sum().item<double>();
@@ -49,6 +80,50 @@ TEST(Gptq, EqualsClosedFormObsWithoutActOrder) {
       EXPECT_TRUE(at::allclose(q.dequantize().to(at::kDouble), obs_reference(p, grid), 0, 1e-6))
           << "g " << g << " block " << block;
     }
+  }
+}
+
+TEST(Gptq, GroupsSpanningBlocksFollowTheLazyReference) {
+  // Blocks of 5 with groups of 4 (and 8: a group covers two blocks): the parameters of a group
+  // that runs past its block see the later columns without that block's updates.
+  for (int64_t g : {4, 8}) {
+    const Problem p = make_problem(6, 16, 20 + g);
+    const QuantGrid grid{3, g, true, false};
+    for (int64_t block : {3, 5}) {
+      RoundingOptions o;
+      o.block_size = block;
+      const QuantizedLinear q = GptqRounder().round(p.W, p.H, grid, o);
+      EXPECT_TRUE(at::allclose(q.dequantize().to(at::kDouble),
+                               lazy_block_reference(p, grid, block), 0, 1e-6))
+          << "g " << g << " block " << block;
+    }
+  }
+}
+
+TEST(Gptq, FusedCpuKernelDecidesLikeThePerColumnLoop) {
+  // The CPU kernel and the per-column ATen loop (the CUDA path) perform the same element
+  // operations: identical codes and parameters, in fp64 and fp32.
+  for (const auto dtype : {at::kDouble, at::kFloat}) {
+    const Problem p = make_problem(12, 24, 31);
+    const at::Tensor W = p.W.to(dtype), H = p.H.to(dtype);
+    for (bool act_order : {false, true})
+      for (bool static_groups : {false, true})
+        for (int64_t g : {-1, 4, 8})
+          for (int64_t block : {1, 5, 128}) {
+            RoundingOptions fused, loop;
+            fused.act_order = loop.act_order = act_order;
+            fused.static_groups = loop.static_groups = static_groups;
+            fused.block_size = loop.block_size = block;
+            loop.fused_cpu_gptq = false;
+            const QuantGrid grid{3, g, g != 8, false};
+            const QuantizedLinear a = GptqRounder().round(W, H, grid, fused);
+            const QuantizedLinear b = GptqRounder().round(W, H, grid, loop);
+            const std::string where = ::testing::PrintToString(
+                std::make_tuple(dtype, act_order, static_groups, g, block));
+            EXPECT_TRUE(at::equal(a.codes, b.codes)) << where;
+            EXPECT_TRUE(at::equal(a.scales, b.scales)) << where;
+            EXPECT_NEAR(a.loss, b.loss, 1e-5 * b.loss) << where;
+          }
   }
 }
 

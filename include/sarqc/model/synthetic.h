@@ -8,13 +8,22 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "sarqc/io/dtype.h"
+
 namespace sarqc {
 
-// Writes dir/config.json (= `config`) and dir/model.safetensors with seeded random fp32 weights
+struct RandomModelOptions {
+  Dtype dtype = Dtype::F32;  // the values are drawn in fp32 and stored in this dtype
+  // Shards like hub checkpoints (model-XXXXX-of-YYYYY.safetensors + index) above this size.
+  uint64_t max_shard_bytes = 5'000'000'000ULL;
+};
+
+// Writes dir/config.json (= `config`) and the safetensors shard(s) with seeded random weights
 // for every tensor the layout expects: linears ~ N(0, 1/in_features), biases ~ N(0, 0.1²),
-// norms ~ 1 + N(0, 0.1²), embeddings ~ N(0, 1). Throws like load_model_config on a bad config.
+// norms ~ 1 + N(0, 0.1²), embeddings ~ N(0, 1). One tensor is in memory at a time, so models
+// of real size (benchmarks) can be written. Throws like load_model_config on a bad config.
 void write_random_model(const nlohmann::json& config, const std::filesystem::path& dir,
-                        uint64_t seed);
+                        uint64_t seed, const RandomModelOptions& options = {});
 
 struct MoeFromDenseOptions {
   std::string model_type = "mixtral";  // mixtral | qwen2_moe | qwen3_moe

@@ -25,6 +25,9 @@ struct RoundingOptions {
   // a greedy loop and wider beams the batched decoder. Tests switch these off to compare them.
   bool fused_cpu_beam = true;
   bool greedy_fast_path = true;
+  // GPTQ: CPU tensors take the fused per-row block kernel; otherwise the per-column ATen loop
+  // (CUDA). Both make the same decisions; tests switch this off to compare them.
+  bool fused_cpu_gptq = true;
 };
 
 // Thrown when M is not positive definite enough to factor; the pipeline raises the damping and
