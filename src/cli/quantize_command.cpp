@@ -77,13 +77,11 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_flag("--sym", flags->sym, "Symmetric grid (default; written as checkpoint_format gptq)");
   sub->add_flag("--asym", flags->asym, "Asymmetric grid (written as checkpoint_format gptq_v2)");
   sub->add_flag("--mse-clip", flags->mse_clip, "Search a shrunken range per group (MSE clip)");
-  sub->add_option("--method", flags->method,
-                  "Preset = objective + backend: rtn, gptq, sarqc (sarqc + gptq), gptaq (interp "
-                  "α=0.25 + gptq), coreq (interp α sampled + successive), beam (interp α "
-                  "sampled + beam), sarqc-beam (sarqc+interp + beam), awq (scale/clip search + "
-                  "rtn)")
-      ->check(CLI::IsMember(
-          {"rtn", "gptq", "sarqc", "gptaq", "coreq", "beam", "sarqc-beam", "awq"}))
+  std::string presets;
+  for (const auto& m : method_presets())
+    presets += fmt::format("{}{} ({})", presets.empty() ? "" : ", ", m.name, m.summary);
+  sub->add_option("--method", flags->method, "Preset = objective + backend: " + presets)
+      ->check(CLI::IsMember(method_names()))
       ->capture_default_str();
   sub->add_option("--objective", flags->objective,
                   "Override the preset's objective: plain, sarqc, interp, sarqc+interp");
@@ -146,7 +144,7 @@ Command add_quantize_command(CLI::App& app) {
       ->check(non_negative_number());
   sub->add_option("--moe-policy", flags->moe_policy,
                   "Starved experts: rtn, or all-tokens (calibrate on every token of the layer)")
-      ->check(CLI::IsMember({"rtn", "all-tokens"}))
+      ->check(CLI::IsMember(moe_policy_names()))
       ->capture_default_str();
   sub->add_flag("--fp-stream", flags->fp_stream,
                 "Also carry the full-precision activation stream (asymmetric objectives turn "

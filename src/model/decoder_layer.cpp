@@ -119,24 +119,82 @@ void DecoderLayer::check_hidden(const at::Tensor& hidden, const char* what) cons
 
 at::Tensor DecoderLayer::attention_block(const at::Tensor& hidden, const RotaryTables& rope,
                                          LinearInputObserver* observer) const {
-  check_hidden(hidden, "DecoderLayer::attention_block");
+  return attention_residual(hidden, attention_heads(hidden, rope, observer), observer);
+}
+
+at::Tensor DecoderLayer::attention_heads(const at::Tensor& hidden, const RotaryTables& rope,
+                                         LinearInputObserver* observer) const {
+  check_hidden(hidden, "DecoderLayer::attention_heads");
   const at::Tensor normed = rms_norm(hidden, norms_.at("input_layernorm"), config_->rms_norm_eps);
-  return hidden + attention(normed, rope, observer);
+  return attention(normed, rope, observer);
+}
+
+at::Tensor DecoderLayer::attention_residual(const at::Tensor& hidden, const at::Tensor& heads,
+                                            LinearInputObserver* observer) const {
+  check_hidden(hidden, "DecoderLayer::attention_residual");
+  const ModelConfig& cfg = *config_;
+  TORCH_CHECK(heads.dim() == 2 && heads.size(0) == hidden.size(0) * hidden.size(1) &&
+                  heads.size(1) == cfg.num_attention_heads * cfg.head_dim,
+              "DecoderLayer::attention_residual: heads must be [", hidden.size(0) * hidden.size(1),
+              ", ", cfg.num_attention_heads * cfg.head_dim, "], got ", heads.sizes());
+  return hidden + apply("self_attn.o_proj", heads, observer).view(hidden.sizes());
+}
+
+void DecoderLayer::observe(const std::string& local_name, const at::Tensor& x,
+                           LinearInputObserver& observer) const {
+  observer.observe_input(*linear(local_name).module, x);
+}
+
+void DecoderLayer::observe_attention_input(const at::Tensor& hidden,
+                                           LinearInputObserver& observer) const {
+  check_hidden(hidden, "DecoderLayer::observe_attention_input");
+  const at::Tensor flat = rms_norm(hidden, norms_.at("input_layernorm"), config_->rms_norm_eps)
+                              .reshape({-1, config_->hidden_size});
+  for (const char* name : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"})
+    observe(name, flat, observer);
 }
 
 at::Tensor DecoderLayer::forward_cached(const at::Tensor& hidden, const RotaryTables& rope,
                                         KvCache& cache) const {
   check_hidden(hidden, "DecoderLayer::forward_cached");
   const at::Tensor normed = rms_norm(hidden, norms_.at("input_layernorm"), config_->rms_norm_eps);
-  return mlp_block(hidden + attention(normed, rope, nullptr, &cache));
+  return mlp_block(attention_residual(hidden, attention(normed, rope, nullptr, &cache)));
 }
 
 at::Tensor DecoderLayer::mlp_block(const at::Tensor& h, LinearInputObserver* observer) const {
   check_hidden(h, "DecoderLayer::mlp_block");
+  if (!layout_->moe) return mlp_residual(h, mlp_hidden(h, observer), observer);
   const at::Tensor x = rms_norm(h, norms_.at("post_attention_layernorm"), config_->rms_norm_eps)
                            .reshape({-1, config_->hidden_size});
-  const at::Tensor y = layout_->moe ? moe(x, observer) : mlp("mlp", x, observer);
-  return h + y.view(h.sizes());
+  return h + moe(x, observer).view(h.sizes());
+}
+
+at::Tensor DecoderLayer::mlp_hidden(const at::Tensor& h, LinearInputObserver* observer) const {
+  check_hidden(h, "DecoderLayer::mlp_hidden");
+  TORCH_CHECK(!layout_->moe, "DecoderLayer::mlp_hidden: layer ", layout_->index,
+              " is a mixture of experts");
+  const at::Tensor x = rms_norm(h, norms_.at("post_attention_layernorm"), config_->rms_norm_eps)
+                           .reshape({-1, config_->hidden_size});
+  return at::silu(apply("mlp.gate_proj", x, observer)) * apply("mlp.up_proj", x, observer);
+}
+
+at::Tensor DecoderLayer::mlp_residual(const at::Tensor& h, const at::Tensor& hidden_act,
+                                      LinearInputObserver* observer) const {
+  check_hidden(h, "DecoderLayer::mlp_residual");
+  TORCH_CHECK(hidden_act.dim() == 2 && hidden_act.size(0) == h.size(0) * h.size(1),
+              "DecoderLayer::mlp_residual: hidden_act must be [", h.size(0) * h.size(1),
+              ", intermediate], got ", hidden_act.sizes());
+  return h + apply("mlp.down_proj", hidden_act, observer).view(h.sizes());
+}
+
+void DecoderLayer::observe_mlp_input(const at::Tensor& h, LinearInputObserver& observer) const {
+  check_hidden(h, "DecoderLayer::observe_mlp_input");
+  TORCH_CHECK(!layout_->moe, "DecoderLayer::observe_mlp_input: layer ", layout_->index,
+              " is a mixture of experts");
+  const at::Tensor x = rms_norm(h, norms_.at("post_attention_layernorm"), config_->rms_norm_eps)
+                           .reshape({-1, config_->hidden_size});
+  observe("mlp.gate_proj", x, observer);
+  observe("mlp.up_proj", x, observer);
 }
 
 at::Tensor DecoderLayer::attention(const at::Tensor& x, const RotaryTables& rope,
@@ -176,8 +234,7 @@ at::Tensor DecoderLayer::attention(const at::Tensor& x, const RotaryTables& rope
   }
   const at::Tensor attended =
       causal_attention(q, k, v, window, options_.attention_chunk_bytes);  // [B, H, T, hd]
-  const at::Tensor merged = attended.transpose(1, 2).reshape({B * T, H * hd});
-  return apply("self_attn.o_proj", merged, observer).view({B, T, cfg.hidden_size});
+  return attended.transpose(1, 2).reshape({B * T, H * hd});
 }
 
 at::Tensor DecoderLayer::mlp(const std::string& prefix, const at::Tensor& x,

@@ -15,9 +15,6 @@ StreamingModel::StreamingModel(const ModelWeights& weights, const ComputeOptions
     : weights_(&weights), options_(options) {
   check_dtype_supported(options.device, options.dtype);
   embed_tokens_ = weights.embed_tokens(options.device, options.dtype);
-  lm_head_ = weights.layout().tied_embeddings ? embed_tokens_
-                                              : weights.lm_head(options.device, options.dtype);
-  final_norm_ = weights.final_norm(options.device, options.dtype);
 }
 
 const RotaryTables& StreamingModel::rotary(int64_t seqlen) const {
@@ -89,6 +86,12 @@ void StreamingModel::keep_layers_resident() {
 }
 
 at::Tensor StreamingModel::logits(const at::Tensor& hidden) const {
+  if (!lm_head_.defined()) {
+    lm_head_ = weights_->layout().tied_embeddings
+                   ? embed_tokens_
+                   : weights_->lm_head(options_.device, options_.dtype);
+    final_norm_ = weights_->final_norm(options_.device, options_.dtype);
+  }
   const at::Tensor h = hidden.to(options_.device);
   return at::linear(rms_norm(h, final_norm_, weights_->config().rms_norm_eps), lm_head_)
       .to(at::kFloat);

@@ -1,5 +1,8 @@
 #include "sarqc/pipeline/inspect.h"
 
+#include "sarqc/pipeline/memory_estimate.h"
+#include "sarqc/pipeline/quantize.h"
+
 #include <algorithm>
 #include <sstream>
 
@@ -18,7 +21,6 @@ using nlohmann::json;
 namespace {
 
 constexpr int kBitWidths[] = {2, 3, 4, 8};
-constexpr uint64_t kFp32 = 4;
 
 std::vector<int> packable_bits(const LinearModule& m) {
   std::vector<int> bits;
@@ -27,26 +29,7 @@ std::vector<int> packable_bits(const LinearModule& m) {
   return bits;
 }
 
-// Gram matrices that coexist while one calibration group is accumulated: one per distinct input
-// (q/k/v share one, gate/up share one) and, in MoE layers, one per expert.
-uint64_t largest_gram_bytes(const DecoderLayerLayout& layer) {
-  std::map<std::string, uint64_t> per_group;
-  for (const auto& m : layer.linears) {
-    if (!m.quantizable || m.role == LinearRole::K || m.role == LinearRole::V ||
-        m.role == LinearRole::Up)
-      continue;  // K/V share Q's input, Up shares Gate's
-    const bool down = m.role == LinearRole::Down;
-    const std::string group = m.role == LinearRole::Q ? "qkv"
-                              : m.role == LinearRole::O ? "o"
-                              : down                    ? "down"
-                                                        : "gate_up";
-    per_group[group] += kFp32 * uint64_t(m.in_features) * uint64_t(m.in_features);
-  }
-  uint64_t largest = 0;
-  for (const auto& [group, bytes] : per_group) largest = std::max(largest, bytes);
-  return largest;
-}
-
+// The estimate `quantize` prints for its default settings (gptq, fp32, the calibration shape).
 MemoryEstimate estimate_memory(const ModelSummary& s, const Checkpoint& ckpt,
                                const InspectOptions& options) {
   MemoryEstimate mem;
@@ -55,17 +38,18 @@ MemoryEstimate estimate_memory(const ModelSummary& s, const Checkpoint& ckpt,
   mem.seqlen = s.config.max_position_embeddings > 0
                    ? std::min(options.seqlen, s.config.max_position_embeddings)
                    : options.seqlen;
-  for (const auto& layer : s.layout.layers) {
-    int64_t numel = 0;
-    for (const auto& m : layer.linears) numel += m.numel();
-    for (const auto& n : layer.norms) numel += n.shape[0];
-    mem.largest_layer_bytes = std::max(mem.largest_layer_bytes, kFp32 * uint64_t(numel));
-    mem.largest_gram_bytes = std::max(mem.largest_gram_bytes, largest_gram_bytes(layer));
-  }
-  mem.calibration_stream_bytes = 2 * kFp32 * uint64_t(mem.nsamples) * uint64_t(mem.seqlen) *
-                                 uint64_t(s.config.hidden_size);
-  mem.quantize_peak_bytes =
-      mem.largest_layer_bytes + mem.largest_gram_bytes + mem.calibration_stream_bytes;
+  QuantizeMemoryInputs inputs;
+  inputs.tokens = mem.nsamples * mem.seqlen;
+  inputs.cache_mlp_hidden =
+      inputs.tokens * s.config.intermediate_size * int64_t{4} <= kDefaultStageCacheBytes;
+  const QuantizeMemoryEstimate e = estimate_quantize_memory(s.config, s.layout, inputs);
+  mem.largest_layer_bytes = uint64_t(e.layer_bytes);
+  mem.largest_gram_bytes = uint64_t(e.gram_bytes);
+  mem.rounding_bytes = uint64_t(e.rounding_bytes);
+  mem.calibration_stream_bytes = uint64_t(e.stream_bytes);
+  mem.forward_bytes = uint64_t(e.forward_bytes);
+  mem.quantize_peak_bytes = uint64_t(e.peak_bytes);
+  mem.description = e.describe();
   return mem;
 }
 
@@ -252,6 +236,8 @@ json to_json(const ModelSummary& s) {
        {{"weights_bytes", m.weights_bytes},
         {"largest_layer_bytes", m.largest_layer_bytes},
         {"largest_gram_bytes", m.largest_gram_bytes},
+        {"rounding_bytes", m.rounding_bytes},
+        {"forward_bytes", m.forward_bytes},
         {"calibration_stream_bytes", m.calibration_stream_bytes},
         {"quantize_peak_bytes", m.quantize_peak_bytes},
         {"assumed_nsamples", m.nsamples},
@@ -301,13 +287,8 @@ std::string to_text(const ModelSummary& s) {
   line("checkpoint", fmt::format("{} file(s), {} tensors, {}  [{}]  dtypes {}", s.files.size(),
                                  s.tensor_count, human_bytes(s.memory.weights_bytes),
                                  fmt::join(s.files, ", "), fmt::join(dtypes, ", ")));
-  line("memory", fmt::format("quantize peak ~{} (layer {} + Gram {} + activations {} for {} x "
-                             "{} tokens)",
-                             human_bytes(s.memory.quantize_peak_bytes),
-                             human_bytes(s.memory.largest_layer_bytes),
-                             human_bytes(s.memory.largest_gram_bytes),
-                             human_bytes(s.memory.calibration_stream_bytes), s.memory.nsamples,
-                             s.memory.seqlen));
+  line("memory", fmt::format("quantize (gptq, fp32, {} x {} tokens) peak ~{}",
+                             s.memory.nsamples, s.memory.seqlen, s.memory.description));
   if (s.tokenizer) {
     const auto& sp = s.tokenizer->special;
     auto id = [](const std::optional<int32_t>& v) { return v ? std::to_string(*v) : "-"; };

@@ -56,6 +56,27 @@ class DecoderLayer {
                              LinearInputObserver* observer = nullptr) const;
   // h + mlp(post_attention_layernorm(h)), the MLP dense or a mixture of experts
   at::Tensor mlp_block(const at::Tensor& h, LinearInputObserver* observer = nullptr) const;
+  // The stages of forward(), for callers that keep what is final (the calibration pipeline runs
+  // each linear once per token). forward(h) = mlp_block(attention_residual(h, attention_heads(h))),
+  // and on dense layers mlp_block(h) = mlp_residual(h, mlp_hidden(h)), with the same operations.
+  // [B·T, H·hd]: q/k/v of input_layernorm(hidden), attended and merged (o_proj's input).
+  at::Tensor attention_heads(const at::Tensor& hidden, const RotaryTables& rope,
+                             LinearInputObserver* observer = nullptr) const;
+  // hidden + o_proj(heads)
+  at::Tensor attention_residual(const at::Tensor& hidden, const at::Tensor& heads,
+                                LinearInputObserver* observer = nullptr) const;
+  // Tells the observer q/k/v's input (input_layernorm(hidden) as [B·T, d]) without applying them.
+  void observe_attention_input(const at::Tensor& hidden, LinearInputObserver& observer) const;
+  // Dense layers only: act(gate(x))·up(x) [B·T, intermediate] with x = post_attention_layernorm(h)
+  // (down_proj's input), and h + down_proj(that).
+  at::Tensor mlp_hidden(const at::Tensor& h, LinearInputObserver* observer = nullptr) const;
+  at::Tensor mlp_residual(const at::Tensor& h, const at::Tensor& hidden_act,
+                          LinearInputObserver* observer = nullptr) const;
+  // Dense layers only: tells the observer gate/up's input without applying them.
+  void observe_mlp_input(const at::Tensor& h, LinearInputObserver& observer) const;
+  // Tells the observer that module `local_name` is about to be applied to x.
+  void observe(const std::string& local_name, const at::Tensor& x,
+               LinearInputObserver& observer) const;
   // forward() of new positions that follow the cached ones; appends their keys and values.
   at::Tensor forward_cached(const at::Tensor& hidden, const RotaryTables& rope,
                             KvCache& cache) const;
@@ -82,8 +103,10 @@ class DecoderLayer {
   const Linear& linear(const std::string& local_name) const;
   at::Tensor apply(const std::string& local_name, const at::Tensor& x,
                    LinearInputObserver* observer) const;
+  // x = input_layernorm(hidden): the merged heads [B·T, H·hd] before o_proj.
   at::Tensor attention(const at::Tensor& x, const RotaryTables& rope,
                        LinearInputObserver* observer, KvCache* cache = nullptr) const;
+
   at::Tensor mlp(const std::string& prefix, const at::Tensor& x,
                  LinearInputObserver* observer) const;
   at::Tensor moe(const at::Tensor& x, LinearInputObserver* observer) const;

@@ -63,7 +63,8 @@ class StreamingModel {
  private:
   const ModelWeights* weights_;
   ComputeOptions options_;
-  at::Tensor embed_tokens_, lm_head_, final_norm_;
+  at::Tensor embed_tokens_;
+  mutable at::Tensor lm_head_, final_norm_;  // loaded by the first logits() (quantize needs none)
   std::vector<DecoderLayer> resident_;
   mutable RotaryTables rotary_;
 };

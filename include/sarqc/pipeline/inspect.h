@@ -32,12 +32,16 @@ struct TokenizerSummary {
   SpecialTokens special;
 };
 
+// estimate_quantize_memory (pipeline/memory_estimate.h) for quantize's defaults.
 struct MemoryEstimate {
   uint64_t weights_bytes = 0;        // all tensor data in the checkpoint
   uint64_t largest_layer_bytes = 0;  // one decoder layer in fp32: what sits on the device
   uint64_t largest_gram_bytes = 0;   // fp32 n×n Gram matrices of one calibration group
-  uint64_t calibration_stream_bytes = 0;  // fp32 layer inputs + outputs of all calib sequences
-  uint64_t quantize_peak_bytes = 0;  // sum of the three above (device memory for quantize)
+  uint64_t rounding_bytes = 0;       // the largest module's rounding working set
+  uint64_t calibration_stream_bytes = 0;  // the activation stream and its stage caches
+  uint64_t forward_bytes = 0;        // one forward batch's intermediates
+  uint64_t quantize_peak_bytes = 0;  // what quantize prints as its estimated peak
+  std::string description;
   int64_t nsamples = 0;
   int64_t seqlen = 0;
 };

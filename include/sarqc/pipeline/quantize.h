@@ -8,15 +8,17 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 #include "sarqc/model/compute.h"
+#include "sarqc/pipeline/plan.h"
+#include "sarqc/pipeline/report.h"
 #include "sarqc/objective/objective.h"
 #include "sarqc/quant/grid.h"
 #include "sarqc/rounding/rounder.h"
 #include "sarqc/rounding/scale_search.h"
 
 namespace sarqc {
+
+inline constexpr int64_t kDefaultStageCacheBytes = int64_t{2} << 30;
 
 struct QuantizeOptions {
   std::filesystem::path model_dir;
@@ -53,52 +55,15 @@ struct QuantizeOptions {
   // objectives; forced on when the objective asks for it, off by default to save memory).
   bool keep_fp_stream = false;
 
+  // down_proj's inputs are kept between their statistics and the advance to the next layer when
+  // they take at most this much (else gate/up run again).
+  int64_t stage_cache_bytes = kDefaultStageCacheBytes;
+
   ComputeOptions compute;
   bool force = false;     // replace an existing output folder
   bool progress = true;
 };
 
-struct ModuleRecord {
-  int64_t layer = 0;
-  std::string module;     // full name
-  std::string method;     // backend used: gptq, rtn, rtn-fallback, or "unquantized"
-  std::string reason;     // why not the configured backend, when it was not
-  double loss = 0;        // E(Q) = tr((Q − W_ref) M (Q − W_ref)ᵀ)
-  double relative_loss = 0;  // E(Q) / tr(W_ref M W_refᵀ)
-  int64_t tokens = 0;     // calibration tokens in its Gram matrix
-  double damp = 0;        // final percdamp
-  double alpha = -1;      // interpolation used by an interp objective (-1: none or sampled)
-  int64_t dead_columns = 0;
-  double seconds = 0;
-  int64_t peak_host_bytes = 0;  // process peak resident memory after this module
-};
-
-struct QuantizeReport {
-  std::filesystem::path out_dir;
-  std::string grid;  // description
-  std::string method, objective, rounding;
-  int64_t nsamples = 0, seqlen = 0;
-  std::string calibration_sha256;
-  std::vector<ModuleRecord> modules;
-  std::vector<std::string> unquantized_modules;
-  double seconds = 0;
-  int64_t peak_host_bytes = 0;       // process peak resident memory
-  int64_t estimated_peak_bytes = 0;  // one layer + its Gram matrices + the activation stream
-};
-
-struct MethodPreset {
-  std::string objective, rounding;
-  std::string alpha_mode = "fixed";  // for the interp objectives
-  bool scale_search = false;         // AWQ pre-pass
-};
-// Presets (objective + backend): rtn = plain + rtn; gptq = plain + gptq; sarqc = sarqc + gptq;
-// gptaq = interp + gptq; coreq = interp + successive; beam = interp + beam;
-// sarqc-beam = sarqc+interp + beam; awq = scale/clip search + rtn. Throws a usage error otherwise.
-MethodPreset method_preset(const std::string& method);
-
 QuantizeReport quantize(const QuantizeOptions& options);
-
-nlohmann::json to_json(const QuantizeReport& report);
-std::string to_text(const QuantizeReport& report);
 
 }  // namespace sarqc

@@ -1,0 +1,45 @@
+#pragma once
+// One linear module from its group's statistics to integer codes: objective → rounding backend,
+// the damping retry when the metric cannot be factored (methods.md §4), and the RTN fallbacks
+// (no calibration, starved MoE experts, exhausted retries).
+#include <cstdint>
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+#include "sarqc/calib/group_statistics.h"
+#include "sarqc/model/layout.h"
+#include "sarqc/pipeline/plan.h"
+#include "sarqc/pipeline/report.h"
+#include "sarqc/quant/quantized_linear.h"
+
+namespace sarqc {
+
+struct QuantizeOptions;
+
+class ModuleQuantizer {
+ public:
+  // `plan` and `options` must outlive the quantizer. Routed experts with fewer calibration
+  // tokens than `starved_below` follow options.moe_policy.
+  ModuleQuantizer(const QuantizePlan& plan, const QuantizeOptions& options, int64_t starved_below);
+
+  // W: the module's fp32 weight [out, in]; stats: its group's statistics (null when the plan
+  // does not calibrate). Fills record's method, reason, tokens, loss, damping and α.
+  QuantizedLinear quantize(const LinearModule& module, int64_t layer, const at::Tensor& W,
+                           const GroupStatistics* stats, ModuleRecord& record) const;
+
+ private:
+  std::optional<QuantizedLinear> round_with_damping(const LinearModule& module, int64_t layer,
+                                                    const at::Tensor& W,
+                                                    const GramAccumulator& gram,
+                                                    ModuleRecord& record) const;
+  const QuantizePlan* plan_;
+  const QuantizeOptions* options_;
+  int64_t starved_below_;
+};
+
+// tr(T M Tᵀ) from at most `rows` evenly spaced rows of T, scaled to all of them (exact when T
+// has no more rows).
+double sampled_trace(const at::Tensor& T, const at::Tensor& M, int64_t rows = 256);
+
+}  // namespace sarqc

@@ -1,0 +1,151 @@
+#include "sarqc/calib/group_statistics.h"
+
+#include <ATen/ATen.h>
+
+#include "sarqc/calib/module_groups.h"
+#include "sarqc/util/interrupt.h"
+#include "sarqc/util/stopwatch.h"
+
+namespace sarqc {
+namespace {
+
+constexpr const char* kAllTokensSuffix = "#all-tokens";
+
+// Accumulates the inputs of one group's modules from the quantized stream alone.
+class GramObserver : public LinearInputObserver {
+ public:
+  GramObserver(GroupStatistics& stats, int64_t sequences, bool all_expert_tokens)
+      : stats_(stats), sequences_(sequences), all_(all_expert_tokens) {}
+  void observe_input(const LinearModule& m, const at::Tensor& x) override {
+    // Routed experts see a subset of the batch's tokens; every sequence still counts toward N
+    // (the normaliser stays 2/N, methods.md §8).
+    if (sequential_group(m) == stats_.group() && feeds_key(m)) {
+      const Stopwatch clock;
+      stats_.gram(input_key(m), m.in_features).add(x, sequences_);
+      stats_.add_seconds(clock.seconds());
+    }
+  }
+  bool wants_all_expert_tokens() const override { return all_ && stats_.group() >= 2; }
+  void observe_all_tokens_input(const LinearModule& m, const at::Tensor& x) override {
+    if (sequential_group(m) == stats_.group() && feeds_key(m) && m.expert >= 0) {
+      const Stopwatch clock;
+      stats_.gram(input_key(m) + kAllTokensSuffix, m.in_features).add(x, sequences_);
+      stats_.add_seconds(clock.seconds());
+    }
+  }
+
+ private:
+  GroupStatistics& stats_;
+  int64_t sequences_;
+  bool all_;
+};
+
+// Keeps the inputs of one group's modules for one batch (paired capture of both streams), and
+// in MoE layers the router's input and decisions.
+class RecordingObserver : public LinearInputObserver {
+ public:
+  RecordingObserver(int group, bool all_expert_tokens) : group_(group), all_(all_expert_tokens) {}
+  void observe_input(const LinearModule& m, const at::Tensor& x) override {
+    if (m.role == LinearRole::Router) router_input = x;
+    if (sequential_group(m) == group_ && feeds_key(m)) inputs[input_key(m)] = {&m, x};
+  }
+  void observe_routing(const DecoderLayerLayout&, const MoeRouting& r) override { routing = r; }
+  bool wants_all_expert_tokens() const override { return all_ && group_ >= 2; }
+  void observe_all_tokens_input(const LinearModule& m, const at::Tensor& x) override {
+    if (sequential_group(m) == group_ && feeds_key(m) && m.expert >= 0)
+      all_tokens_inputs[input_key(m)] = {&m, x};
+  }
+  std::map<std::string, std::pair<const LinearModule*, at::Tensor>> inputs;
+  // Routed experts run on every token of the batch (the all-tokens policy), by key.
+  std::map<std::string, std::pair<const LinearModule*, at::Tensor>> all_tokens_inputs;
+  at::Tensor router_input;  // [tokens, hidden]: the post-attention norm's output
+  MoeRouting routing;
+
+ private:
+  int group_;
+  bool all_;
+};
+
+// A routed expert's FP-stream input at the given tokens (methods.md §8): the FP post-attention
+// norm output for gate/up, and act(gate_e(x_f))·up_e(x_f) with the FP expert for down, whether
+// or not the FP router chose the expert there.
+at::Tensor expert_fp_input(const DecoderLayer& fp_layer, const LinearModule& m,
+                           const at::Tensor& fp_router_input) {
+  if (m.role != LinearRole::Down) return fp_router_input;
+  const std::string parent = parent_of(m.local_name);
+  std::string gate, up;
+  for (const auto& other : fp_layer.layout().linears) {
+    if (parent_of(other.local_name) != parent) continue;
+    if (other.role == LinearRole::Gate) gate = other.local_name;
+    if (other.role == LinearRole::Up) up = other.local_name;
+  }
+  auto apply = [&](const std::string& name) {
+    return at::linear(fp_router_input, fp_layer.weight(name), fp_layer.bias(name));
+  };
+  return at::silu(apply(gate)) * apply(up);
+}
+
+}  // namespace
+
+const GramAccumulator* GroupStatistics::find(const std::string& key) const {
+  const auto it = grams_.find(key);
+  return it == grams_.end() ? nullptr : &it->second;
+}
+
+const GramAccumulator* GroupStatistics::find_all_tokens(const std::string& key) const {
+  return find(key + kAllTokensSuffix);
+}
+
+GramAccumulator& GroupStatistics::gram(const std::string& key, int64_t features) {
+  auto it = grams_.find(key);
+  if (it == grams_.end()) it = grams_.emplace(key, GramAccumulator(features, device_)).first;
+  return it->second;
+}
+
+GroupStatistics capture_group_statistics(int group, LayerStages& q, LayerStages* fp,
+                                         const DecoderLayer* fp_layer,
+                                         const CaptureSettings& settings, c10::Device device) {
+  GroupStatistics stats(group, device);
+  TORCH_CHECK(!fp || (fp_layer && fp->batches() == q.batches()),
+              "capture_group_statistics: the FP stream needs its layer and the same batches");
+  for (size_t b = 0; b < q.batches(); ++b) {
+    throw_if_interrupted();
+    const int64_t sequences = q.sequences(b);
+    if (!fp) {
+      GramObserver observer(stats, sequences, settings.all_expert_tokens);
+      q.observe(group, b, observer);
+      continue;
+    }
+    // Both streams through their layer up to this group, then X_q, X_f and α per token.
+    RecordingObserver q_inputs(group, settings.all_expert_tokens), fp_inputs(group, false);
+    q.observe(group, b, q_inputs);
+    fp->observe(group, b, fp_inputs);
+    const Stopwatch clock;
+    std::vector<float> alpha(static_cast<size_t>(sequences), 1.0f);
+    if (settings.alpha) alpha = settings.alpha(sequences);
+    const int64_t T = q.sequence_length(b);
+    // α_j per sequence, copied to the device once (not element by element).
+    const at::Tensor weight = at::tensor(alpha).to(device).repeat_interleave(T);
+    for (const auto& [key, input] : q_inputs.inputs) {
+      const LinearModule& m = *input.first;
+      GramAccumulator& gram = stats.gram(key, m.in_features);
+      if (m.expert < 0) {
+        gram.add(input.second, fp_inputs.inputs.at(key).second, weight, sequences);
+      } else {
+        // Routed tokens: the quantized router's choice, paired with the FP stream there.
+        const at::Tensor& tokens = q_inputs.routing.experts.at(static_cast<size_t>(m.expert)).tokens;
+        gram.add(input.second,
+                 expert_fp_input(*fp_layer, m, fp_inputs.router_input.index_select(0, tokens)),
+                 weight.index_select(0, tokens), sequences);
+      }
+    }
+    for (const auto& [key, input] : q_inputs.all_tokens_inputs)
+      stats.gram(key + kAllTokensSuffix, input.first->in_features)
+          .add(input.second, expert_fp_input(*fp_layer, *input.first, fp_inputs.router_input),
+               weight, sequences);
+    stats.add_seconds(clock.seconds());
+  }
+  return stats;
+}
+
+}  // namespace sarqc

@@ -1,0 +1,97 @@
+#include "sarqc/pipeline/module_quantizer.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "sarqc/calib/module_groups.h"
+#include "sarqc/pipeline/quantize.h"
+#include "sarqc/rounding/rtn.h"
+
+namespace sarqc {
+
+double sampled_trace(const at::Tensor& T, const at::Tensor& M, int64_t rows) {
+  const int64_t m = T.size(0);
+  at::Tensor sample = T;
+  if (m > rows) {
+    const at::Tensor index = at::linspace(0, static_cast<double>(m - 1), rows,
+                                          T.options().dtype(at::kDouble))
+                                 .round()
+                                 .to(at::kLong);
+    sample = T.index_select(0, index);
+  }
+  const double trace = (at::matmul(sample, M) * sample).sum().item<double>();
+  return trace * static_cast<double>(m) / static_cast<double>(sample.size(0));
+}
+
+ModuleQuantizer::ModuleQuantizer(const QuantizePlan& plan, const QuantizeOptions& options,
+                                 int64_t starved_below)
+    : plan_(&plan), options_(&options), starved_below_(starved_below) {}
+
+std::optional<QuantizedLinear> ModuleQuantizer::round_with_damping(const LinearModule& m,
+                                                                   int64_t layer,
+                                                                   const at::Tensor& W,
+                                                                   const GramAccumulator& gram,
+                                                                   ModuleRecord& rec) const {
+  const QuantizeOptions& o = *options_;
+  const Rounder& rounder = *plan_->rounder;
+  Objective& objective = *plan_->objective;
+  double damp = o.damp, tried = o.damp;
+  for (int attempt = 0; attempt <= o.max_damp_retries; ++attempt) {
+    tried = damp;
+    const PreparedMetric prep = prepare_metric(gram.matrix(), W, damp, m.name, o.compute.dtype);
+    const ObjectiveInput input{prep.weight,     prep.damped,
+                               &gram,           prep.mean_diag,
+                               layer,           std::string(linear_role_name(m.role)),
+                               plan_->grid.group_size, rounder.supports_entry_penalty()};
+    try {
+      // The objective factors M too (the interp target): its failures retry like the backend's.
+      const ObjectiveOutput target = objective.build(input);
+      QuantizedLinear q = rounder.round_penalized(target.target, target.metric, plan_->grid,
+                                                  o.rounding_options, target.penalty);
+      const double scale = sampled_trace(target.target, target.metric);
+      rec.relative_loss = scale > 0 ? q.loss / scale : 0;
+      rec.dead_columns = prep.dead_columns;
+      rec.damp = damp;
+      rec.method = rounder.name();
+      rec.alpha = target.alpha.value_or(-1);
+      objective.observe_result(input, q.dequantize().to(input.weight.scalar_type()));
+      return q;
+    } catch (const FactorizationFailed& e) {
+      damp += 0.01;
+      if (attempt < o.max_damp_retries)
+        spdlog::warn("{}: {} at percdamp {:.2f}; retrying with {:.2f}", m.name, e.what(), tried,
+                     damp);
+    }
+  }
+  rec.reason = fmt::format("factorization failed up to percdamp {:.2f}", tried);
+  spdlog::error("{}: {}; falling back to RTN", m.name, rec.reason);
+  return std::nullopt;
+}
+
+QuantizedLinear ModuleQuantizer::quantize(const LinearModule& m, int64_t layer,
+                                          const at::Tensor& W, const GroupStatistics* stats,
+                                          ModuleRecord& rec) const {
+  const bool calibrate = plan_->calibrate;
+  const bool all_tokens = options_->moe_policy == "all-tokens";
+  const GramAccumulator* gram = calibrate && stats ? stats->find(input_key(m)) : nullptr;
+  rec.tokens = gram ? gram->tokens() : 0;
+  bool starved = calibrate && (gram == nullptr || (m.expert >= 0 && rec.tokens < starved_below_));
+  if (starved && all_tokens) {
+    gram = stats ? stats->find_all_tokens(input_key(m)) : nullptr;
+    rec.reason = fmt::format("{} routed tokens < {}: calibrated on all {} tokens", rec.tokens,
+                             starved_below_, gram ? gram->tokens() : 0);
+    starved = gram == nullptr;
+  } else if (starved) {
+    // Never calibrate on (nearly) no data: dead columns would zero the expert.
+    rec.reason = fmt::format("{} routed tokens < {}: RTN", rec.tokens, starved_below_);
+  }
+  if (!starved && calibrate) {
+    std::optional<QuantizedLinear> rounded = round_with_damping(m, layer, W, *gram, rec);
+    if (rounded) return std::move(*rounded);
+  }
+  rec.method = !calibrate ? "rtn" : starved ? "rtn-starved" : "rtn-fallback";
+  return RtnRounder().round(W, {}, plan_->grid, {});
+}
+
+}  // namespace sarqc
