@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "sarqc/util/cpu_environment.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/interrupt.h"
 #include "sarqc/version.h"
@@ -23,34 +24,22 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
-// OpenBLAS and libgomp read their thread settings when they are loaded, before main. With their
-// defaults, idle threads of one pool spin on the cores the other pool needs: on 2 cores a CPU
-// forward ran 40% faster with the settings below (BENCHMARKS.md). So, unless the user set them
-// (or SARQC_NO_REEXEC), set them and restart this process once, for the subcommands that compute
-// on the CPU: the restart costs about 0.5 s of library loading.
-void tune_cpu_threading(int argc, char** argv) {
-  if (std::getenv("SARQC_NO_REEXEC") != nullptr) return;
+// For the subcommands that compute on the CPU: see restart_with_cpu_environment.
+void tune_cpu_environment(int argc, char** argv) {
   bool computes = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.find("cuda") != std::string::npos || arg == "--help" || arg == "-h") return;
     computes |= arg == "eval" || arg == "quantize" || arg == "generate";
   }
-  if (!computes) return;
-  bool changed = false;
-  for (const auto& [name, value] : {std::pair{"OMP_WAIT_POLICY", "PASSIVE"},
-                                    std::pair{"OPENBLAS_THREAD_TIMEOUT", "4"}})
-    if (std::getenv(name) == nullptr) changed |= ::setenv(name, value, 1) == 0;
-  if (!changed) return;
-  ::setenv("SARQC_NO_REEXEC", "1", 1);
-  ::execv("/proc/self/exe", argv);  // returns only on failure: then run with the defaults
+  if (computes) sarqc::restart_with_cpu_environment(argv);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace sarqc;
-  tune_cpu_threading(argc, argv);
+  tune_cpu_environment(argc, argv);
   CLI::App app{"sarqc: post-training quantization of Llama-family language models", "sarqc"};
   app.set_version_flag("--version", std::string("sarqc ") + kVersion);
   app.require_subcommand(1);

@@ -14,8 +14,10 @@
 #include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
 #include "sarqc/util/device.h"
+#include "sarqc/util/cpu_environment.h"
 
 int main(int argc, char** argv) {
+  sarqc::restart_with_cpu_environment(argv);  // the OpenBLAS core and thread settings
   using namespace sarqc;
   if (argc < 8) {
     std::fprintf(stderr, "usage: %s HIDDEN INTER LAYERS HEADS KV SEQLEN SEQS [dtype] [device]\n",

@@ -8,8 +8,10 @@
 
 #include "sarqc/model/synthetic.h"
 #include "sarqc/util/device.h"
+#include "sarqc/util/cpu_environment.h"
 
 int main(int argc, char** argv) {
+  sarqc::restart_with_cpu_environment(argv);  // the OpenBLAS core and thread settings
   using namespace sarqc;
   if (argc < 3) {
     std::fprintf(stderr, "usage: %s tinyllama-1.1b|llama-2-7b|llama-3-8b DIR [LAYERS]\n", argv[0]);

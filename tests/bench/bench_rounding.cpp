@@ -8,8 +8,10 @@
 
 #include "sarqc/rounding/rounder.h"
 #include "sarqc/util/device.h"
+#include "sarqc/util/cpu_environment.h"
 
 int main(int argc, char** argv) {
+  sarqc::restart_with_cpu_environment(argv);  // the OpenBLAS core and thread settings
   using namespace sarqc;
   if (argc < 3) {
     std::fprintf(stderr, "usage: %s OUT IN [bits] [group] [beam]\n", argv[0]);
