@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fixtures=${SARQC_FIXTURES:-../shared/fixtures}
-model=${1:-$fixtures/models/babyllama-tok105}
+model=$(realpath "${1:-$fixtures/models/babyllama-tok105}")
 bits=${2:-4} group=${3:-32} nsamples=${4:-64} seqlen=${5:-128}
 [[ -x build/bin/sarqc ]] || bash scripts/build.sh >/dev/null
 python=$(bash scripts/venv.sh scripts/requirements-{test,torch,loader}.txt scripts/requirements-bench.txt)
@@ -32,7 +32,8 @@ echo "# $(basename "$model"), $bits-bit g$group sym, $nsamples x $seqlen calibra
 echo "| quantizer | wall s | ppl (tinystories_val, 16 windows) |"
 echo "|---|---|---|"
 echo "| fp32 (none) | – | $(ppl "$model") |"
-t=$("$python" scripts/bench_gptqmodel.py "$model" "$work/windows.json" "$work/gptqmodel" "$bits" "$group" 2>/dev/null | tail -1)
+# GPTQModel writes logs/ into its working directory: run it in the scratch folder.
+t=$(cd "$work" && "$python" "$OLDPWD/scripts/bench_gptqmodel.py" "$model" "$work/windows.json" "$work/gptqmodel" "$bits" "$group" 2>/dev/null | tail -1)
 echo "| GPTQModel $("$python" -c 'import importlib.metadata as m; print(m.version("gptqmodel"))') gptq | $t | $(ppl "$work/gptqmodel") |"
 for method in gptq beam; do
   start=$(date +%s.%N)

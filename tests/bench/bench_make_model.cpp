@@ -1,9 +1,12 @@
 // Writes a random-weight checkpoint with the exact shapes of a published model (not a test;
 // scripts/bench_llm.sh). bf16, sharded like hub checkpoints (5 GB shards + index).
 // Usage: sarqc_bench_make_model tinyllama-1.1b|llama-2-7b|llama-3-8b DIR [LAYERS]
+//        sarqc_bench_make_model tokens COUNT VOCAB FILE   (seeded random int32 token ids)
 #include <cstdio>
 #include <string>
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include "sarqc/model/synthetic.h"
@@ -18,6 +21,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string shape = argv[1];
+  if (shape == "tokens" && argc == 5) {
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+    const at::Tensor ids =
+        at::randint(std::stoll(argv[3]), {std::stoll(argv[2])}, gen, at::kInt).contiguous();
+    std::FILE* f = std::fopen(argv[4], "wb");
+    if (!f || std::fwrite(ids.data_ptr<int32_t>(), 4, ids.numel(), f) != size_t(ids.numel()))
+      return 1;
+    return std::fclose(f) == 0 ? 0 : 1;
+  }
   struct Shape {
     int hidden, intermediate, layers, heads, kv_heads, vocab, positions;
     double rope_theta;
