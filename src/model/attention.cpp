@@ -5,6 +5,7 @@
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/api/include/torch/version.h>
 
 namespace sarqc {
 namespace {
@@ -26,6 +27,15 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   TORCH_CHECK(KV > 0 && H % KV == 0, "causal_attention: ", H,
               " query heads are not a multiple of ", KV, " kv heads");
   const int64_t rep = H / KV;
+#if TORCH_VERSION_MAJOR >= 2
+  // On CUDA, PyTorch 2's fused attention (flash / memory-efficient kernels) for the common case:
+  // plain causal attention over the whole sequence. It takes as many key heads as query heads.
+  if (q.is_cuda() && window <= 0 && Tk == T) {
+    const at::Tensor kr = rep > 1 ? k.repeat_interleave(rep, 1) : k;
+    const at::Tensor vr = rep > 1 ? v.repeat_interleave(rep, 1) : v;
+    return at::scaled_dot_product_attention(q, kr, vr, {}, 0.0, /*is_causal=*/true);
+  }
+#endif
   // [B, KV, rep, T, hd] against [B, KV, 1, T, hd]: broadcasting shares each kv head with its
   // query group without materialising repeated keys.
   const at::Tensor qg = q.reshape({B, KV, rep, T, hd});

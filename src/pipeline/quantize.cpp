@@ -397,6 +397,9 @@ QuantizeReport quantize(const QuantizeOptions& o) {
   const fs::path out_dir =
       checked_output_folder("--out", o.out_dir, {o.model_dir, o.calib_text, o.calib_tokens});
   check_dtype_supported(o.compute.device, o.compute.dtype);
+  // Gram matrices, factorizations and rounding are fp32 (methods.md): no TF32 GEMMs on GPUs
+  // that offer them.
+  at::globalContext().setAllowTF32CuBLAS(false);
   const InterruptGuard guard;
   try {
     return run_quantize(o, out_dir);

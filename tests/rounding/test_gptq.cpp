@@ -7,6 +7,7 @@
 #include "sarqc/objective/objective.h"
 #include "sarqc/rounding/gptq.h"
 #include "sarqc/rounding/rtn.h"
+#include "sarqc/util/device.h"
 
 namespace sarqc {
 namespace {
@@ -124,6 +125,25 @@ TEST(Gptq, FusedCpuKernelDecidesLikeThePerColumnLoop) {
             EXPECT_TRUE(at::equal(a.scales, b.scales)) << where;
             EXPECT_NEAR(a.loss, b.loss, 1e-5 * b.loss) << where;
           }
+  }
+}
+
+TEST(Gptq, CudaDecidesLikeTheCpu) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device in this build/machine";
+  // fp64 on both devices: the factorizations agree to ~1e-12, far from any rounding boundary of
+  // these random problems, so the codes must be identical.
+  const Problem p = make_problem(16, 64, 41);
+  const c10::Device cuda(c10::kCUDA, 0);
+  for (bool act_order : {false, true}) {
+    RoundingOptions o;
+    o.act_order = act_order;
+    o.block_size = 16;
+    const QuantGrid grid{4, 16, true, false};
+    const QuantizedLinear cpu = GptqRounder().round(p.W, p.H, grid, o);
+    const QuantizedLinear gpu = GptqRounder().round(p.W.to(cuda), p.H.to(cuda), grid, o);
+    EXPECT_TRUE(gpu.codes.is_cuda());
+    EXPECT_TRUE(at::equal(gpu.codes.cpu(), cpu.codes)) << act_order;
+    EXPECT_NEAR(gpu.loss, cpu.loss, 1e-9 * cpu.loss) << act_order;
   }
 }
 
