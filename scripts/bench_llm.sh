@@ -10,7 +10,7 @@
 # Usage: scripts/bench_llm.sh [SHAPE[:LAYERS] ...]     (default: the issue-14 set below)
 #   SARQC_BENCH_DIR   where checkpoints go (default .cache/bench-llm; ~6 GB for the default set)
 #   BENCH_METHODS     methods per checkpoint (default "gptq beam")
-#   BENCH_MODULES     0 skips the per-module comparison
+#   BENCH_MODULES     0 skips the per-module comparison; BENCH_MODELS=0 skips the checkpoints
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x build/bin/sarqc_bench_make_model && -x build/bin/sarqc_bench_rounding ]] ||
@@ -27,7 +27,8 @@ echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | c
 gemm=$(build/bin/sarqc_bench_rounding --gemm 2048)
 echo "fp32 GEMM rate (2048^3, ATen): $gemm GFLOP/s"
 
-for spec in "${specs[@]}"; do
+[[ ${BENCH_MODELS:-1} == 1 ]] || specs=()
+for spec in ${specs[@]+"${specs[@]}"}; do
   shape=${spec%%:*}
   layers=""; [[ $spec == *:* ]] && layers=${spec##*:}
   model="$dir/$shape${layers:+-$layers}"

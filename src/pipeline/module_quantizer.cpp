@@ -28,7 +28,7 @@ ModuleQuantizer::ModuleQuantizer(const QuantizePlan& plan, const QuantizeOptions
                                  int64_t starved_below)
     : plan_(&plan), options_(&options), starved_below_(starved_below) {}
 
-std::optional<QuantizedLinear> ModuleQuantizer::round_with_damping(const LinearModule& m,
+std::optional<QuantizedModule> ModuleQuantizer::round_with_damping(const LinearModule& m,
                                                                    int64_t layer,
                                                                    const at::Tensor& W,
                                                                    const GramAccumulator& gram,
@@ -55,8 +55,9 @@ std::optional<QuantizedLinear> ModuleQuantizer::round_with_damping(const LinearM
       rec.damp = damp;
       rec.method = rounder.name();
       rec.alpha = target.alpha.value_or(-1);
-      objective.observe_result(input, q.dequantize().to(input.weight.scalar_type()));
-      return q;
+      at::Tensor weight = q.dequantize();
+      objective.observe_result(input, weight);
+      return QuantizedModule{std::move(q), std::move(weight)};
     } catch (const FactorizationFailed& e) {
       damp += 0.01;
       if (attempt < o.max_damp_retries)
@@ -69,7 +70,7 @@ std::optional<QuantizedLinear> ModuleQuantizer::round_with_damping(const LinearM
   return std::nullopt;
 }
 
-QuantizedLinear ModuleQuantizer::quantize(const LinearModule& m, int64_t layer,
+QuantizedModule ModuleQuantizer::quantize(const LinearModule& m, int64_t layer,
                                           const at::Tensor& W, const GroupStatistics* stats,
                                           ModuleRecord& rec) const {
   const bool calibrate = plan_->calibrate;
@@ -87,11 +88,13 @@ QuantizedLinear ModuleQuantizer::quantize(const LinearModule& m, int64_t layer,
     rec.reason = fmt::format("{} routed tokens < {}: RTN", rec.tokens, starved_below_);
   }
   if (!starved && calibrate) {
-    std::optional<QuantizedLinear> rounded = round_with_damping(m, layer, W, *gram, rec);
+    std::optional<QuantizedModule> rounded = round_with_damping(m, layer, W, *gram, rec);
     if (rounded) return std::move(*rounded);
   }
   rec.method = !calibrate ? "rtn" : starved ? "rtn-starved" : "rtn-fallback";
-  return RtnRounder().round(W, {}, plan_->grid, {});
+  QuantizedLinear q = RtnRounder().round(W, {}, plan_->grid, {});
+  at::Tensor weight = q.dequantize();
+  return QuantizedModule{std::move(q), std::move(weight)};
 }
 
 }  // namespace sarqc

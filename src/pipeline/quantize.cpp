@@ -259,12 +259,12 @@ void LayerQuantizer::run(LayerLoopState& state) {
         writer_.write_skipped_module(layout, *m, rewritten);
         report_.unquantized_modules.push_back(m->name);
       } else {
-        const QuantizedLinear q = modules_.quantize(*m, l, master.weight(m->local_name),
-                                                    stats ? &*stats : nullptr, rec);
+        const QuantizedModule done = modules_.quantize(*m, l, master.weight(m->local_name),
+                                                       stats ? &*stats : nullptr, rec);
+        const QuantizedLinear& q = done.q;
         rec.loss = q.loss;
         state.any_reordered |= q.reordered();
-        const at::Tensor dequantized = q.dequantize();
-        layer.set_weight(m->local_name, dequantized);
+        layer.set_weight(m->local_name, done.weight);
         times.rounding_seconds += module_clock.seconds();
         const Stopwatch write_clock;
         writer_.write_quantized(*m, q, m->has_bias ? master.bias(m->local_name) : at::Tensor());

@@ -22,9 +22,10 @@ struct Feedback {
 
 Feedback error_feedback(const at::Tensor& metric, const at::Tensor& perm) {
   const at::Tensor reversed = perm.flip(0);
-  const at::Tensor L = cholesky_lower(metric.index_select(0, reversed).index_select(1, reversed));
-  const at::Tensor diag = L.diagonal();
-  return {(L / diag.unsqueeze(0)).flip({0, 1}).contiguous(), diag.pow(2).flip(0).contiguous()};
+  at::Tensor L = cholesky_lower(metric.index_select(0, reversed).index_select(1, reversed));
+  const at::Tensor diag = L.diagonal().clone();
+  L.div_(diag.unsqueeze(0));  // in place: n² floats fewer at the peak (3.3 GB for 70B's down_proj)
+  return {L.flip({0, 1}).contiguous(), diag.pow(2).flip(0).contiguous()};
 }
 
 // ŵ equals GPTQ's value of a column when the column is decided, not before: the reference

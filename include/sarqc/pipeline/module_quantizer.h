@@ -17,6 +17,11 @@ namespace sarqc {
 
 struct QuantizeOptions;
 
+struct QuantizedModule {
+  QuantizedLinear q;
+  at::Tensor weight;  // q dequantized (fp32), computed once for the layer and the objective
+};
+
 class ModuleQuantizer {
  public:
   // `plan` and `options` must outlive the quantizer. Routed experts with fewer calibration
@@ -25,11 +30,11 @@ class ModuleQuantizer {
 
   // W: the module's fp32 weight [out, in]; stats: its group's statistics (null when the plan
   // does not calibrate). Fills record's method, reason, tokens, loss, damping and α.
-  QuantizedLinear quantize(const LinearModule& module, int64_t layer, const at::Tensor& W,
+  QuantizedModule quantize(const LinearModule& module, int64_t layer, const at::Tensor& W,
                            const GroupStatistics* stats, ModuleRecord& record) const;
 
  private:
-  std::optional<QuantizedLinear> round_with_damping(const LinearModule& module, int64_t layer,
+  std::optional<QuantizedModule> round_with_damping(const LinearModule& module, int64_t layer,
                                                     const at::Tensor& W,
                                                     const GramAccumulator& gram,
                                                     ModuleRecord& record) const;
