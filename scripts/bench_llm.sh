@@ -92,7 +92,7 @@ for shape in "2048 5632" "4096 4096" "11008 4096"; do
   if [[ -x .venv/bin/python ]] && .venv/bin/python -c 'import gptqmodel' 2>/dev/null; then
     # GPTQModel writes logs/ into its working directory: run it in the scratch folder.
     (cd "$dir" && "$OLDPWD/.venv/bin/python" "$OLDPWD/scripts/bench_gptqmodel_module.py" "$1" "$2" \
-       2>/dev/null | tail -1)
+       2>/dev/null | grep "^gptqmodel ")
   else
     echo "GPTQModel not installed (bash scripts/venv.sh scripts/requirements-bench.txt)"
   fi
