@@ -106,6 +106,12 @@ CalibrationSet load_calibration(const QuantizeOptions& o, const ModelWeights& we
   return calib;
 }
 
+// Whether LayerStages may keep down_proj's inputs of every calibration token.
+bool mlp_cache_fits(const QuantizeOptions& o, const ModelConfig& cfg, int64_t tokens) {
+  return tokens * cfg.intermediate_size * static_cast<int64_t>(c10::elementSize(o.compute.dtype)) <=
+         o.stage_cache_bytes;
+}
+
 // Everything carried from one layer to the next: a run that stopped after layer l - 1 continues
 // from exactly this (resume), and processes that split the calibration windows exchange only
 // this (multi-process runs).
@@ -217,12 +223,9 @@ void LayerQuantizer::run(LayerLoopState& state) {
   std::optional<LayerStages> q_stages, fp_stages;
   if (plan_.needs_data) {
     // down_proj's input is kept between its statistics and the advance when it is small.
-    const bool cache = state.stream.batches.empty() ||
-                       state.stream.batches[0].numel() / weights_.config().hidden_size *
-                               weights_.config().intermediate_size *
-                               static_cast<int64_t>(c10::elementSize(compute.dtype)) *
-                               static_cast<int64_t>(state.stream.batches.size()) <=
-                           o_.stage_cache_bytes;
+    int64_t tokens = 0;
+    for (const auto& batch : state.stream.batches) tokens += batch.size(0) * batch.size(1);
+    const bool cache = mlp_cache_fits(o_, weights_.config(), tokens);
     q_stages.emplace(layer, state.stream, rope_, compute.device, cache);
     if (fp_layer) fp_stages.emplace(*fp_layer, state.fp_stream, rope_, compute.device, cache);
   }
@@ -345,9 +348,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
   memory_inputs.calibrate = plan.calibrate;
   memory_inputs.keep_fp_stream = plan.keep_fp_stream;
   memory_inputs.paired_capture = plan.paired_capture;
-  memory_inputs.cache_mlp_hidden = memory_inputs.tokens * cfg.intermediate_size *
-                                       static_cast<int64_t>(c10::elementSize(o.compute.dtype)) <=
-                                   o.stage_cache_bytes;
+  memory_inputs.cache_mlp_hidden = mlp_cache_fits(o, cfg, memory_inputs.tokens);
   if (plan.backend == "beam" || plan.backend == "successive")
     memory_inputs.beam_budget_bytes = o.rounding_options.beam_budget_bytes;
   const QuantizeMemoryEstimate estimate =
