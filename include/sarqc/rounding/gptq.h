@@ -5,9 +5,11 @@
 namespace sarqc {
 
 // GPTQ (methods.md §4): columns quantized one at a time in processing order, each rounding error
-// spread over the remaining columns through the upper Cholesky factor U of M⁻¹, with lazy
-// block updates; act-order and static groups as options. Throws FactorizationFailed when
-// M cannot be factored.
+// spread over the remaining columns, with lazy block updates; act-order and static groups as
+// options. The error feedback comes from one Cholesky factor of M in reversed processing order
+// (U⁻¹ of the reference's U = chol(M⁻¹), methods.md §9), so no inverse is formed; a fused
+// per-row kernel runs the blocks on the CPU. Throws FactorizationFailed when M cannot be
+// factored.
 class GptqRounder : public Rounder {
  public:
   std::string name() const override { return "gptq"; }
