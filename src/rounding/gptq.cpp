@@ -108,11 +108,13 @@ QuantizedLinear GptqRounder::round(const at::Tensor& target, const at::Tensor& m
   } else if (o.static_groups) {
     for (int64_t k = 0; k < n / g; ++k) fixed.push_back(find_params(target.narrow(1, k * g, g), grid));
   }
-  const at::Tensor T = target.index_select(1, perm).contiguous();  // processing order
+  // Processing order (read only: the natural order needs no copy).
+  const at::Tensor T = o.act_order ? target.index_select(1, perm).contiguous() : target.contiguous();
   const Feedback feedback = error_feedback(metric, perm);
 
-  at::Tensor codes = at::zeros({m, n}, target.options());
-  at::Tensor residual = at::zeros({m, n}, target.options());  // t − q of decided columns
+  // Every entry is written before it is read: no zero fill.
+  at::Tensor codes = at::empty({m, n}, target.options());
+  at::Tensor residual = at::empty({m, n}, target.options());  // t − q of decided columns
   std::vector<at::Tensor> scales, zeros;
   if (g < 0 || o.static_groups)
     for (const auto& p : fixed) scales.push_back(p.scale), zeros.push_back(p.zero);

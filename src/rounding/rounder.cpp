@@ -57,7 +57,10 @@ QuantizedLinear assemble_quantized(const QuantGrid& grid, const at::Tensor& code
   QuantizedLinear q;
   q.grid = grid;
   const at::Tensor inverse = at::argsort(perm);  // column -> processing position
-  q.codes = codes_processing.index_select(1, inverse).to(at::kInt).contiguous();
+  const bool natural = at::equal(perm, at::arange(n, perm.options()));
+  q.codes = (natural ? codes_processing : codes_processing.index_select(1, inverse))
+                .to(at::kInt)
+                .contiguous();
   q.scales = at::stack(scales).to(at::kFloat).contiguous();
   q.zeros = at::stack(zeros).to(at::kInt).contiguous();
   const auto long_opts = at::TensorOptions().dtype(at::kLong).device(perm.device());
