@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include <set>
 
@@ -177,12 +176,7 @@ nlohmann::json quantization_config(const ModelLayout& layout, const QuantizePlan
   if (!plan.skipped.empty()) {
     qc["dynamic"] = dynamic_exclusions(layout, plan.skipped);  // vLLM, GPTQModel
     const nlohmann::json in_block = modules_in_block_to_quantize(layout, plan.skipped);
-    if (in_block.is_null())
-      spdlog::warn("the unquantized modules differ between layers: transformers' GPTQ loader "
-                   "(which reads modules_in_block_to_quantize, not dynamic) cannot load this "
-                   "checkpoint");
-    else
-      qc["modules_in_block_to_quantize"] = in_block;  // transformers/optimum
+    if (!in_block.is_null()) qc["modules_in_block_to_quantize"] = in_block;  // transformers
   }
   return qc;
 }

@@ -106,6 +106,11 @@ void QuantizePlan::fit_to_model(const ModelLayout& layout) {
   }
   skipped = unrepresentable_modules(layout, grid);
   for (const auto& [name, why] : skipped) spdlog::warn("{} stays unquantized: {}", name, why);
+  // Said once here: quantization_config() is built twice (fingerprint, then the output).
+  if (!skipped.empty() && modules_in_block_to_quantize(layout, skipped).is_null())
+    spdlog::warn("the unquantized modules differ between layers: transformers' GPTQ loader "
+                 "(which reads modules_in_block_to_quantize, not dynamic) cannot load this "
+                 "checkpoint");
 }
 
 }  // namespace sarqc
