@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "sarqc/util/fault_point.h"
 #include "sarqc/util/interrupt.h"
 
 namespace sarqc {
@@ -89,6 +90,7 @@ void LayerStages::finish() {
   const bool moe = layer_->layout().moe;
   for (size_t b = 0; b < state_.size(); ++b) {
     throw_if_interrupted();
+    fault_point("forward");
     reach(2, b);
     State& s = state_[b];
     at::Tensor& batch = stream_->batches[b];

@@ -60,7 +60,7 @@ Command add_quantize_command(CLI::App& app) {
     uint64_t seed = 0;
     double damp = 0.01;
     bool sym = false, asym = false, act_order = false, static_groups = false, mse_clip = false;
-    bool force = false, json = false;
+    bool force = false, json = false, restart = false, no_resume = false;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* sub = app.add_subcommand(
@@ -157,6 +157,12 @@ Command add_quantize_command(CLI::App& app) {
                   "Recipe: a JSON file of flag names and values (configs/*.json); flags given "
                   "on the command line override it");
   sub->add_flag("--force", flags->force, "Replace an existing output folder");
+  sub->add_flag("--restart", flags->restart,
+                "Discard the state an interrupted run of this output saved, and start over "
+                "(without it, the same command resumes from the last completed layer)");
+  sub->add_flag("--no-resume", flags->no_resume,
+                "Refuse to run (exit code 5) when an interrupted run of this output saved a "
+                "state");
   sub->add_flag("--json", flags->json, "Print the report (also in OUT/report.json) as JSON");
   return {sub, [flags, alpha, alpha_mode, mixup, config, sub](const GlobalOptions& global) {
             if (!config->empty()) apply_recipe(*sub, *config);
@@ -194,6 +200,8 @@ Command add_quantize_command(CLI::App& app) {
             o.keep_fp_stream = flags->fp_stream;
             o.scale_search = flags->scale_search;
             o.force = flags->force;
+            o.restart = flags->restart;
+            o.resume = !flags->no_resume;
             const QuantizeReport report = quantize(o);
             if (flags->json)
               std::cout << to_json(report).dump() << std::endl;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sarqc/util/error.h"
+#include "sarqc/util/fault_point.h"
 
 namespace sarqc {
 namespace fs = std::filesystem;
@@ -22,9 +23,24 @@ TensorSpec TensorSpec::of(const std::string& name, const at::Tensor& tensor) {
   return TensorSpec{name, dtype_from_scalar_type(tensor.scalar_type()), tensor.sizes().vec()};
 }
 
+namespace {
+std::unique_ptr<AtomicFileWriter> open_output(const fs::path& path,
+                                              const std::vector<TensorSpec>& specs,
+                                              const ResumableWrite* resume) {
+  if (resume == nullptr) return std::make_unique<AtomicFileWriter>(path);
+  bool keep = false;
+  for (const auto& spec : specs) keep |= resume->written.count(spec.name) > 0;
+  fs::path temp = path;
+  temp += ".partial";
+  // Committed by a run that crashed before its output was published: continued as it is.
+  if (keep && !fs::exists(temp) && fs::exists(path)) fs::rename(path, temp);
+  return std::make_unique<AtomicFileWriter>(path, temp, keep);
+}
+}  // namespace
+
 SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<TensorSpec> specs,
-                                     Metadata metadata)
-    : file_(path) {
+                                     Metadata metadata, const ResumableWrite* resume)
+    : file_(open_output(path, specs, resume)) {
   // Larger items first, then by name: every offset is then a multiple of its itemsize.
   std::sort(specs.begin(), specs.end(), [](const TensorSpec& a, const TensorSpec& b) {
     const size_t ia = dtype_itemsize(a.dtype), ib = dtype_itemsize(b.dtype);
@@ -40,7 +56,8 @@ SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<TensorSpe
     header[spec.name] = {{"dtype", std::string(dtype_name(spec.dtype))},
                          {"shape", spec.shape},
                          {"data_offsets", {offset, offset + size}}};
-    const bool inserted = slots_.emplace(spec.name, Slot{spec, offset, false}).second;
+    const bool written = resume != nullptr && resume->written.count(spec.name) > 0;
+    const bool inserted = slots_.emplace(spec.name, Slot{spec, offset, written}).second;
     TORCH_CHECK(inserted, "duplicate tensor name '", spec.name, "' in safetensors output");
     offset += size;
   }
@@ -49,8 +66,9 @@ SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<TensorSpe
   // Pad with spaces so the data buffer starts 8-byte aligned, as the reference writer does.
   text.append((8 - (8 + text.size()) % 8) % 8, ' ');
   const uint64_t header_size = text.size();
-  file_.write_at(0, &header_size, 8);
-  file_.write_at(8, text.data(), text.size());
+  // A resumed file gets the same header again (the layout is the same).
+  file_->write_at(0, &header_size, 8);
+  file_->write_at(8, text.data(), text.size());
   data_start_ = 8 + header_size;
 }
 
@@ -65,19 +83,33 @@ void SafetensorsWriter::write(const std::string& name, const at::Tensor& tensor)
               dtype_name(slot.spec.dtype));
   TORCH_CHECK(host.sizes().vec() == slot.spec.shape, "tensor '", name, "': shape ", host.sizes(),
               " does not match planned ", at::IntArrayRef(slot.spec.shape));
-  file_.write_at(data_start_ + slot.begin, host.data_ptr(), slot.spec.nbytes());
+  // In two halves, with a fault point between them: a crash mid-tensor (resume tests).
+  const uint64_t size = slot.spec.nbytes(), half = size / 2;
+  const auto* bytes = static_cast<const uint8_t*>(host.data_ptr());
+  file_->write_at(data_start_ + slot.begin, bytes, half);
+  fault_point("write-tensor");
+  file_->write_at(data_start_ + slot.begin + half, bytes + half, size - half);
   slot.written = true;
 }
+
+std::vector<std::string> SafetensorsWriter::written() const {
+  std::vector<std::string> names;
+  for (const auto& [name, slot] : slots_)
+    if (slot.written) names.push_back(name);
+  return names;
+}
+
+void SafetensorsWriter::sync() { file_->sync(); }
 
 void SafetensorsWriter::check_complete() const {
   for (const auto& [name, slot] : slots_)
     TORCH_CHECK(slot.written, "tensor '", name, "' was never written to ",
-                file_.final_path().string());
+                file_->final_path().string());
 }
 
 void SafetensorsWriter::commit() {
   check_complete();
-  file_.commit();
+  file_->commit();
 }
 
 namespace {
@@ -88,7 +120,8 @@ std::string module_of(const std::string& tensor_name) {
 }  // namespace
 
 ShardedWriter::ShardedWriter(const fs::path& dir, std::vector<TensorSpec> specs,
-                             Metadata metadata, uint64_t max_shard_bytes)
+                             Metadata metadata, uint64_t max_shard_bytes,
+                             const ResumableWrite* resume)
     : dir_(dir) {
   TORCH_CHECK(max_shard_bytes > 0, "max_shard_bytes must be positive");
   // Split the ordered specs into runs of one module, then pack runs greedily into shards.
@@ -118,7 +151,8 @@ ShardedWriter::ShardedWriter(const fs::path& dir, std::vector<TensorSpec> specs,
                   "' in checkpoint output");
       total_bytes_ += spec.nbytes();
     }
-    shards_.push_back(std::make_unique<SafetensorsWriter>(dir_ / file_name, shards[s], metadata));
+    shards_.push_back(
+        std::make_unique<SafetensorsWriter>(dir_ / file_name, shards[s], metadata, resume));
     shard_names_.push_back(file_name);
   }
 }
@@ -127,6 +161,17 @@ void ShardedWriter::write(const std::string& name, const at::Tensor& tensor) {
   const auto it = shard_of_.find(name);
   TORCH_CHECK(it != shard_of_.end(), "tensor '", name, "' is not in the planned checkpoint");
   shards_[it->second]->write(name, tensor);
+}
+
+std::vector<std::string> ShardedWriter::written() const {
+  std::vector<std::string> names;
+  for (const auto& shard : shards_)
+    for (auto& name : shard->written()) names.push_back(std::move(name));
+  return names;
+}
+
+void ShardedWriter::sync() {
+  for (auto& shard : shards_) shard->sync();
 }
 
 void ShardedWriter::commit() {

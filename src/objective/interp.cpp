@@ -1,6 +1,9 @@
 #include "sarqc/objective/interp.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <locale>
+#include <sstream>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -67,6 +70,46 @@ std::pair<double, double> alpha_star_terms(const at::Tensor& weight, const at::T
   const at::Tensor L = cholesky_lower(damped.to(at::kDouble));
   const at::Tensor GHinv = at::cholesky_solve(G.t(), L).t();  // W D H_d⁻¹
   return {((q.to(at::kDouble) - W) * G).sum().item<double>(), (GHinv * G).sum().item<double>()};
+}
+
+// "layer module_type numerator denominator" per line, the doubles in hex (exact).
+std::string InterpObjective::save_state() const {
+  std::string text;
+  for (const auto& [key, terms] : ratio_)
+    text += fmt::format("{} {} {:a} {:a}\n", key.first, key.second, terms.first, terms.second);
+  return text;
+}
+
+void InterpObjective::restore_state(const std::string& state) {
+  std::map<std::pair<int64_t, std::string>, std::pair<double, double>> ratio;
+  std::istringstream in(state);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    int64_t layer = 0;
+    std::string type, num, den;
+    if (!(fields >> layer >> type >> num >> den))
+      throw_runtime(fmt::format("saved closed-form α state: malformed line '{}'", line));
+    ratio[{layer, type}] = {std::strtod(num.c_str(), nullptr), std::strtod(den.c_str(), nullptr)};
+  }
+  ratio_ = std::move(ratio);
+}
+
+std::string AlphaSampler::state() const {
+  std::ostringstream out;
+  out.imbue(std::locale::classic());
+  out << rng_ << ' ' << gamma_;
+  return out.str();
+}
+
+void AlphaSampler::restore(const std::string& state) {
+  std::istringstream in(state);
+  in.imbue(std::locale::classic());
+  std::mt19937_64 rng;
+  std::gamma_distribution<double> gamma;
+  if (!(in >> rng >> gamma)) throw_runtime("saved α-sampler state is malformed");
+  rng_ = rng;
+  gamma_ = gamma;
 }
 
 double AlphaSampler::next() {

@@ -25,7 +25,8 @@ const c10::Device kCpu(c10::kCPU);
 
 QuantizedCheckpointWriter::QuantizedCheckpointWriter(const ModelWeights& weights,
                                                      const QuantizePlan& plan,
-                                                     const fs::path& folder)
+                                                     const fs::path& folder,
+                                                     const ResumableWrite* resume)
     : weights_(&weights), plan_(&plan), folder_(folder) {
   const Checkpoint& ckpt = weights.checkpoint();
   const ModelLayout& layout = weights.layout();
@@ -52,7 +53,8 @@ QuantizedCheckpointWriter::QuantizedCheckpointWriter(const ModelWeights& weights
                          {m.out_features}});
     }
   }
-  writer_ = std::make_unique<ShardedWriter>(folder, specs, Metadata{{"format", "pt"}});
+  writer_ = std::make_unique<ShardedWriter>(folder, specs, Metadata{{"format", "pt"}},
+                                            ShardedWriter::kDefaultMaxShardBytes, resume);
 }
 
 void QuantizedCheckpointWriter::write_globals() {
@@ -127,7 +129,7 @@ void QuantizedCheckpointWriter::finish(const nlohmann::json& qc, const QuantizeR
     if (!entry.is_regular_file() || name.front() == '.' || kNotCopied.count(name) ||
         ext == ".safetensors" || ext == ".bin" || ext == ".pt" || ext == ".pth")
       continue;
-    fs::copy_file(entry.path(), folder_ / name);
+    fs::copy_file(entry.path(), folder_ / name, fs::copy_options::overwrite_existing);
   }
   writer_->commit();
   write_file_atomically(folder_ / "report.json", to_json(report).dump(2) + "\n");

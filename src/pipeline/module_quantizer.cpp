@@ -7,6 +7,7 @@
 #include "sarqc/calib/module_groups.h"
 #include "sarqc/pipeline/quantize.h"
 #include "sarqc/rounding/rtn.h"
+#include "sarqc/util/fault_point.h"
 
 namespace sarqc {
 
@@ -57,6 +58,7 @@ std::optional<QuantizedModule> ModuleQuantizer::round_with_damping(const LinearM
       rec.alpha = target.alpha.value_or(-1);
       at::Tensor weight = q.dequantize();
       objective.observe_result(input, weight);
+      fault_point("rounding");  // rounded and observed, not yet written (resume tests)
       return QuantizedModule{std::move(q), std::move(weight)};
     } catch (const FactorizationFailed& e) {
       damp += 0.01;
@@ -94,6 +96,7 @@ QuantizedModule ModuleQuantizer::quantize(const LinearModule& m, int64_t layer,
   rec.method = !calibrate ? "rtn" : starved ? "rtn-starved" : "rtn-fallback";
   QuantizedLinear q = RtnRounder().round(W, {}, plan_->grid, {});
   at::Tensor weight = q.dequantize();
+  fault_point("rounding");
   return QuantizedModule{std::move(q), std::move(weight)};
 }
 

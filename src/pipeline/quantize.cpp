@@ -2,9 +2,11 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -21,7 +23,9 @@
 #include "sarqc/pipeline/checkpoint_writer.h"
 #include "sarqc/pipeline/memory_estimate.h"
 #include "sarqc/pipeline/module_quantizer.h"
+#include "sarqc/pipeline/run_state.h"
 #include "sarqc/util/atomic_directory.h"
+#include "sarqc/util/work_folder.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/file.h"
 #include "sarqc/util/interrupt.h"
@@ -143,6 +147,8 @@ class LayerQuantizer {
   }
 
   void run(LayerLoopState& state);
+  std::string alpha_state() const { return alpha_sampler_.state(); }
+  void restore_alpha_state(const std::string& state) { alpha_sampler_.restore(state); }
 
  private:
   void search_scales_of(DecoderLayer& master, DecoderLayer* fp_layer, const LayerLoopState& state,
@@ -307,9 +313,50 @@ std::string run_fingerprint(const ModelWeights& weights, const nlohmann::json& s
   return h.hex_digest();
 }
 
-QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&now, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+// What a failed run left for a rerun: filled as the run goes, read by quantize()'s handlers.
+struct ResumePoint {
+  fs::path work_folder;
+  int64_t saved_layers = 0, layers = 0;
+  std::string hint() const {
+    return fmt::format("{} of {} layers are saved in {}: rerun the same command to resume",
+                       saved_layers, layers, work_folder.string());
+  }
+};
+
+// A saved state the command may not use: refused with every differing item named.
+void check_saved_run(const SavedRun& saved, const nlohmann::json& fingerprint,
+                     const QuantizeOptions& o, const WorkFolder& work) {
+  const std::string where = fmt::format("{}: {} holds the state of an interrupted run (layer "
+                                        "{}/{} next)",
+                                        o.out_dir.string(), work.root().string(),
+                                        saved.next_layer + 1, saved.layers);
+  if (!o.resume)
+    throw Error(ErrorKind::StateConflict,
+                where + "; --no-resume refuses it: rerun without --no-resume to continue it, or "
+                        "with --restart to discard it");
+  const std::vector<std::string> diffs = fingerprint_differences(saved.fingerprint, fingerprint);
+  if (!diffs.empty())
+    throw Error(ErrorKind::StateConflict,
+                fmt::format("{}, made by a different command or model: {}; rerun that command to "
+                            "resume, or pass --restart to discard the state",
+                            where, fmt::join(diffs, "; ")));
+}
+
+QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
+                            ResumePoint& resume) {
   const Stopwatch clock;
   const PeakMemoryMonitor memory;
+  RunSession session;
+  session.started = utc_now();
   QuantizePlan plan = plan_quantize(o);
   const ModelWeights weights = ModelWeights::open(o.model_dir, NonFinitePolicy::Refuse);
   const ModelConfig& cfg = weights.config();
@@ -317,8 +364,14 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
     throw_bad_input(fmt::format("{}: the model is already GPTQ-quantized (config.json has "
                                 "quantization_config)",
                                 o.model_dir.string()));
-  AtomicDirectory output(out_dir, o.force ? AtomicDirectory::Existing::Replace
-                                          : AtomicDirectory::Existing::Refuse);  // before any work
+  WorkFolder work(out_dir, o.force ? WorkFolder::Existing::Replace
+                                   : WorkFolder::Existing::Refuse);  // before any work
+  resume.work_folder = work.root();
+  resume.layers = cfg.num_hidden_layers;
+  if (o.restart && work.found()) {
+    work.reset();
+    spdlog::info("--restart: discarded the saved state in {}", work.root().string());
+  }
   plan.fit_to_model(weights.layout());
 
   QuantizeReport report;
@@ -334,6 +387,33 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
     report.seqlen = calib.ids.size(1);
     report.calibration_sha256 = calib.fingerprint;
   }
+  const nlohmann::json settings = quantization_config(weights.layout(), plan, o, report, false,
+                                                      calib.source);
+  report.fingerprint = run_fingerprint(weights, settings, report.calibration_sha256);
+  const nlohmann::json fingerprint =
+      run_fingerprint_items(weights, o, settings, report.calibration_sha256);
+
+  // A state saved by an interrupted run of this command: checked before any work.
+  const RunStateStore store(work.state());
+  std::optional<SavedRun> saved;
+  if (work.found()) {
+    saved = store.load();
+    if (saved) {
+      check_saved_run(*saved, fingerprint, o, work);
+      resume.saved_layers = saved->next_layer;
+    } else {
+      work.reset();  // stopped before its first layer was saved: nothing to resume
+    }
+  }
+  if (saved && work.publish_pending()) {  // the output was complete: only its move remained
+    restore_records(report, saved->records);
+    work.publish();
+    spdlog::info("{}: finished publishing the output of the interrupted run",
+                 out_dir.string());
+    report.seconds = clock.seconds();
+    return report;
+  }
+
   const int64_t starved_below =
       o.moe_min_tokens > 0 ? o.moe_min_tokens
                            : std::max<int64_t>(16, static_cast<int64_t>(std::ceil(
@@ -357,38 +437,94 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
   spdlog::info("estimated peak memory {} (on {}), besides the mapped checkpoint",
                estimate.describe(), o.compute.device.str());
 
-  QuantizedCheckpointWriter writer(weights, plan, output.path());
-  writer.write_globals();
-  LayerLoopState state;
-  if (plan.needs_data) {  // the embedding table is needed only here
-    const StreamingModel embedder(weights, o.compute);
-    state.stream = embedder.embed(calib.ids);
-    if (plan.keep_fp_stream) state.fp_stream = embedder.embed(calib.ids);
+  // A bad input found on the way (a NaN weight in layer 7) must change before a rerun can
+  // succeed, which the fingerprint would refuse: then the saved layers are worthless.
+  try {
+    ResumableWrite resumable;
+    if (saved) resumable.written.insert(saved->written.begin(), saved->written.end());
+    QuantizedCheckpointWriter writer(weights, plan, work.output(), &resumable);
+    LayerLoopState state;
+    state.fingerprint = report.fingerprint;
+    if (plan.needs_data) {  // the embedding table is needed only here
+      const StreamingModel embedder(weights, o.compute);
+      state.stream = embedder.embed(calib.ids);
+      if (plan.keep_fp_stream) state.fp_stream = embedder.embed(calib.ids);
+    }
+
+    int64_t total_modules = 0;
+    for (const auto& layer : weights.layout().layers)
+      for (const auto& m : layer.linears) total_modules += m.quantizable ? 1 : 0;
+    ProgressBar bar("quantize", total_modules);
+    if (!o.progress) bar.finish();
+    LayerQuantizer layers(o, plan, weights, writer, report, bar, starved_below, report.seqlen);
+    if (saved) {
+      const Stopwatch restore;
+      if (plan.needs_data && saved->next_layer < cfg.num_hidden_layers)
+        store.restore_streams(*saved, state.stream, plan.keep_fp_stream ? &state.fp_stream : nullptr);
+      state.next_layer = saved->next_layer;
+      state.any_reordered = saved->any_reordered;
+      layers.restore_alpha_state(saved->alpha_sampler);
+      plan.objective->restore_state(saved->objective);
+      restore_records(report, saved->records);
+      if (!report.sessions.empty()) report.sessions.back().interrupted = true;
+      for (int64_t l = 0; l < state.next_layer; ++l)
+        for (const auto& m : weights.layout().layers[static_cast<size_t>(l)].linears)
+          bar.advance(m.quantizable ? 1 : 0);
+      session.restore_seconds = restore.seconds();
+      spdlog::info("resuming at layer {}/{}, {} layers restored in {:.1f} s", state.next_layer + 1,
+                   cfg.num_hidden_layers, state.next_layer, session.restore_seconds);
+    } else {
+      writer.write_globals();
+    }
+    session.first_layer = state.next_layer;
+    report.sessions.push_back(session);
+
+    SavedRun progress;
+    progress.fingerprint = fingerprint;
+    progress.layers = cfg.num_hidden_layers;
+    if (saved) progress.streams_file = saved->streams_file;  // deleted by the next save
+    while (state.next_layer < cfg.num_hidden_layers) {
+      layers.run(state);
+      // The layer counts as done once its tensors and then the state are on disk.
+      const Stopwatch save_clock;
+      writer.sync();
+      RunSession& current = report.sessions.back();
+      current.layers_done = state.next_layer - current.first_layer;
+      current.seconds = clock.seconds();
+      progress.next_layer = state.next_layer;
+      progress.any_reordered = state.any_reordered;
+      progress.written = writer.written();
+      progress.alpha_sampler = layers.alpha_state();
+      progress.objective = plan.objective->save_state();
+      progress.records = records_to_json(report);
+      const bool more = state.next_layer < cfg.num_hidden_layers;
+      static const HiddenBatches kNone;
+      store.save(progress, more ? state.stream : kNone,
+                 more && plan.keep_fp_stream ? &state.fp_stream : nullptr);
+      work.keep();
+      resume.saved_layers = state.next_layer;
+      current.state_seconds += save_clock.seconds();
+    }
+    bar.finish();
+
+    report.seconds = clock.seconds();
+    report.sessions.back().seconds = report.seconds;
+    report.peak_host_bytes = peak_resident_bytes();
+    const MemoryUsage peak = memory.peak();
+    report.peak_anonymous_bytes = peak.anonymous_bytes;
+    report.peak_mapped_bytes = peak.file_bytes;
+    writer.finish(quantization_config(weights.layout(), plan, o, report, state.any_reordered,
+                                      calib.source),
+                  report);
+    throw_if_interrupted();  // the last point where the output can still be abandoned
+    work.publish();
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::BadInput || e.kind() == ErrorKind::Usage) {
+      work.discard();
+      resume.saved_layers = 0;
+    }
+    throw;
   }
-  const nlohmann::json settings = quantization_config(weights.layout(), plan, o, report, false,
-                                                      calib.source);
-  state.fingerprint = run_fingerprint(weights, settings, report.calibration_sha256);
-  report.fingerprint = state.fingerprint;
-
-  int64_t total_modules = 0;
-  for (const auto& layer : weights.layout().layers)
-    for (const auto& m : layer.linears) total_modules += m.quantizable ? 1 : 0;
-  ProgressBar bar("quantize", total_modules);
-  if (!o.progress) bar.finish();
-  LayerQuantizer layers(o, plan, weights, writer, report, bar, starved_below, report.seqlen);
-  while (state.next_layer < cfg.num_hidden_layers) layers.run(state);
-  bar.finish();
-
-  report.seconds = clock.seconds();
-  report.peak_host_bytes = peak_resident_bytes();
-  const MemoryUsage peak = memory.peak();
-  report.peak_anonymous_bytes = peak.anonymous_bytes;
-  report.peak_mapped_bytes = peak.file_bytes;
-  writer.finish(quantization_config(weights.layout(), plan, o, report, state.any_reordered,
-                                    calib.source),
-                report);
-  throw_if_interrupted();  // the last point where the output can still be abandoned
-  output.publish();
   return report;
 }
 
@@ -397,16 +533,22 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir) {
 QuantizeReport quantize(const QuantizeOptions& o) {
   const fs::path out_dir =
       checked_output_folder("--out", o.out_dir, {o.model_dir, o.calib_text, o.calib_tokens});
+  if (o.restart && !o.resume) throw_usage("--restart and --no-resume exclude each other");
   check_dtype_supported(o.compute.device, o.compute.dtype);
   // Gram matrices, factorizations and rounding are fp32 (methods.md): no TF32 GEMMs on GPUs
   // that offer them.
   at::globalContext().setAllowTF32CuBLAS(false);
   const InterruptGuard guard;
+  ResumePoint resume;
   try {
-    return run_quantize(o, out_dir);
-  } catch (const Interrupted& e) {  // by now the temporary folder is gone
-    throw Interrupted(e.signal(), fmt::format("{}: {}; nothing was written", out_dir.string(),
-                                              e.what()));
+    return run_quantize(o, out_dir, resume);
+  } catch (const Interrupted& e) {  // by now the work folder is gone or holds the saved layers
+    throw Interrupted(e.signal(), fmt::format("{}: {}; {}", out_dir.string(), e.what(),
+                                              resume.saved_layers > 0 ? resume.hint()
+                                                                      : "nothing was written"));
+  } catch (const Error& e) {
+    if (resume.saved_layers == 0 || e.kind() != ErrorKind::Runtime) throw;
+    throw Error(e.kind(), fmt::format("{}; {}", e.what(), resume.hint()));
   }
 }
 

@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "sarqc/util/error.h"
 #include "sarqc/version.h"
 
 namespace sarqc {
@@ -32,9 +34,28 @@ ReportTotals totals(const QuantizeReport& r) {
   return t;
 }
 
+// JSON has no NaN (nlohmann writes null): read back as NaN.
+double number(const nlohmann::json& j, const char* key) {
+  const auto& v = j.at(key);
+  return v.is_null() ? std::nan("") : v.get<double>();
+}
+
+nlohmann::json sessions_json(const QuantizeReport& r) {
+  nlohmann::json sessions = nlohmann::json::array();
+  for (const auto& s : r.sessions)
+    sessions.push_back({{"started", s.started},
+                        {"first_layer", s.first_layer},
+                        {"layers_done", s.layers_done},
+                        {"restore_seconds", s.restore_seconds},
+                        {"state_seconds", s.state_seconds},
+                        {"seconds", s.seconds},
+                        {"interrupted", s.interrupted}});
+  return sessions;
+}
+
 }  // namespace
 
-nlohmann::json to_json(const QuantizeReport& r) {
+nlohmann::json records_to_json(const QuantizeReport& r) {
   nlohmann::json modules = nlohmann::json::array();
   for (const auto& m : r.modules) {
     modules.push_back({{"layer", m.layer},
@@ -58,7 +79,53 @@ nlohmann::json to_json(const QuantizeReport& r) {
                       {"statistics_seconds", l.statistics_seconds},
                       {"rounding_seconds", l.rounding_seconds},
                       {"write_seconds", l.write_seconds}});
+  return {{"modules", modules},
+          {"layers", layers},
+          {"unquantized_modules", r.unquantized_modules},
+          {"sessions", sessions_json(r)}};
+}
+
+void restore_records(QuantizeReport& r, const nlohmann::json& j) {
+  try {
+    r.modules.clear();
+    for (const auto& m : j.at("modules")) {
+      ModuleRecord rec;
+      rec.layer = m.at("layer").get<int64_t>();
+      rec.module = m.at("module").get<std::string>();
+      rec.method = m.at("method").get<std::string>();
+      rec.reason = m.at("reason").get<std::string>();
+      rec.loss = number(m, "loss");
+      rec.relative_loss = number(m, "relative_loss");
+      rec.tokens = m.at("tokens").get<int64_t>();
+      rec.damp = number(m, "damp");
+      rec.alpha = number(m, "alpha");
+      rec.dead_columns = m.at("dead_columns").get<int64_t>();
+      rec.seconds = number(m, "seconds");
+      rec.peak_host_bytes = m.at("peak_host_bytes").get<int64_t>();
+      r.modules.push_back(std::move(rec));
+    }
+    r.layers.clear();
+    for (const auto& l : j.at("layers"))
+      r.layers.push_back({l.at("layer").get<int64_t>(), number(l, "seconds"),
+                          number(l, "forward_seconds"), number(l, "statistics_seconds"),
+                          number(l, "rounding_seconds"), number(l, "write_seconds")});
+    r.unquantized_modules = j.at("unquantized_modules").get<std::vector<std::string>>();
+    r.sessions.clear();
+    for (const auto& s : j.at("sessions"))
+      r.sessions.push_back({s.at("started").get<std::string>(), s.at("first_layer").get<int64_t>(),
+                            s.at("layers_done").get<int64_t>(), number(s, "restore_seconds"),
+                            number(s, "state_seconds"), number(s, "seconds"),
+                            s.at("interrupted").get<bool>()});
+  } catch (const nlohmann::json::exception& e) {
+    throw_runtime(fmt::format("saved report records are malformed: {}", e.what()));
+  }
+}
+
+nlohmann::json to_json(const QuantizeReport& r) {
+  const nlohmann::json records = records_to_json(r);
   const ReportTotals t = totals(r);
+  int64_t interruptions = 0;
+  for (const auto& s : r.sessions) interruptions += s.interrupted ? 1 : 0;
   return {{"sarqc_version", kVersion},
           {"out_dir", r.out_dir.string()},
           {"grid", r.grid},
@@ -78,9 +145,11 @@ nlohmann::json to_json(const QuantizeReport& r) {
             {"peak_anonymous_bytes", r.peak_anonymous_bytes},
             {"peak_mapped_bytes", r.peak_mapped_bytes},
             {"estimated_peak_bytes", r.estimated_peak_bytes}}},
+          {"interruptions", interruptions},
+          {"sessions", records["sessions"]},
           {"unquantized_modules", r.unquantized_modules},
-          {"layers", layers},
-          {"modules", modules}};
+          {"layers", records["layers"]},
+          {"modules", records["modules"]}};
 }
 
 std::string to_text(const QuantizeReport& r) {

@@ -28,8 +28,9 @@ bool within(const fs::path& inner, const fs::path& outer) {
 
 bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
 
-// ".NAME.partial-PID" folders beside `final_path` whose process is gone: killed runs.
-void remove_leftovers(const fs::path& parent, const std::string& name) {
+}  // namespace
+
+void remove_dead_partial_folders(const fs::path& parent, const std::string& name) {
   const std::string prefix = "." + name + ".partial-";
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(parent, ec)) {
@@ -44,8 +45,6 @@ void remove_leftovers(const fs::path& parent, const std::string& name) {
     if (!remove_ec) spdlog::info("removed {}, left by an interrupted run", entry.path().string());
   }
 }
-
-}  // namespace
 
 fs::path checked_output_folder(const std::string& flag, const fs::path& requested,
                                const std::vector<fs::path>& inputs) {
@@ -95,7 +94,7 @@ AtomicDirectory::AtomicDirectory(fs::path final_path, Existing existing)
     if (up == up.root_path() || !up.has_parent_path()) break;
   }
   fs::create_directories(parent);
-  remove_leftovers(parent, final_.filename().string());
+  remove_dead_partial_folders(parent, final_.filename().string());
   partial_ = parent / fmt::format(".{}.partial-{}", final_.filename().string(), ::getpid());
   fs::remove_all(partial_);
   fs::create_directories(partial_);

@@ -9,11 +9,14 @@
 
 namespace sarqc {
 
-const char* openblas_core_override() {
+const char* blas_core_name() {
   using CoreName = char* (*)();
   const auto get = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  if (get == nullptr) return nullptr;  // another BLAS (MKL in PyTorch's wheels)
-  const char* core = get();
+  return get == nullptr ? nullptr : get();  // null: another BLAS (MKL in PyTorch's wheels)
+}
+
+const char* openblas_core_override() {
+  const char* core = blas_core_name();
   if (core == nullptr) return nullptr;
   bool generic = false;
   for (const char* old : {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Atom",

@@ -8,6 +8,7 @@ int exit_code_for(ErrorKind kind) {
     case ErrorKind::BadInput: return kExitBadInput;
     case ErrorKind::Runtime: return kExitRuntime;
     case ErrorKind::NotImplemented: return kExitNotImplemented;
+    case ErrorKind::StateConflict: return kExitStateConflict;
   }
   return kExitRuntime;
 }

@@ -20,14 +20,17 @@ namespace fs = std::filesystem;
 
 namespace {
 std::string errno_text() { return std::strerror(errno); }
+}  // namespace
 
 void fsync_directory(const fs::path& dir) {
   const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;  // best effort: the rename itself already happened
-  ::fsync(fd);
+  if (fd < 0)
+    throw_runtime(fmt::format("{}: cannot open folder to sync: {}", dir.string(), errno_text()));
+  const bool ok = ::fsync(fd) == 0;
+  const std::string reason = ok ? "" : errno_text();
   ::close(fd);
+  if (!ok) throw_runtime(fmt::format("{}: fsync failed: {}", dir.string(), reason));
 }
-}  // namespace
 
 std::shared_ptr<const MappedFile> MappedFile::open(const fs::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -88,9 +91,23 @@ AtomicFileWriter::AtomicFileWriter(fs::path final_path) : final_path_(std::move(
     throw_runtime(fmt::format("{}: cannot create: {}", temp_path_.string(), errno_text()));
 }
 
+AtomicFileWriter::AtomicFileWriter(fs::path final_path, fs::path temp_path, bool keep_existing)
+    : final_path_(std::move(final_path)), temp_path_(std::move(temp_path)),
+      keep_uncommitted_(true) {
+  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (keep_existing ? 0 : O_TRUNC),
+               0644);
+  if (fd_ < 0)
+    throw_runtime(fmt::format("{}: cannot open: {}", temp_path_.string(), errno_text()));
+}
+
 AtomicFileWriter::~AtomicFileWriter() {
   if (fd_ >= 0) ::close(fd_);
-  if (!committed_) ::unlink(temp_path_.c_str());
+  if (!committed_ && !keep_uncommitted_) ::unlink(temp_path_.c_str());
+}
+
+void AtomicFileWriter::sync() {
+  if (fd_ >= 0 && ::fsync(fd_) != 0)
+    throw_runtime(fmt::format("{}: fsync failed: {}", temp_path_.string(), errno_text()));
 }
 
 void AtomicFileWriter::write_at(uint64_t offset, const void* data, size_t size) {

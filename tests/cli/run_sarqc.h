@@ -23,9 +23,13 @@ struct RunResult {
   std::string out, err;
 };
 
-inline RunResult run_sarqc(const std::vector<std::string>& args) {
+// `env`: "NAME=value" settings for this process only (e.g. SARQC_FAULT).
+inline RunResult run_sarqc(const std::vector<std::string>& args,
+                           const std::vector<std::string>& env = {}) {
   TempDir dir;
-  std::string command = shell_quote(SARQC_BINARY);
+  std::string command;
+  for (const auto& e : env) command += shell_quote(e) + " ";
+  command = (env.empty() ? "" : "env " + command) + shell_quote(SARQC_BINARY);
   for (const auto& a : args) command += " " + shell_quote(a);
   command += " >" + shell_quote((dir / "out").string()) + " 2>" +
              shell_quote((dir / "err").string()) +
@@ -38,13 +42,9 @@ inline RunResult run_sarqc(const std::vector<std::string>& args) {
   return r;
 }
 
-// Starts sarqc, waits until a temporary output folder (".*.partial-*") appears in `watch`, then
-// sends `signal` and waits for the process to end. exit_code is -2 when the folder never
-// appeared within 120 s (the process is killed then).
-inline RunResult run_sarqc_and_signal(const std::vector<std::string>& args,
-                                      const std::filesystem::path& watch, int signal) {
-  TempDir dir;
-  const std::string out_path = (dir / "out").string(), err_path = (dir / "err").string();
+// Starts sarqc in the background, stdout and stderr into the given files.
+inline pid_t spawn_sarqc(const std::vector<std::string>& args, const std::string& out_path,
+                         const std::string& err_path) {
   std::vector<std::string> storage = {SARQC_BINARY};
   storage.insert(storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -61,19 +61,37 @@ inline RunResult run_sarqc_and_signal(const std::vector<std::string>& args,
     ::execv(SARQC_BINARY, argv.data());
     ::_exit(127);
   }
+  return pid;
+}
+
+// Waits for a spawned process; its exit code, or 128 + the signal that ended it.
+inline int wait_exit_code(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Starts sarqc, waits until its work folder (".*.sarqc-work" or ".*.partial-*") appears in
+// `watch`, then sends `signal` and waits for the process to end. exit_code is -2 when the folder
+// never appeared within 120 s (the process is killed then).
+inline RunResult run_sarqc_and_signal(const std::vector<std::string>& args,
+                                      const std::filesystem::path& watch, int signal) {
+  TempDir dir;
+  const std::string out_path = (dir / "out").string(), err_path = (dir / "err").string();
+  const pid_t pid = spawn_sarqc(args, out_path, err_path);
   RunResult r;
   bool seen = false;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!seen && std::chrono::steady_clock::now() < deadline) {
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(watch, ec))
-      seen |= e.path().filename().string().find(".partial-") != std::string::npos;
+      seen |= e.path().filename().string().find(".partial-") != std::string::npos ||
+              e.path().filename().string().find(".sarqc-work") != std::string::npos;
     if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ::kill(pid, seen ? signal : SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  r.exit_code = !seen ? -2 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  const int code = wait_exit_code(pid);
+  r.exit_code = seen ? code : -2;
   r.out = read_bytes(out_path);
   r.err = read_bytes(err_path);
   return r;

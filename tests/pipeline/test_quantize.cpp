@@ -263,8 +263,10 @@ TEST_F(QuantizeFixture, OutputIsAtomicAndNeverOverwrittenWithoutForce) {
   o.calib_text = dir_ / "missing.txt";
   test::expect_bad_input([&] { quantize(o); }, "missing.txt");
   EXPECT_EQ(test::read_bytes(o.out_dir / "keep.txt"), "mine");
-  for (const auto& e : std::filesystem::directory_iterator(dir_.path()))
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path())) {
     EXPECT_EQ(e.path().filename().string().find(".out.partial"), std::string::npos) << e.path();
+    EXPECT_EQ(e.path().filename().string().find(".out.sarqc-work"), std::string::npos) << e.path();
+  }
   o.method = "rtn";
   quantize(o);
   EXPECT_FALSE(std::filesystem::exists(o.out_dir / "keep.txt"));

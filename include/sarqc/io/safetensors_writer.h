@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,16 +29,27 @@ struct TensorSpec {
 
 using Metadata = std::map<std::string, std::string>;
 
+// A resumable output (quantize's work folder): files are built under "<name>.partial" and kept
+// when the process ends uncommitted; a rerun reopens them and keeps the bytes of the tensors in
+// `written`, which an earlier run stored and synced.
+struct ResumableWrite {
+  std::set<std::string> written;
+};
+
 class SafetensorsWriter {
  public:
   // metadata gets "format": "pt" added (transformers checks it whenever metadata is present).
   SafetensorsWriter(const std::filesystem::path& path, std::vector<TensorSpec> specs,
-                    Metadata metadata = {});
+                    Metadata metadata = {}, const ResumableWrite* resume = nullptr);
 
   // Writes one tensor (any device, any layout); its dtype and shape must match the spec.
   void write(const std::string& name, const at::Tensor& tensor);
   // Throws unless every planned tensor was written.
   void check_complete() const;
+  // The names written so far (by this writer or, when resumed, an earlier run).
+  std::vector<std::string> written() const;
+  // fsync: every tensor written so far is on disk.
+  void sync();
   // check_complete(), then publishes the file atomically.
   void commit();
 
@@ -49,7 +61,7 @@ class SafetensorsWriter {
     uint64_t begin = 0;
     bool written = false;
   };
-  AtomicFileWriter file_;
+  std::unique_ptr<AtomicFileWriter> file_;
   std::map<std::string, Slot> slots_;
   uint64_t data_start_ = 0;
   uint64_t data_bytes_ = 0;
@@ -65,9 +77,12 @@ class ShardedWriter {
   static constexpr uint64_t kDefaultMaxShardBytes = 5'000'000'000ULL;
 
   ShardedWriter(const std::filesystem::path& dir, std::vector<TensorSpec> specs,
-                Metadata metadata = {}, uint64_t max_shard_bytes = kDefaultMaxShardBytes);
+                Metadata metadata = {}, uint64_t max_shard_bytes = kDefaultMaxShardBytes,
+                const ResumableWrite* resume = nullptr);
 
   void write(const std::string& name, const at::Tensor& tensor);
+  std::vector<std::string> written() const;
+  void sync();
   void commit();
 
   size_t shard_count() const { return shards_.size(); }

@@ -11,6 +11,7 @@
 #include <map>
 #include <utility>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "sarqc/objective/objective.h"
@@ -26,6 +27,8 @@ class InterpObjective : public Objective {
   bool samples_alpha() const override { return settings_.alpha_mode == "sample"; }
   ObjectiveOutput build(const ObjectiveInput& input) const override;
   void observe_result(const ObjectiveInput& input, const at::Tensor& q) override;
+  std::string save_state() const override;
+  void restore_state(const std::string& state) override;
 
  private:
   double closed_form_alpha(const ObjectiveInput& input) const;
@@ -49,6 +52,10 @@ class AlphaSampler {
  public:
   AlphaSampler(uint64_t seed, double mixup) : rng_(seed), gamma_(mixup, 1.0) {}
   double next();
+  // The generator's and the distribution's exact state as text (a resumed run continues the
+  // stream); restore() throws a runtime Error on text state() did not write.
+  std::string state() const;
+  void restore(const std::string& state);
 
  private:
   std::mt19937_64 rng_;

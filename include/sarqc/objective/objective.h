@@ -56,6 +56,11 @@ class Objective {
   virtual ObjectiveOutput build(const ObjectiveInput& input) const = 0;
   // Told the dequantized result of every module built with this objective, in order.
   virtual void observe_result(const ObjectiveInput& /*input*/, const at::Tensor& /*q*/) {}
+  // What observe_result() carries from layer to layer, exactly, as text (a resumed run restores
+  // it); empty for objectives without such state.
+  virtual std::string save_state() const { return {}; }
+  // Throws a runtime Error when `state` is not what save_state() writes.
+  virtual void restore_state(const std::string& /*state*/) {}
 };
 
 // "plain", "sarqc", "interp", "sarqc+interp"; throws a usage error listing the known names or

@@ -23,9 +23,11 @@ struct QuantizeOptions;
 
 class QuantizedCheckpointWriter {
  public:
-  // `weights` and `plan` (fitted to the model) must outlive the writer.
+  // `weights` and `plan` (fitted to the model) must outlive the writer. With `resume`, the
+  // shards are resumable (see ResumableWrite) and finish() may run again after a crash.
   QuantizedCheckpointWriter(const ModelWeights& weights, const QuantizePlan& plan,
-                            const std::filesystem::path& folder);
+                            const std::filesystem::path& folder,
+                            const ResumableWrite* resume = nullptr);
 
   // Embeddings, the final norm and lm_head, as stored (refused when not finite).
   void write_globals();
@@ -38,6 +40,8 @@ class QuantizedCheckpointWriter {
   // qweight, qzeros, scales, g_idx, and the bias (fp16) when the module has one.
   void write_quantized(const LinearModule& module, const QuantizedLinear& q,
                        const at::Tensor& bias);
+  std::vector<std::string> written() const { return writer_->written(); }
+  void sync() { writer_->sync(); }  // fsync of every shard
   // config.json and quantize_config.json with `quantization_config`, the model folder's other
   // files, the shards (checked complete) and report.json.
   void finish(const nlohmann::json& quantization_config, const QuantizeReport& report);

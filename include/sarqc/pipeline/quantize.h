@@ -61,6 +61,11 @@ struct QuantizeOptions {
 
   ComputeOptions compute;
   bool force = false;     // replace an existing output folder
+  // A run that was interrupted leaves its state in a work folder beside out_dir (README
+  // "Resuming"); the same command continues from it. restart: discard it; resume = false: refuse
+  // to run while it exists.
+  bool restart = false;
+  bool resume = true;
   bool progress = true;
 };
 

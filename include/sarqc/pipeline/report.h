@@ -36,6 +36,18 @@ struct LayerRecord {
   double write_seconds = 0;       // packing and writing the layer's tensors
 };
 
+// One process's part of a run. A run resumed after interruptions has several: each but the last
+// was interrupted, and its time counts up to its last saved layer.
+struct RunSession {
+  std::string started;          // UTC, ISO 8601
+  int64_t first_layer = 0;      // the layer it started or resumed at
+  int64_t layers_done = 0;      // layers it completed (and saved)
+  double restore_seconds = 0;   // reading the saved state (a resumed session)
+  double state_seconds = 0;     // saving the state after each layer
+  double seconds = 0;
+  bool interrupted = false;
+};
+
 struct QuantizeReport {
   std::filesystem::path out_dir;
   std::string grid;  // description
@@ -45,7 +57,8 @@ struct QuantizeReport {
   std::vector<ModuleRecord> modules;
   std::vector<std::string> unquantized_modules;
   std::vector<LayerRecord> layers;
-  std::string fingerprint;  // sha256 of the model config, the settings and the calibration
+  std::string fingerprint;  // sha256 of the run's fingerprint items (pipeline/run_state.h)
+  std::vector<RunSession> sessions;
   double seconds = 0;
   int64_t peak_host_bytes = 0;       // process peak resident memory (VmHWM: anonymous + mapped)
   int64_t peak_anonymous_bytes = 0;  // peak anonymous resident memory (sampled)
@@ -57,6 +70,10 @@ struct QuantizeReport {
 void log_module(const ModuleRecord& record);
 
 nlohmann::json to_json(const QuantizeReport& report);
+// The per-module, per-layer and per-session records (saved with a resumable state) and back.
+nlohmann::json records_to_json(const QuantizeReport& report);
+// Throws a runtime Error naming the bad field.
+void restore_records(QuantizeReport& report, const nlohmann::json& records);
 std::string to_text(const QuantizeReport& report);
 
 }  // namespace sarqc

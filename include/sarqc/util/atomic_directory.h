@@ -18,6 +18,10 @@ std::filesystem::path checked_output_folder(const std::string& flag,
                                             const std::filesystem::path& requested,
                                             const std::vector<std::filesystem::path>& inputs);
 
+// Removes the ".NAME.partial-PID" folders beside parent/NAME whose process is gone: leftovers of
+// runs that were killed (AtomicDirectory; quantize before it could resume).
+void remove_dead_partial_folders(const std::filesystem::path& parent, const std::string& name);
+
 class AtomicDirectory {
  public:
   enum class Existing {

@@ -9,6 +9,9 @@ namespace sarqc {
 // picked such a pre-AVX2 core on a CPU with AVX2 or AVX-512, this names the core it should use.
 const char* openblas_core_override();
 
+// The core the loaded OpenBLAS runs its kernels for, or null under another BLAS.
+const char* blas_core_name();
+
 // Unless the user set them (or SARQC_NO_REEXEC is set): OMP_WAIT_POLICY=PASSIVE and
 // OPENBLAS_THREAD_TIMEOUT=4 (idle threads of one pool otherwise spin on the cores the other pool
 // needs: a 2-core CPU forward ran 40% faster), and OPENBLAS_CORETYPE when

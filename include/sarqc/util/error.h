@@ -12,6 +12,7 @@ enum class ErrorKind {
   BadInput,        // a file or its contents is missing, malformed or unsupported
   Runtime,         // the environment failed (I/O error, out of memory, device error)
   NotImplemented,  // a feature announced in the CLI that this version does not have yet
+  StateConflict,   // a saved state of an interrupted run differs from this command
 };
 
 class Error : public std::runtime_error {
@@ -30,6 +31,7 @@ enum ExitCode : int {
   kExitUsage = 2,
   kExitBadInput = 3,
   kExitNotImplemented = 4,
+  kExitStateConflict = 5,
 };
 
 int exit_code_for(ErrorKind kind);

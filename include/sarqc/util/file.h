@@ -44,11 +44,17 @@ std::string read_text_file(const std::filesystem::path& path);
 class AtomicFileWriter {
  public:
   explicit AtomicFileWriter(std::filesystem::path final_path);
+  // Resumable: the temporary file is `temp_path`; with keep_existing an existing one is reopened
+  // as it is (a rerun continues writing into it) and kept when the writer is destroyed
+  // uncommitted.
+  AtomicFileWriter(std::filesystem::path final_path, std::filesystem::path temp_path,
+                   bool keep_existing);
   ~AtomicFileWriter();
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
 
   void write_at(uint64_t offset, const void* data, size_t size);
+  void sync();  // fsync: what was written so far is on disk
   void commit();
   const std::filesystem::path& final_path() const { return final_path_; }
   const std::filesystem::path& temp_path() const { return temp_path_; }
@@ -58,7 +64,11 @@ class AtomicFileWriter {
   std::filesystem::path temp_path_;
   int fd_ = -1;
   bool committed_ = false;
+  bool keep_uncommitted_ = false;
 };
+
+// fsync of a folder: makes renames and removals of its entries durable. Throws on failure.
+void fsync_directory(const std::filesystem::path& dir);
 
 void write_file_atomically(const std::filesystem::path& path, std::string_view content);
 

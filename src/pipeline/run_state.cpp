@@ -1,0 +1,198 @@
+#include "sarqc/pipeline/run_state.h"
+
+#include <sys/stat.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include <ctime>
+
+#include "sarqc/io/safetensors_reader.h"
+#include "sarqc/io/safetensors_writer.h"
+#include "sarqc/pipeline/quantize.h"
+#include "sarqc/util/cpu_environment.h"
+#include "sarqc/util/error.h"
+#include "sarqc/util/fault_point.h"
+#include "sarqc/util/file.h"
+#include "sarqc/util/sha256.h"
+#include "sarqc/version.h"
+
+namespace sarqc {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr int kStateFormat = 1;
+
+// Size and modification time: hashing a 140 GB checkpoint would take longer than many runs.
+std::string file_identity(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return "missing";
+  char when[32];
+  std::tm tm{};
+  ::gmtime_r(&st.st_mtim.tv_sec, &tm);
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{} bytes, modified {}.{:09d}Z", static_cast<long long>(st.st_size), when,
+                     st.st_mtim.tv_nsec);
+}
+
+std::string stream_name(char which, size_t batch) { return fmt::format("{}.{:05d}", which, batch); }
+
+}  // namespace
+
+nlohmann::json run_fingerprint_items(const ModelWeights& weights, const QuantizeOptions& o,
+                                     const nlohmann::json& settings,
+                                     const std::string& calibration_sha256) {
+  nlohmann::json items = nlohmann::json::object();
+  items["sarqc version"] = kVersion;
+  const std::string config = read_text_file(weights.dir() / "config.json");
+  items["model config.json"] = "sha256 " + sha256_hex(config.data(), config.size());
+  for (const auto& entry : fs::directory_iterator(weights.dir())) {
+    const std::string name = entry.path().filename().string();
+    const bool weights_file = entry.path().extension() == ".safetensors" ||
+                              name == "model.safetensors.index.json";
+    if (entry.is_regular_file() && weights_file)
+      items["model file " + name] = file_identity(entry.path());
+  }
+  // The options quantization_config records (desc_act and unquantized_modules are results).
+  for (const auto& [key, value] : settings.items())
+    if (key != "meta" && key != "desc_act") items["option " + key] = value.dump();
+  for (const auto& [key, value] : settings.at("meta").at("sarqc").items())
+    if (key != "unquantized_modules" && key != "calibration_sha256")
+      items["option " + key] = value.dump();
+  // ... and those it does not.
+  items["option saliency_power"] = fmt::format("{}", o.objective_settings.saliency_power);
+  items["option beam_rows"] = fmt::format("{}", o.rounding_options.beam_rows);
+  items["option beam_budget_bytes"] = fmt::format("{}", o.rounding_options.beam_budget_bytes);
+  items["option block_size"] = fmt::format("{}", o.rounding_options.block_size);
+  items["option max_damp_retries"] = fmt::format("{}", o.max_damp_retries);
+  items["option moe_min_tokens"] = fmt::format("{}", o.moe_min_tokens);
+  items["option moe_policy"] = o.moe_policy;
+  items["option fp_stream"] = fmt::format("{}", o.keep_fp_stream);
+  items["option calib_temperature"] = fmt::format("{}", o.calib_temperature);
+  const ScaleSearchOptions& s = o.scale_search_options;
+  items["option scale_search_grid"] = fmt::format("ratios {}, tokens {}, clip {}, clip tokens {}",
+                                                  s.ratios, s.max_tokens, s.clip, s.clip_tokens);
+  items["calibration"] = calibration_sha256.empty() ? "none" : "sha256 " + calibration_sha256;
+  // Where the math runs: other kernels round differently.
+  const char* core = blas_core_name();
+  items["compute"] = fmt::format("{}, {}, {} threads{}", o.compute.device.str(),
+                                 c10::toString(o.compute.dtype), at::get_num_threads(),
+                                 core != nullptr ? fmt::format(", OpenBLAS {}", core) : "");
+  return items;
+}
+
+std::vector<std::string> fingerprint_differences(const nlohmann::json& saved,
+                                                 const nlohmann::json& now) {
+  std::vector<std::string> diffs;
+  auto text = [](const nlohmann::json& items, const std::string& key) {
+    const auto it = items.find(key);
+    return it == items.end() ? std::string("(none)")
+                             : it->is_string() ? it->get<std::string>() : it->dump();
+  };
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : saved.items()) keys.push_back(key);
+  for (const auto& [key, value] : now.items())
+    if (!saved.contains(key)) keys.push_back(key);
+  for (const auto& key : keys) {
+    const std::string before = text(saved, key), after = text(now, key);
+    if (before != after) diffs.push_back(fmt::format("{}: {} when saved, {} now", key, before, after));
+  }
+  return diffs;
+}
+
+std::optional<SavedRun> RunStateStore::load() const {
+  const fs::path path = dir_ / "state.json";
+  if (!fs::exists(path)) {
+    for (const auto& entry : fs::directory_iterator(dir_)) fs::remove_all(entry.path());
+    return std::nullopt;
+  }
+  SavedRun run;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_text_file(path));
+    if (j.at("format").get<int>() != kStateFormat)
+      throw_runtime(fmt::format("{}: state format {} is not {}", path.string(),
+                                j.at("format").dump(), kStateFormat));
+    run.fingerprint = j.at("fingerprint");
+    run.next_layer = j.at("next_layer").get<int64_t>();
+    run.layers = j.at("layers").get<int64_t>();
+    run.any_reordered = j.at("any_reordered").get<bool>();
+    run.written = j.at("written").get<std::vector<std::string>>();
+    run.alpha_sampler = j.at("alpha_sampler").get<std::string>();
+    run.objective = j.at("objective").get<std::string>();
+    run.records = j.at("records");
+    run.streams_file = j.at("streams_file").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    throw_runtime(fmt::format("{}: unreadable saved state ({}); pass --restart to discard it",
+                              path.string(), e.what()));
+  }
+  if (!run.streams_file.empty() && !fs::exists(dir_ / run.streams_file))
+    throw_runtime(fmt::format("{}: the streams file {} it names is missing; pass --restart to "
+                              "discard the state",
+                              path.string(), run.streams_file));
+  for (const auto& entry : fs::directory_iterator(dir_)) {  // leftovers of an interrupted save
+    const std::string name = entry.path().filename().string();
+    if (name != "state.json" && name != run.streams_file) fs::remove_all(entry.path());
+  }
+  return run;
+}
+
+void RunStateStore::save(SavedRun& run, const HiddenBatches& q, const HiddenBatches* fp) const {
+  const std::string previous = run.streams_file;
+  run.streams_file.clear();
+  if (!q.batches.empty()) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (size_t b = 0; b < q.batches.size(); ++b) tensors.emplace_back(stream_name('q', b), q.batches[b]);
+    if (fp != nullptr)
+      for (size_t b = 0; b < fp->batches.size(); ++b)
+        tensors.emplace_back(stream_name('f', b), fp->batches[b]);
+    run.streams_file = fmt::format("streams-{:05d}.safetensors", run.next_layer);
+    save_safetensors(dir_ / run.streams_file, tensors);  // synced, renamed, folder synced
+  }
+  fault_point("save-state");
+  const nlohmann::json j = {{"format", kStateFormat},
+                            {"fingerprint", run.fingerprint},
+                            {"next_layer", run.next_layer},
+                            {"layers", run.layers},
+                            {"any_reordered", run.any_reordered},
+                            {"written", run.written},
+                            {"alpha_sampler", run.alpha_sampler},
+                            {"objective", run.objective},
+                            {"records", run.records},
+                            {"streams_file", run.streams_file}};
+  write_file_atomically(dir_ / "state.json", j.dump(1) + "\n");
+  fault_point("save-state");
+  if (!previous.empty() && previous != run.streams_file) {
+    fs::remove(dir_ / previous);
+    fsync_directory(dir_);
+  }
+}
+
+void RunStateStore::restore_streams(const SavedRun& run, HiddenBatches& q,
+                                    HiddenBatches* fp) const {
+  const fs::path path = dir_ / run.streams_file;
+  if (run.streams_file.empty())
+    throw_runtime(fmt::format("{}: the saved state has no activation streams; pass --restart to "
+                              "discard it",
+                              (dir_ / "state.json").string()));
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  for (const auto& [which, target] : {std::pair{'q', &q}, std::pair{'f', fp}}) {
+    if (target == nullptr) continue;
+    for (size_t b = 0; b < target->batches.size(); ++b) {
+      at::Tensor& batch = target->batches[b];
+      const std::string name = stream_name(which, b);
+      const TensorInfo* info = file.find(name);
+      if (info == nullptr || info->shape != batch.sizes().vec() ||
+          info->dtype != dtype_from_scalar_type(batch.scalar_type()))
+        throw_runtime(fmt::format("{}: tensor '{}' is missing or not {}; pass --restart to "
+                                  "discard the state",
+                                  path.string(), name,
+                                  c10::str(batch.scalar_type(), " ", batch.sizes())));
+      // A copy: the file is deleted at the next save, and batches are replaced in place.
+      at::Tensor saved = file.load(name, batch.device());
+      batch = batch.device().is_cpu() ? saved.clone() : saved;
+    }
+  }
+}
+
+}  // namespace sarqc

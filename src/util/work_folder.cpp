@@ -1,0 +1,120 @@
+#include "sarqc/util/work_folder.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "sarqc/util/atomic_directory.h"
+#include "sarqc/util/error.h"
+#include "sarqc/util/fault_point.h"
+#include "sarqc/util/file.h"
+
+namespace sarqc {
+namespace fs = std::filesystem;
+namespace {
+
+// fsync of every file in `dir` and of `dir` itself: files copied with fs::copy_file are not
+// synced by anyone else.
+void sync_tree(const fs::path& dir) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (!entry.is_regular_file()) continue;
+    const int fd = ::open(entry.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+      const std::string reason = std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      throw_runtime(fmt::format("{}: fsync failed: {}", entry.path().string(), reason));
+    }
+    ::close(fd);
+  }
+  fsync_directory(dir);
+}
+
+}  // namespace
+
+WorkFolder::WorkFolder(fs::path final_path, Existing existing) : final_(std::move(final_path)) {
+  const fs::path parent = final_.has_parent_path() ? final_.parent_path() : fs::path(".");
+  root_ = parent / ("." + final_.filename().string() + ".sarqc-work");
+  found_ = fs::exists(root_);
+  keep_ = found_;  // an earlier run's folder is only ever emptied by reset()
+  if (fs::exists(final_) && existing == Existing::Refuse && !publish_pending())
+    throw_usage(fmt::format("{}: output folder exists; pass --force to replace it",
+                            final_.string()));
+  for (fs::path up = parent; !up.empty() && !fs::exists(up); up = up.parent_path()) {
+    created_ = up;
+    if (up == up.root_path() || !up.has_parent_path()) break;
+  }
+  fs::create_directories(root_);
+  remove_dead_partial_folders(parent, final_.filename().string());
+  const fs::path lock = root_ / "lock";
+  lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0)
+    throw_runtime(fmt::format("{}: cannot create: {}", lock.string(), std::strerror(errno)));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    keep_ = true;  // it belongs to the other process
+    throw_usage(fmt::format("{}: another sarqc process is writing this output (its work folder "
+                            "{} is locked)",
+                            final_.string(), root_.string()));
+  }
+  if (publish_pending()) return;  // out/ may already be the final folder
+  fs::create_directories(output());
+  fs::create_directories(state());
+}
+
+WorkFolder::~WorkFolder() {
+  if (!published_ && !keep_) {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+    if (!created_.empty())  // parents created for this output, innermost first, while empty
+      for (fs::path up = root_.parent_path(); !up.empty(); up = up.parent_path()) {
+        if (!fs::remove(up, ec) || ec) break;
+        if (up == created_) break;
+      }
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+bool WorkFolder::publish_pending() const { return fs::exists(root_ / "publishing"); }
+
+void WorkFolder::reset() {
+  fs::remove_all(output());
+  fs::remove_all(state());
+  fs::remove(root_ / "publishing");
+  fs::remove_all(root_ / "replaced");
+  fs::create_directories(output());
+  fs::create_directories(state());
+  keep_ = false;
+}
+
+void WorkFolder::publish() {
+  const fs::path parent = root_.parent_path();
+  const fs::path replaced = root_ / "replaced";
+  if (!publish_pending()) {
+    sync_tree(output());
+    write_file_atomically(root_ / "publishing", final_.string() + "\n");
+    keep_ = true;  // from here on only a (re)run's publish() may finish the job
+  }
+  fault_point("publish");
+  if (fs::exists(output())) {
+    if (fs::exists(final_)) {  // --force: moved aside, deleted once the new one is in place
+      fs::remove_all(replaced);
+      fs::rename(final_, replaced);
+      fsync_directory(parent);
+      fault_point("publish");
+    }
+    fs::rename(output(), final_);
+    fsync_directory(parent);
+  }
+  fault_point("publish");
+  published_ = true;
+  fs::remove_all(root_);
+  fsync_directory(parent);
+}
+
+}  // namespace sarqc
