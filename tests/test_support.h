@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "sarqc/util/error.h"
+#include "sarqc/util/file.h"
 
 namespace sarqc::test {
 
@@ -40,12 +41,12 @@ class TempDir {
     static std::atomic<int> counter{0};
     path_ = fs::current_path() /
             ("sarqc-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(path_);
+    remove_tree(path_);
     fs::create_directories(path_);
   }
   ~TempDir() {
     std::error_code ec;
-    fs::remove_all(path_, ec);
+    remove_tree_noexcept(path_, ec);
   }
   const fs::path& path() const { return path_; }
   fs::path operator/(const std::string& name) const { return path_ / name; }

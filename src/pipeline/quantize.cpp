@@ -498,8 +498,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
       progress.objective = plan.objective->save_state();
       progress.records = records_to_json(report);
       const bool more = state.next_layer < cfg.num_hidden_layers;
-      static const HiddenBatches kNone;
-      store.save(progress, more ? state.stream : kNone,
+      store.save(progress, more ? state.stream : HiddenBatches(),
                  more && plan.keep_fp_stream ? &state.fp_stream : nullptr);
       work.keep();
       resume.saved_layers = state.next_layer;

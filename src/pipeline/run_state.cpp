@@ -103,8 +103,9 @@ std::vector<std::string> fingerprint_differences(const nlohmann::json& saved,
 
 std::optional<SavedRun> RunStateStore::load() const {
   const fs::path path = dir_ / "state.json";
+  if (!fs::exists(dir_)) return std::nullopt;
   if (!fs::exists(path)) {
-    for (const auto& entry : fs::directory_iterator(dir_)) fs::remove_all(entry.path());
+    for (const auto& entry : fs::directory_iterator(dir_)) remove_tree(entry.path());
     return std::nullopt;
   }
   SavedRun run;
@@ -132,7 +133,7 @@ std::optional<SavedRun> RunStateStore::load() const {
                               path.string(), run.streams_file));
   for (const auto& entry : fs::directory_iterator(dir_)) {  // leftovers of an interrupted save
     const std::string name = entry.path().filename().string();
-    if (name != "state.json" && name != run.streams_file) fs::remove_all(entry.path());
+    if (name != "state.json" && name != run.streams_file) remove_tree(entry.path());
   }
   return run;
 }

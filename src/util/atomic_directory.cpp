@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "sarqc/util/error.h"
+#include "sarqc/util/file.h"
 
 namespace sarqc {
 namespace fs = std::filesystem;
@@ -41,7 +42,7 @@ void remove_dead_partial_folders(const fs::path& parent, const std::string& name
     const pid_t pid = static_cast<pid_t>(std::stoll(digits));
     if (pid == ::getpid() || process_alive(pid)) continue;
     std::error_code remove_ec;
-    fs::remove_all(entry.path(), remove_ec);
+    remove_tree_noexcept(entry.path(), remove_ec);
     if (!remove_ec) spdlog::info("removed {}, left by an interrupted run", entry.path().string());
   }
 }
@@ -96,14 +97,14 @@ AtomicDirectory::AtomicDirectory(fs::path final_path, Existing existing)
   fs::create_directories(parent);
   remove_dead_partial_folders(parent, final_.filename().string());
   partial_ = parent / fmt::format(".{}.partial-{}", final_.filename().string(), ::getpid());
-  fs::remove_all(partial_);
+  remove_tree(partial_);
   fs::create_directories(partial_);
 }
 
 AtomicDirectory::~AtomicDirectory() {
   if (published_) return;
   std::error_code ec;
-  fs::remove_all(partial_, ec);
+  remove_tree_noexcept(partial_, ec);
   if (created_.empty()) return;
   // Parents created for this output, innermost first, as long as they are empty.
   for (fs::path up = partial_.parent_path(); !up.empty(); up = up.parent_path()) {
@@ -121,7 +122,7 @@ void AtomicDirectory::publish() {
   fs::rename(partial_, final_);
   published_ = true;
   std::error_code ec;
-  if (!old.empty()) fs::remove_all(old, ec);
+  if (!old.empty()) remove_tree_noexcept(old, ec);
 }
 
 }  // namespace sarqc

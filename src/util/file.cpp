@@ -1,6 +1,7 @@
 #include "sarqc/util/file.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -138,6 +139,32 @@ void AtomicFileWriter::commit() {
                               final_path_.string(), errno_text()));
   committed_ = true;
   fsync_directory(final_path_.parent_path());
+}
+
+namespace {
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
+  return ::remove(path) == 0 ? 0 : errno;
+}
+}  // namespace
+
+bool remove_tree_noexcept(const fs::path& path, std::error_code& ec) {
+  ec.clear();
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return true;
+    ec = std::error_code(errno, std::generic_category());
+    return false;
+  }
+  const int rc = ::nftw(path.c_str(), remove_entry, 32, FTW_DEPTH | FTW_PHYS);
+  if (rc == 0) return true;
+  ec = std::error_code(rc > 0 ? rc : errno, std::generic_category());
+  return false;
+}
+
+void remove_tree(const fs::path& path) {
+  std::error_code ec;
+  if (!remove_tree_noexcept(path, ec))
+    throw_runtime(fmt::format("{}: cannot delete: {}", path.string(), ec.message()));
 }
 
 void write_file_atomically(const fs::path& path, std::string_view content) {

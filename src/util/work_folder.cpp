@@ -39,6 +39,12 @@ void sync_tree(const fs::path& dir) {
 WorkFolder::WorkFolder(fs::path final_path, Existing existing) : final_(std::move(final_path)) {
   const fs::path parent = final_.has_parent_path() ? final_.parent_path() : fs::path(".");
   root_ = parent / ("." + final_.filename().string() + ".sarqc-work");
+  if (fs::is_directory(parent)) {  // leftovers that hold nothing to resume, whatever happens next
+    remove_dead_partial_folders(parent, final_.filename().string());
+    const std::string done_prefix = root_.filename().string() + ".done-";
+    for (const auto& entry : fs::directory_iterator(parent))  // published, not yet deleted
+      if (entry.path().filename().string().rfind(done_prefix, 0) == 0) remove_tree(entry.path());
+  }
   found_ = fs::exists(root_);
   keep_ = found_;  // an earlier run's folder is only ever emptied by reset()
   if (fs::exists(final_) && existing == Existing::Refuse && !publish_pending())
@@ -49,7 +55,6 @@ WorkFolder::WorkFolder(fs::path final_path, Existing existing) : final_(std::mov
     if (up == up.root_path() || !up.has_parent_path()) break;
   }
   fs::create_directories(root_);
-  remove_dead_partial_folders(parent, final_.filename().string());
   const fs::path lock = root_ / "lock";
   lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0)
@@ -70,7 +75,7 @@ WorkFolder::WorkFolder(fs::path final_path, Existing existing) : final_(std::mov
 WorkFolder::~WorkFolder() {
   if (!published_ && !keep_) {
     std::error_code ec;
-    fs::remove_all(root_, ec);
+    remove_tree_noexcept(root_, ec);
     if (!created_.empty())  // parents created for this output, innermost first, while empty
       for (fs::path up = root_.parent_path(); !up.empty(); up = up.parent_path()) {
         if (!fs::remove(up, ec) || ec) break;
@@ -83,10 +88,10 @@ WorkFolder::~WorkFolder() {
 bool WorkFolder::publish_pending() const { return fs::exists(root_ / "publishing"); }
 
 void WorkFolder::reset() {
-  fs::remove_all(output());
-  fs::remove_all(state());
+  remove_tree(output());
+  remove_tree(state());
   fs::remove(root_ / "publishing");
-  fs::remove_all(root_ / "replaced");
+  remove_tree(root_ / "replaced");
   fs::create_directories(output());
   fs::create_directories(state());
   keep_ = false;
@@ -103,7 +108,7 @@ void WorkFolder::publish() {
   fault_point("publish");
   if (fs::exists(output())) {
     if (fs::exists(final_)) {  // --force: moved aside, deleted once the new one is in place
-      fs::remove_all(replaced);
+      remove_tree(replaced);
       fs::rename(final_, replaced);
       fsync_directory(parent);
       fault_point("publish");
@@ -112,9 +117,13 @@ void WorkFolder::publish() {
     fsync_directory(parent);
   }
   fault_point("publish");
-  published_ = true;
-  fs::remove_all(root_);
+  // Renamed away first, so that a crash while deleting leaves no work folder a rerun would
+  // mistake for an interrupted run (the next run deletes such a leftover).
+  const fs::path done = parent / fmt::format("{}.done-{}", root_.filename().string(), ::getpid());
+  fs::rename(root_, done);
   fsync_directory(parent);
+  published_ = true;
+  remove_tree(done);
 }
 
 }  // namespace sarqc

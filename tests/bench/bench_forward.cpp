@@ -3,6 +3,8 @@
 // Usage: sarqc_bench_forward HIDDEN INTERMEDIATE LAYERS HEADS KV_HEADS SEQLEN SEQUENCES
 //        [fp32|bf16|fp16] [cpu|cuda]
 #include <chrono>
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -14,6 +16,7 @@
 #include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
 #include "sarqc/util/device.h"
+#include "sarqc/util/file.h"
 #include "sarqc/util/cpu_environment.h"
 
 int main(int argc, char** argv) {
@@ -58,6 +61,6 @@ int main(int argc, char** argv) {
                 (long long)T, (long long)S, activation_dtype_name(o.dtype).c_str(),
                 o.device.str().c_str(), threads, s, S * T / s, s / layers);
   }
-  std::filesystem::remove_all(dir);
+  remove_tree(dir);
   return 0;
 }

@@ -20,6 +20,7 @@
 #include "sarqc/pipeline/run_state.h"
 #include "sarqc/util/cpu_environment.h"
 #include "sarqc/util/device.h"
+#include "sarqc/util/file.h"
 
 namespace {
 double since(std::chrono::steady_clock::time_point t) {
@@ -72,7 +73,7 @@ int main(int argc, char** argv) {
                   "\"restore_seconds\": %.3f}\n",
                   static_cast<long long>(tokens * d * 4), save, restore);
     }
-    std::filesystem::remove_all(dir);
+    remove_tree(dir);
     return 0;
   }
   std::fprintf(stderr,

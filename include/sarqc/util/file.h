@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace sarqc {
 
@@ -71,5 +72,13 @@ class AtomicFileWriter {
 void fsync_directory(const std::filesystem::path& dir);
 
 void write_file_atomically(const std::filesystem::path& path, std::string_view content);
+
+// Deletes `path` and everything below it, without following symbolic links; nothing to do when
+// it does not exist. Not std::filesystem::remove_all: PyTorch 2.11's libtorch.so exports its own
+// copy of that function, which the dynamic linker then binds for the whole process and which
+// crashes (a null call) when used from here. remove_tree_noexcept returns false and sets `ec`
+// instead of throwing a runtime Error.
+void remove_tree(const std::filesystem::path& path);
+bool remove_tree_noexcept(const std::filesystem::path& path, std::error_code& ec);
 
 }  // namespace sarqc
