@@ -322,6 +322,8 @@ std::string utc_now() {
   return text;
 }
 
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
 // What a failed run left for a rerun: filled as the run goes, read by quantize()'s handlers.
 struct ResumePoint {
   fs::path work_folder;
@@ -547,7 +549,14 @@ QuantizeReport quantize(const QuantizeOptions& o) {
                                                                       : "nothing was written"));
   } catch (const Error& e) {
     if (resume.saved_layers == 0 || e.kind() != ErrorKind::Runtime) throw;
-    throw Error(e.kind(), fmt::format("{}; {}", e.what(), resume.hint()));
+    throw Error(e.kind(), fmt::format("{}; {}", first_line(e.what()), resume.hint()));
+  } catch (const c10::Error& e) {  // a device error, a failed check
+    if (resume.saved_layers == 0) throw;
+    throw Error(ErrorKind::Runtime,
+                fmt::format("{}; {}", first_line(e.what_without_backtrace()), resume.hint()));
+  } catch (const std::bad_alloc&) {
+    if (resume.saved_layers == 0) throw;
+    throw Error(ErrorKind::Runtime, "out of memory; " + resume.hint());
   }
 }
 
