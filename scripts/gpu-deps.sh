@@ -13,6 +13,7 @@ packages=(
   libgtest-dev googletest
   libsentencepiece-dev libsentencepiece0
   libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2
+  libgloo-dev
 )
 command -v apt-get >/dev/null || { echo "gpu-deps: run this on the Debian machine, not the GPU one" >&2; exit 1; }
 [ -d /var/lib/apt/lists ] && [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock)" ] || apt-get update -qq

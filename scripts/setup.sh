@@ -9,6 +9,7 @@ packages=(
   libopenblas0-pthread    # the reference BLAS Debian falls back to is ~30x slower
   libcli11-dev libspdlog-dev nlohmann-json3-dev libgtest-dev libsentencepiece-dev
   libpcre2-dev libutf8proc-dev  # tokenizer.json: Unicode regexes and normalization
+  libgloo-dev             # headers of c10d's ProcessGroupGloo (several ranks)
 )
 
 missing=()

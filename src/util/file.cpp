@@ -27,7 +27,8 @@ void fsync_directory(const fs::path& dir) {
   const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
     throw_runtime(fmt::format("{}: cannot open folder to sync: {}", dir.string(), errno_text()));
-  const bool ok = ::fsync(fd) == 0;
+  // Some file systems cannot sync a folder (EINVAL): their renames are as durable as they get.
+  const bool ok = ::fsync(fd) == 0 || errno == EINVAL || errno == ENOTSUP;
   const std::string reason = ok ? "" : errno_text();
   ::close(fd);
   if (!ok) throw_runtime(fmt::format("{}: fsync failed: {}", dir.string(), reason));
