@@ -23,6 +23,6 @@ export SARQC_FIXTURES=$root/.gpu/fixtures
     bash "$root/scripts/build-torch.sh" 2>&1 | grep -E "build-torch|error|FAILED" | head -40
   echo "build: $(( $(date +%s) - start )) s"
   cd "$root/build-gpu" || exit 1
-  ctest -R "Cuda|OnCuda|Resume|FaultPoints" --output-on-failure --parallel 8 --timeout 400 2>&1 |
+  ctest -R "Cuda|OnCuda|Resume|FaultPoints|World" --output-on-failure --parallel 8 --timeout 400 2>&1 |
     grep -vE "^\[20[0-9-]+ [0-9:.]+\] (info|warning)"
 } 2>&1 | tee "$log"

@@ -2,10 +2,14 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <thread>
 #include <functional>
 #include <vector>
 
@@ -53,10 +57,71 @@ WorldConfig world_from_environment() {
   return c;
 }
 
+// Besides the process group, each rank keeps two counters in the store so that a failed
+// collective can say which rank is to blame: "beat/R", raised every second by a thread of rank R
+// (through its own store connection), and "at/R", the number of collectives rank R entered.
 struct World::Impl {
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  int64_t collectives = 0;
+  std::atomic<bool> stop{false};
+  std::thread heartbeat;
+
+  ~Impl() {
+    stop = true;
+    if (heartbeat.joinable()) heartbeat.join();
+  }
 };
+
+namespace {
+
+std::string key(const char* what, int rank) { return fmt::format("sarqc/{}/{}", what, rank); }
+
+void beat(c10::intrusive_ptr<c10d::TCPStore> client, int rank, const std::atomic<bool>& stop) {
+  try {
+    while (!stop) {
+      client->add(key("beat", rank), 1);
+      for (int i = 0; i < 10 && !stop; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  } catch (const std::exception&) {  // the store is gone (rank 0 ended): nothing left to tell
+  }
+}
+
+// Which ranks a failed collective waited for: those whose heartbeat stopped (dead or stopped),
+// else those that have not entered as many collectives (alive, but busy or stuck elsewhere).
+std::string diagnose(const WorldConfig& c, World::Impl& impl) {
+  try {
+    std::vector<int64_t> before(c.size), after(c.size), at(c.size, 0);
+    for (int r = 0; r < c.size; ++r) before[r] = impl.store->add(key("beat", r), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    std::vector<int> dead, behind;
+    for (int r = 0; r < c.size; ++r) {
+      after[r] = impl.store->add(key("beat", r), 0);
+      if (impl.store->check({key("at", r)})) {
+        const std::vector<uint8_t> v = impl.store->get(key("at", r));
+        at[r] = std::stoll(std::string(v.begin(), v.end()));
+      }
+      if (r == c.rank) continue;
+      if (after[r] == before[r]) dead.push_back(r);
+    }
+    if (!dead.empty())
+      return fmt::format("rank {} stopped answering (killed, crashed or stopped)",
+                         fmt::join(dead, ", "));
+    // The ranks furthest behind hold up the others (which may be waiting for them too).
+    const int64_t lowest = *std::min_element(at.begin(), at.end());
+    for (int r = 0; r < c.size; ++r)
+      if (r != c.rank && at[r] == lowest && lowest < impl.collectives) behind.push_back(r);
+    if (!behind.empty())
+      return fmt::format("rank {} is alive but still at collective {} of this rank's {} (busy "
+                         "or stuck)",
+                         fmt::join(behind, ", "), lowest, impl.collectives);
+    return "every rank is alive: the network between them failed";
+  } catch (const std::exception&) {
+    return "rank 0, which serves the rendezvous store, is gone";
+  }
+}
+
+}  // namespace
 
 World::World(const WorldConfig& config) : config_(config) {
   if (config_.size == 1) return;
@@ -73,6 +138,11 @@ World::World(const WorldConfig& config) : config_(config) {
     gloo->devices.push_back(gloo_device(config_));
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, config_.rank,
                                                                config_.size, gloo);
+    c10d::TCPStoreOptions client = options;
+    client.isServer = false;
+    client.waitWorkers = false;
+    auto heartbeat_store = c10::make_intrusive<c10d::TCPStore>(config_.master_addr, client);
+    impl_->heartbeat = std::thread(beat, heartbeat_store, config_.rank, std::cref(impl_->stop));
   } catch (const std::exception& e) {
     const std::string what = e.what();
     throw_runtime(fmt::format("rank {} of {}: rendezvous at {} failed within {} s: {}",
@@ -87,26 +157,29 @@ World::~World() = default;
 
 namespace {
 
+}  // namespace
+
 // Runs one collective; a failure (a rank died: its connections closed; or hangs: the timeout)
-// becomes one runtime Error line naming this rank and the operation.
-void collective(const WorldConfig& c, const char* op, const std::function<void()>& run) {
+// becomes one runtime Error line naming this rank, the operation and the rank it waited for.
+void World::collective(const char* op, const std::function<void()>& run) {
+  const WorldConfig& c = config_;
   try {
+    const std::string count = std::to_string(++impl_->collectives);
+    impl_->store->set(key("at", c.rank), std::vector<uint8_t>(count.begin(), count.end()));
     run();
   } catch (const std::exception& e) {
     const std::string what = e.what();
     throw_runtime(fmt::format("rank {} of {}: {} failed: another rank died or did not answer "
-                              "within {} s ({})",
+                              "within {} s: {} ({})",
                               c.rank, c.size, op,
                               std::chrono::duration_cast<std::chrono::seconds>(c.timeout).count(),
-                              what.substr(0, what.find('\n'))));
+                              diagnose(c, *impl_), what.substr(0, what.find('\n'))));
   }
 }
 
-}  // namespace
-
 void World::all_reduce_sum(at::Tensor& tensor) {
   if (config_.size == 1) return;
-  collective(config_, "all-reduce", [&] {
+  collective("all-reduce", [&] {
     std::vector<at::Tensor> host = {tensor.to(at::kCPU).contiguous()};
     impl_->group->allreduce(host)->wait();
     tensor.copy_(host[0]);
@@ -115,7 +188,7 @@ void World::all_reduce_sum(at::Tensor& tensor) {
 
 void World::broadcast(at::Tensor& tensor, int root) {
   if (config_.size == 1) return;
-  collective(config_, "broadcast", [&] {
+  collective("broadcast", [&] {
     std::vector<at::Tensor> host = {tensor.to(at::kCPU).contiguous()};
     c10d::BroadcastOptions options;
     options.rootRank = root;
@@ -126,7 +199,7 @@ void World::broadcast(at::Tensor& tensor, int root) {
 
 void World::barrier() {
   if (config_.size == 1) return;
-  collective(config_, "barrier", [&] { impl_->group->barrier()->wait(); });
+  collective("barrier", [&] { impl_->group->barrier()->wait(); });
 }
 
 }  // namespace sarqc

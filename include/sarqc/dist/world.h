@@ -4,6 +4,7 @@
 // A world of one rank creates neither and communicates nothing. The c10d and Gloo headers stay in
 // world.cpp (they are heavy, and Gloo's come from Debian's libgloo-dev).
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -48,8 +49,10 @@ class World {
   void broadcast(at::Tensor& tensor, int root);
   void barrier();
 
- private:
   struct Impl;
+
+ private:
+  void collective(const char* op, const std::function<void()>& run);
   WorldConfig config_;
   std::unique_ptr<Impl> impl_;
 };
