@@ -47,6 +47,24 @@ void remove_dead_partial_folders(const fs::path& parent, const std::string& name
   }
 }
 
+fs::path outermost_missing(const fs::path& folder) {
+  fs::path outermost;
+  for (fs::path up = folder; !up.empty() && !fs::exists(up); up = up.parent_path()) {
+    outermost = up;
+    if (up == up.root_path() || !up.has_parent_path()) break;
+  }
+  return outermost;
+}
+
+void remove_created_parents(const fs::path& innermost, const fs::path& outermost) {
+  if (outermost.empty()) return;
+  std::error_code ec;
+  for (fs::path up = innermost; !up.empty(); up = up.parent_path()) {
+    if (!fs::remove(up, ec) || ec) break;
+    if (up == outermost) break;
+  }
+}
+
 fs::path checked_output_folder(const std::string& flag, const fs::path& requested,
                                const std::vector<fs::path>& inputs) {
   if (requested.empty()) throw_usage(fmt::format("{}: expected a folder path, got ''", flag));
@@ -90,10 +108,7 @@ AtomicDirectory::AtomicDirectory(fs::path final_path, Existing existing)
       throw_usage(fmt::format("{}: output folder exists and is not empty", final_.string()));
   }
   const fs::path parent = final_.has_parent_path() ? final_.parent_path() : fs::path(".");
-  for (fs::path up = parent; !up.empty() && !fs::exists(up); up = up.parent_path()) {
-    created_ = up;
-    if (up == up.root_path() || !up.has_parent_path()) break;
-  }
+  created_ = outermost_missing(parent);
   fs::create_directories(parent);
   remove_dead_partial_folders(parent, final_.filename().string());
   partial_ = parent / fmt::format(".{}.partial-{}", final_.filename().string(), ::getpid());
@@ -105,12 +120,7 @@ AtomicDirectory::~AtomicDirectory() {
   if (published_) return;
   std::error_code ec;
   remove_tree_noexcept(partial_, ec);
-  if (created_.empty()) return;
-  // Parents created for this output, innermost first, as long as they are empty.
-  for (fs::path up = partial_.parent_path(); !up.empty(); up = up.parent_path()) {
-    if (!fs::remove(up, ec) || ec) break;
-    if (up == created_) break;
-  }
+  remove_created_parents(partial_.parent_path(), created_);
 }
 
 void AtomicDirectory::publish() {

@@ -50,10 +50,7 @@ WorkFolder::WorkFolder(fs::path final_path, Existing existing) : final_(std::mov
   if (fs::exists(final_) && existing == Existing::Refuse && !publish_pending())
     throw_usage(fmt::format("{}: output folder exists; pass --force to replace it",
                             final_.string()));
-  for (fs::path up = parent; !up.empty() && !fs::exists(up); up = up.parent_path()) {
-    created_ = up;
-    if (up == up.root_path() || !up.has_parent_path()) break;
-  }
+  created_ = outermost_missing(parent);
   fs::create_directories(root_);
   const fs::path lock = root_ / "lock";
   lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -76,11 +73,7 @@ WorkFolder::~WorkFolder() {
   if (!published_ && !keep_) {
     std::error_code ec;
     remove_tree_noexcept(root_, ec);
-    if (!created_.empty())  // parents created for this output, innermost first, while empty
-      for (fs::path up = root_.parent_path(); !up.empty(); up = up.parent_path()) {
-        if (!fs::remove(up, ec) || ec) break;
-        if (up == created_) break;
-      }
+    remove_created_parents(root_.parent_path(), created_);
   }
   if (lock_fd_ >= 0) ::close(lock_fd_);
 }

@@ -22,6 +22,14 @@ std::filesystem::path checked_output_folder(const std::string& flag,
 // runs that were killed (AtomicDirectory; quantize before it could resume).
 void remove_dead_partial_folders(const std::filesystem::path& parent, const std::string& name);
 
+// The outermost of `folder` and its ancestors that do not exist yet (what create_directories
+// would make), or empty when `folder` exists.
+std::filesystem::path outermost_missing(const std::filesystem::path& folder);
+// Removes `innermost` and its ancestors up to `outermost` while they are empty: the parents made
+// for an output whose run failed. Nothing when `outermost` is empty.
+void remove_created_parents(const std::filesystem::path& innermost,
+                            const std::filesystem::path& outermost);
+
 class AtomicDirectory {
  public:
   enum class Existing {
