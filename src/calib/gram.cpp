@@ -57,6 +57,27 @@ void GramAccumulator::merge(const GramAccumulator& other) {
   abs_sum_ = abs_sum_ + other.abs_sum_.to(abs_sum_.device());
 }
 
+void GramAccumulator::reduce(const std::function<void(at::Tensor&)>& sum) {
+  at::Tensor counts = at::tensor({static_cast<double>(sequences_), static_cast<double>(tokens_),
+                                  d_.defined() ? 1.0 : 0.0},
+                                 at::kDouble);
+  sum(counts);
+  const int64_t all = static_cast<int64_t>(counts[0].item<double>());
+  // Running averages become sums (weighted by this rank's sequences), are added, and become
+  // averages over all sequences again.
+  at::Tensor h = h_ * static_cast<double>(sequences_);
+  sum(h);
+  h_ = all > 0 ? h / static_cast<double>(all) : h;
+  if (counts[2].item<double>() > 0) {
+    at::Tensor d = d_.defined() ? d_ * static_cast<double>(sequences_) : at::zeros_like(h_);
+    sum(d);
+    d_ = all > 0 ? d / static_cast<double>(all) : d;
+  }
+  sum(abs_sum_);
+  sequences_ = all;
+  tokens_ = static_cast<int64_t>(counts[1].item<double>());
+}
+
 at::Tensor GramAccumulator::abs_mean() const {
   return abs_sum_ / static_cast<double>(std::max<int64_t>(tokens_, 1));
 }

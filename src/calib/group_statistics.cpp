@@ -102,6 +102,10 @@ GramAccumulator& GroupStatistics::gram(const std::string& key, int64_t features)
   return it->second;
 }
 
+void GroupStatistics::reduce(const std::function<void(at::Tensor&)>& sum) {
+  for (auto& [key, gram] : grams_) gram.reduce(sum);
+}
+
 GroupStatistics capture_group_statistics(int group, LayerStages& q, LayerStages* fp,
                                          const DecoderLayer* fp_layer,
                                          const CaptureSettings& settings, c10::Device device) {

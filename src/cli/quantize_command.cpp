@@ -61,6 +61,7 @@ Command add_quantize_command(CLI::App& app) {
     double damp = 0.01;
     bool sym = false, asym = false, act_order = false, static_groups = false, mse_clip = false;
     bool force = false, json = false, restart = false, no_resume = false;
+    int nproc = 1;
   };
   auto flags = std::make_shared<Flags>();
   CLI::App* sub = app.add_subcommand(
@@ -157,6 +158,12 @@ Command add_quantize_command(CLI::App& app) {
                   "Recipe: a JSON file of flag names and values (configs/*.json); flags given "
                   "on the command line override it");
   sub->add_flag("--force", flags->force, "Replace an existing output folder");
+  sub->add_option("--nproc", flags->nproc,
+                  "Start this many ranks on this machine (data-parallel calibration over c10d "
+                  "with Gloo); torchrun and srun set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT "
+                  "instead")
+      ->check(positive_integer())
+      ->capture_default_str();
   sub->add_flag("--restart", flags->restart,
                 "Discard the state an interrupted run of this output saved, and start over "
                 "(without it, the same command resumes from the last completed layer)");

@@ -14,6 +14,7 @@
 #include "sarqc/calib/group_statistics.h"
 #include "sarqc/calib/layer_stages.h"
 #include "sarqc/calib/module_groups.h"
+#include "sarqc/dist/world.h"
 #include "sarqc/io/tokenizer.h"
 #include "sarqc/model/decoder_layer.h"
 #include "sarqc/model/rotary.h"
@@ -131,13 +132,19 @@ struct LayerLoopState {
 // module rounded and written, then the streams advanced through the quantized layer.
 class LayerQuantizer {
  public:
+  // writer: null on the ranks other than 0, which compute but do not write. This rank's
+  // windows are [first_sequence, first_sequence + its count) of all `total_sequences`.
   LayerQuantizer(const QuantizeOptions& o, const QuantizePlan& plan, const ModelWeights& weights,
-                 QuantizedCheckpointWriter& writer, QuantizeReport& report, ProgressBar& bar,
-                 int64_t starved_below, int64_t seqlen)
+                 QuantizedCheckpointWriter* writer, QuantizeReport& report, ProgressBar& bar,
+                 int64_t starved_below, int64_t seqlen, World& world, int64_t first_sequence,
+                 int64_t total_sequences)
       : o_(o),
         plan_(plan),
         weights_(weights),
         writer_(writer),
+        world_(world),
+        first_sequence_(first_sequence),
+        total_sequences_(total_sequences),
         report_(report),
         bar_(bar),
         modules_(plan, o, starved_below),
@@ -157,7 +164,9 @@ class LayerQuantizer {
   const QuantizeOptions& o_;
   const QuantizePlan& plan_;
   const ModelWeights& weights_;
-  QuantizedCheckpointWriter& writer_;
+  QuantizedCheckpointWriter* writer_;
+  World& world_;
+  int64_t first_sequence_, total_sequences_;
   QuantizeReport& report_;
   ProgressBar& bar_;
   ModuleQuantizer modules_;
@@ -222,7 +231,7 @@ void LayerQuantizer::run(LayerLoopState& state) {
   const DecoderLayer* rewritten = plan_.scale_search ? &master : nullptr;
   {
     const Stopwatch clock;
-    writer_.write_layer_unquantized(layout, rewritten);
+    if (writer_) writer_->write_layer_unquantized(layout, rewritten);
     times.write_seconds += clock.seconds();
   }
 
@@ -237,11 +246,16 @@ void LayerQuantizer::run(LayerLoopState& state) {
   }
   CaptureSettings capture;
   capture.all_expert_tokens = layout.moe && o_.moe_policy == "all-tokens";
-  if (plan_.paired_capture && plan_.objective->samples_alpha())
-    capture.alpha = [this](int64_t sequences) {
-      std::vector<float> alpha(static_cast<size_t>(sequences));
-      for (auto& a : alpha) a = static_cast<float>(alpha_sampler_.next());
-      return alpha;
+  // α_j of every window is drawn per group in window order, whichever rank holds the window,
+  // so that the draws do not depend on the number of ranks; the capture takes this rank's.
+  std::vector<float> group_alpha;
+  size_t alpha_cursor = 0;
+  const bool samples_alpha = plan_.paired_capture && plan_.objective->samples_alpha();
+  if (samples_alpha)
+    capture.alpha = [&](int64_t sequences) {
+      const auto begin = group_alpha.begin() + static_cast<std::ptrdiff_t>(alpha_cursor);
+      alpha_cursor += static_cast<size_t>(sequences);
+      return std::vector<float>(begin, begin + sequences);
     };
   for (int group = 0; group < kSequentialGroups; ++group) {
     std::vector<const LinearModule*> members;
@@ -251,10 +265,20 @@ void LayerQuantizer::run(LayerLoopState& state) {
     std::optional<GroupStatistics> stats;
     if (plan_.calibrate) {
       const Stopwatch clock;
+      if (samples_alpha) {
+        group_alpha.resize(static_cast<size_t>(total_sequences_));
+        for (auto& a : group_alpha) a = static_cast<float>(alpha_sampler_.next());
+        alpha_cursor = static_cast<size_t>(first_sequence_);
+      }
       stats = capture_group_statistics(group, *q_stages, fp_stages ? &*fp_stages : nullptr,
                                        fp_layer ? &*fp_layer : nullptr, capture, compute.device);
       times.statistics_seconds += stats->seconds();
       times.forward_seconds += clock.seconds() - stats->seconds();
+      if (world_.size() > 1) {  // every rank then rounds from the statistics of all windows
+        const Stopwatch reduce_clock;
+        stats->reduce([this](at::Tensor& t) { world_.all_reduce_sum(t); });
+        times.statistics_seconds += reduce_clock.seconds();
+      }
     }
     for (const LinearModule* m : members) {
       throw_if_interrupted();
@@ -265,7 +289,7 @@ void LayerQuantizer::run(LayerLoopState& state) {
       if (plan_.skipped.count(m->name)) {
         rec.method = "unquantized";
         rec.reason = plan_.skipped.at(m->name);
-        writer_.write_skipped_module(layout, *m, rewritten);
+        if (writer_) writer_->write_skipped_module(layout, *m, rewritten);
         report_.unquantized_modules.push_back(m->name);
       } else {
         const QuantizedModule done = modules_.quantize(*m, l, master.weight(m->local_name),
@@ -276,7 +300,8 @@ void LayerQuantizer::run(LayerLoopState& state) {
         layer.set_weight(m->local_name, done.weight);
         times.rounding_seconds += module_clock.seconds();
         const Stopwatch write_clock;
-        writer_.write_quantized(*m, q, m->has_bias ? master.bias(m->local_name) : at::Tensor());
+        if (writer_)
+          writer_->write_quantized(*m, q, m->has_bias ? master.bias(m->local_name) : at::Tensor());
         times.write_seconds += write_clock.seconds();
       }
       rec.seconds = module_clock.seconds();
@@ -353,6 +378,18 @@ void check_saved_run(const SavedRun& saved, const nlohmann::json& fingerprint,
                             where, fmt::join(diffs, "; ")));
 }
 
+// What several ranks do not support yet: a usage error naming it.
+void check_distributed(const QuantizeOptions& o, const QuantizePlan& plan, const ModelConfig& cfg,
+                       const World& world) {
+  auto refuse = [&](const std::string& what) {
+    throw_usage(fmt::format("{} ranks: {} is not supported with several ranks yet; run it as one "
+                            "process",
+                            world.size(), what));
+  };
+  if (plan.scale_search) refuse("the scale search (awq, --scale-search)");
+  if (cfg.is_moe()) refuse("a mixture-of-experts model");
+}
+
 QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
                             ResumePoint& resume) {
   const Stopwatch clock;
@@ -366,13 +403,21 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
     throw_bad_input(fmt::format("{}: the model is already GPTQ-quantized (config.json has "
                                 "quantization_config)",
                                 o.model_dir.string()));
-  WorkFolder work(out_dir, o.force ? WorkFolder::Existing::Replace
-                                   : WorkFolder::Existing::Refuse);  // before any work
-  resume.work_folder = work.root();
+  // Several ranks (torchrun, srun, --nproc): rank 0 owns the output; every rank computes.
+  World world(world_from_environment());
+  if (world.size() > 1) check_distributed(o, plan, cfg, world);
+  std::optional<WorkFolder> work_folder;
+  if (world.is_root())
+    work_folder.emplace(out_dir, o.force ? WorkFolder::Existing::Replace
+                                         : WorkFolder::Existing::Refuse);  // before any work
+  WorkFolder* const work = world.is_root() ? &*work_folder : nullptr;
   resume.layers = cfg.num_hidden_layers;
-  if (o.restart && work.found()) {
-    work.reset();
-    spdlog::info("--restart: discarded the saved state in {}", work.root().string());
+  if (work) {
+    resume.work_folder = work->root();
+    if (o.restart && work->found()) {
+      work->reset();
+      spdlog::info("--restart: discarded the saved state in {}", work->root().string());
+    }
   }
   plan.fit_to_model(weights.layout());
 
@@ -392,24 +437,28 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
   const nlohmann::json settings = quantization_config(weights.layout(), plan, o, report, false,
                                                       calib.source);
   report.fingerprint = run_fingerprint(weights, settings, report.calibration_sha256);
-  const nlohmann::json fingerprint =
+  nlohmann::json fingerprint =
       run_fingerprint_items(weights, o, settings, report.calibration_sha256);
+  fingerprint["ranks"] = std::to_string(world.size());
 
-  // A state saved by an interrupted run of this command: checked before any work.
-  const RunStateStore store(work.state());
+  // A state saved by an interrupted run of this command: checked before any work. With several
+  // ranks nothing is saved yet (each rank's streams would have to be), so they cannot resume.
+  const std::optional<RunStateStore> store =
+      work ? std::optional<RunStateStore>(work->state()) : std::nullopt;
+  const bool saves_state = work && world.size() == 1;
   std::optional<SavedRun> saved;
-  if (work.found()) {
-    saved = store.load();
+  if (work && work->found()) {
+    saved = store->load();
     if (saved) {
-      check_saved_run(*saved, fingerprint, o, work);
+      check_saved_run(*saved, fingerprint, o, *work);
       resume.saved_layers = saved->next_layer;
     } else {
-      work.reset();  // stopped before its first layer was saved: nothing to resume
+      work->reset();  // stopped before its first layer was saved: nothing to resume
     }
   }
-  if (saved && work.publish_pending()) {  // the output was complete: only its move remained
+  if (saved && work->publish_pending()) {  // the output was complete: only its move remained
     restore_records(report, saved->records);
-    work.publish();
+    work->publish();
     spdlog::info("{}: finished publishing the output of the interrupted run",
                  out_dir.string());
     report.seconds = clock.seconds();
@@ -444,13 +493,23 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
   try {
     ResumableWrite resumable;
     if (saved) resumable.written.insert(saved->written.begin(), saved->written.end());
-    QuantizedCheckpointWriter writer(weights, plan, work.output(), &resumable);
+    std::optional<QuantizedCheckpointWriter> writer;
+    if (work) writer.emplace(weights, plan, work->output(), &resumable);
     LayerLoopState state;
     state.fingerprint = report.fingerprint;
+    // This rank's share of the windows: a contiguous slice, the first ranks one more.
+    const int64_t windows = plan.needs_data ? calib.ids.size(0) : 0;
+    if (plan.needs_data && windows < world.size())
+      throw_usage(fmt::format("{}: {} calibration windows for {} ranks: each needs at least one",
+                              calib.source, windows, world.size()));
+    const int64_t share = windows / world.size(), extra = windows % world.size();
+    const int64_t first = world.rank() * share + std::min<int64_t>(world.rank(), extra);
+    const int64_t count = share + (world.rank() < extra ? 1 : 0);
     if (plan.needs_data) {  // the embedding table is needed only here
       const StreamingModel embedder(weights, o.compute);
-      state.stream = embedder.embed(calib.ids);
-      if (plan.keep_fp_stream) state.fp_stream = embedder.embed(calib.ids);
+      const at::Tensor mine = calib.ids.narrow(0, first, count);
+      state.stream = embedder.embed(mine);
+      if (plan.keep_fp_stream) state.fp_stream = embedder.embed(mine);
     }
 
     int64_t total_modules = 0;
@@ -458,11 +517,13 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
       for (const auto& m : layer.linears) total_modules += m.quantizable ? 1 : 0;
     ProgressBar bar("quantize", total_modules);
     if (!o.progress) bar.finish();
-    LayerQuantizer layers(o, plan, weights, writer, report, bar, starved_below, report.seqlen);
+    LayerQuantizer layers(o, plan, weights, writer ? &*writer : nullptr, report, bar,
+                          starved_below, report.seqlen, world, first, windows);
     if (saved) {
       const Stopwatch restore;
       if (plan.needs_data && saved->next_layer < cfg.num_hidden_layers)
-        store.restore_streams(*saved, state.stream, plan.keep_fp_stream ? &state.fp_stream : nullptr);
+        store->restore_streams(*saved, state.stream,
+                               plan.keep_fp_stream ? &state.fp_stream : nullptr);
       state.next_layer = saved->next_layer;
       state.any_reordered = saved->any_reordered;
       layers.restore_alpha_state(saved->alpha_sampler);
@@ -475,8 +536,8 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
       session.restore_seconds = restore.seconds();
       spdlog::info("resuming at layer {}/{}, {} layers restored in {:.1f} s", state.next_layer + 1,
                    cfg.num_hidden_layers, state.next_layer, session.restore_seconds);
-    } else {
-      writer.write_globals();
+    } else if (writer) {
+      writer->write_globals();
     }
     session.first_layer = state.next_layer;
     report.sessions.push_back(session);
@@ -487,22 +548,23 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
     if (saved) progress.streams_file = saved->streams_file;  // deleted by the next save
     while (state.next_layer < cfg.num_hidden_layers) {
       layers.run(state);
+      if (!saves_state) continue;
       // The layer counts as done once its tensors and then the state are on disk.
       const Stopwatch save_clock;
-      writer.sync();
+      writer->sync();
       RunSession& current = report.sessions.back();
       current.layers_done = state.next_layer - current.first_layer;
       current.seconds = clock.seconds();
       progress.next_layer = state.next_layer;
       progress.any_reordered = state.any_reordered;
-      progress.written = writer.written();
+      progress.written = writer->written();
       progress.alpha_sampler = layers.alpha_state();
       progress.objective = plan.objective->save_state();
       progress.records = records_to_json(report);
       const bool more = state.next_layer < cfg.num_hidden_layers;
-      store.save(progress, more ? state.stream : HiddenBatches(),
-                 more && plan.keep_fp_stream ? &state.fp_stream : nullptr);
-      work.keep();
+      store->save(progress, more ? state.stream : HiddenBatches(),
+                  more && plan.keep_fp_stream ? &state.fp_stream : nullptr);
+      work->keep();
       resume.saved_layers = state.next_layer;
       current.state_seconds += save_clock.seconds();
     }
@@ -514,14 +576,15 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
     const MemoryUsage peak = memory.peak();
     report.peak_anonymous_bytes = peak.anonymous_bytes;
     report.peak_mapped_bytes = peak.file_bytes;
-    writer.finish(quantization_config(weights.layout(), plan, o, report, state.any_reordered,
-                                      calib.source),
-                  report);
+    if (!writer) return report;  // the other ranks are done: rank 0 writes
+    writer->finish(quantization_config(weights.layout(), plan, o, report, state.any_reordered,
+                                       calib.source),
+                   report);
     throw_if_interrupted();  // the last point where the output can still be abandoned
-    work.publish();
+    work->publish();
   } catch (const Error& e) {
-    if (e.kind() == ErrorKind::BadInput || e.kind() == ErrorKind::Usage) {
-      work.discard();
+    if ((e.kind() == ErrorKind::BadInput || e.kind() == ErrorKind::Usage) && work) {
+      work->discard();
       resume.saved_layers = 0;
     }
     throw;

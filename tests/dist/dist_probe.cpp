@@ -6,6 +6,8 @@
 //   --die R     rank R kills itself (SIGKILL) after the all-reduce: the others must fail in time
 //   --hang R    rank R stops taking part after the all-reduce (it sleeps past the timeout, then
 //               exits): the others must time out
+//   --gram      also: 10 windows split over the ranks, accumulated (H, D, |x|) and reduced with
+//               GramAccumulator::reduce, against one accumulator over all 10 on every rank
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,14 +18,65 @@
 
 #include <ATen/ATen.h>
 
+#include <fmt/format.h>
+
+#include "sarqc/calib/gram.h"
 #include "sarqc/dist/local_ranks.h"
 #include "sarqc/dist/world.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/sha256.h"
 
+namespace {
+
+// Window w: 16 tokens x 24 features drawn from a generator seeded with w (the same on every rank),
+// its full-precision twin, and α_w.
+struct Window {
+  at::Tensor x, x_fp, weight;
+};
+Window window(int w) {
+  at::manual_seed(100 + w);
+  Window win;
+  win.x = at::randn({16, 24});
+  win.x_fp = win.x + 0.1 * at::randn({16, 24});
+  win.weight = at::full({16}, 0.1f * static_cast<float>(w % 4));
+  return win;
+}
+
+// Each element's rounding error bound, relative to the same sums over |x|: fp32 accumulation of
+// N terms is within about N·eps of the exact sum (Higham, γ_N), and both accumulations are.
+std::string check_gram_reduce(sarqc::World& world) {
+  using namespace sarqc;
+  constexpr int kWindows = 10;
+  GramAccumulator mine(24, c10::Device(c10::kCPU)), all(24, c10::Device(c10::kCPU));
+  GramAccumulator abs_all(24, c10::Device(c10::kCPU));
+  for (int w = 0; w < kWindows; ++w) {
+    const Window win = window(w);
+    all.add(win.x, win.x_fp, win.weight, 1);
+    abs_all.add(win.x.abs(), win.x_fp.abs() + win.x.abs(), win.weight, 1);  // magnitudes
+    if (w % world.size() == world.rank()) mine.add(win.x, win.x_fp, win.weight, 1);
+  }
+  mine.reduce([&](at::Tensor& t) { world.all_reduce_sum(t); });
+  const double bound = 4.0 * kWindows * 16 * 1.2e-7;
+  auto off = [&](const at::Tensor& got, const at::Tensor& want, const at::Tensor& scale) {
+    return ((got - want).abs() / (scale + 1e-30)).max().item<double>();
+  };
+  const double err_h = off(mine.matrix(), all.matrix(), abs_all.matrix());
+  const double err_d = off(mine.cross(), all.cross(), abs_all.cross().abs() + abs_all.matrix());
+  const double err_abs = off(mine.abs_mean(), all.abs_mean(), all.abs_mean());
+  const bool ok = mine.sequences() == kWindows && mine.tokens() == 16 * kWindows &&
+                  err_h <= bound && err_d <= bound && err_abs <= bound;
+  return ok ? std::string("ok")
+            : fmt::format("WRONG (H {:.3g}, D {:.3g}, |x| {:.3g}, bound {:.3g}, {} sequences)",
+                          err_h, err_d, err_abs, bound, mine.sequences());
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace sarqc;
   int nproc = 0, die = -1, hang = -1;
+  bool gram = false;
+  for (int i = 1; i < argc; ++i) gram |= std::strcmp(argv[i], "--gram") == 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--nproc") == 0) nproc = std::stoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--die") == 0) die = std::stoi(argv[i + 1]);
@@ -49,10 +102,12 @@ int main(int argc, char** argv) {
     at::Tensor noise = at::randn({1000});
     world.all_reduce_sum(noise);
     world.barrier();
+    std::string gram_result;
+    if (gram) gram_result = ", gram " + check_gram_reduce(world);
     const std::string checksum = sha256_hex(noise.data_ptr<float>(), noise.numel() * sizeof(float));
-    std::printf("rank %d of %d: sum %s, broadcast %s, checksum %s\n", r, n,
+    std::printf("rank %d of %d: sum %s, broadcast %s, checksum %s%s\n", r, n,
                 at::equal(t, expected) ? "ok" : "WRONG", b.eq(42.0f).all().item<bool>() ? "ok" : "WRONG",
-                checksum.c_str());
+                checksum.c_str(), gram_result.c_str());
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "sarqc_dist_probe: error: %s\n", e.what());

@@ -62,8 +62,15 @@ std::string checksum_of(const ProbeRun& r) {
 TEST(World, TwoAndThreeLocalRanksReduceAndBroadcastAlike) {
   for (const int n : {2, 3}) {
     SCOPED_TRACE(n);
-    const ProbeRun first = run_probe("--nproc " + std::to_string(n));
+    const ProbeRun first = run_probe("--nproc " + std::to_string(n) + " --gram");
     expect_ranks_agree(first, n);
+    // Gram statistics reduced over the ranks equal one accumulator over all windows, within
+    // fp32 summation error.
+    size_t grams = 0;
+    for (size_t at = first.out.find(", gram ok"); at != std::string::npos;
+         at = first.out.find(", gram ok", at + 1))
+      ++grams;
+    EXPECT_EQ(grams, static_cast<size_t>(n)) << first.out;
     // The same world size reduces in the same order: the same bits on a rerun.
     const ProbeRun again = run_probe("--nproc " + std::to_string(n));
     expect_ranks_agree(again, n);

@@ -3,6 +3,7 @@
 // accumulated in fp32 batch by batch, so that it is a reduction: two accumulators over disjoint
 // batches merge into the one over all of them.
 #include <cstdint>
+#include <functional>
 
 #include <ATen/core/Tensor.h>
 
@@ -21,6 +22,9 @@ class GramAccumulator {
            int64_t sequences);
   // Combines another accumulator's sequences with these (weighted by sequence counts).
   void merge(const GramAccumulator& other);
+  // The same over processes: `sum` adds a tensor over every rank in place (same calls in the
+  // same order on each); afterwards every rank holds the statistics of all ranks' sequences.
+  void reduce(const std::function<void(at::Tensor&)>& sum);
 
   const at::Tensor& matrix() const { return h_; }  // [features, features] fp32
   bool has_cross() const { return d_.defined(); }

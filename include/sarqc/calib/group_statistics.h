@@ -30,6 +30,10 @@ class GroupStatistics {
   // Seconds spent accumulating (the rest of a capture is the forward passes).
   double seconds() const { return seconds_; }
 
+  // Every Gram summed over the ranks (GramAccumulator::reduce), in key order: every rank must
+  // hold the same keys (dense layers do).
+  void reduce(const std::function<void(at::Tensor&)>& sum);
+
   // Used while capturing:
   GramAccumulator& gram(const std::string& key, int64_t features);
   void add_seconds(double s) { seconds_ += s; }
