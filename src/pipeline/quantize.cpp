@@ -534,8 +534,13 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
         for (const auto& m : weights.layout().layers[static_cast<size_t>(l)].linears)
           bar.advance(m.quantizable ? 1 : 0);
       session.restore_seconds = restore.seconds();
-      spdlog::info("resuming at layer {}/{}, {} layers restored in {:.1f} s", state.next_layer + 1,
-                   cfg.num_hidden_layers, state.next_layer, session.restore_seconds);
+      if (state.next_layer < cfg.num_hidden_layers)
+        spdlog::info("resuming at layer {}/{}, {} layers restored in {:.1f} s",
+                     state.next_layer + 1, cfg.num_hidden_layers, state.next_layer,
+                     session.restore_seconds);
+      else  // killed while finishing the output
+        spdlog::info("resuming at the end: all {} layers restored in {:.1f} s",
+                     cfg.num_hidden_layers, session.restore_seconds);
     } else if (writer) {
       writer->write_globals();
     }

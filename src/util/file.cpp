@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "sarqc/util/error.h"
+#include "sarqc/util/fault_point.h"
 
 namespace sarqc {
 namespace fs = std::filesystem;
@@ -171,6 +172,7 @@ void remove_tree(const fs::path& path) {
 void write_file_atomically(const fs::path& path, std::string_view content) {
   AtomicFileWriter writer(path);
   writer.write_at(0, content.data(), content.size());
+  fault_point("write-file");  // written under the temporary name, not yet renamed
   writer.commit();
 }
 

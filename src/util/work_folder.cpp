@@ -67,6 +67,11 @@ WorkFolder::WorkFolder(fs::path final_path, Existing existing) : final_(std::mov
   if (publish_pending()) return;  // out/ may already be the final folder
   fs::create_directories(output());
   fs::create_directories(state());
+  // Temporary files of atomic writes the killed process had begun (AtomicFileWriter's
+  // "<name>.tmp.<pid>"; no one else writes here while we hold the lock).
+  for (const auto& entry : fs::directory_iterator(output()))
+    if (entry.path().filename().string().find(".tmp.") != std::string::npos)
+      fs::remove(entry.path());
 }
 
 WorkFolder::~WorkFolder() {

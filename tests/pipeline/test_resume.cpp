@@ -100,8 +100,10 @@ class FaultPoints : public ::testing::TestWithParam<ResumeCase> {
 // points and hit counts: an advance to the next layer (the third: X_q and X_f advance
 // separately), a module rounded but not written (the 20th: layer 1 or 2), a tensor half written
 // in layer 0 and in a later layer, the first state save (streams written, state.json not yet),
-// the second one before and after state.json is replaced, and the publish before and after the
-// folder is renamed. Whether the rerun resumes follows from whether a state.json was on disk.
+// the second one before and after state.json is replaced, config.json written under its
+// temporary name after the last layer (the 6th small file: 5 state.json saves come first), and
+// the publish before and after the folder is renamed. Whether the rerun resumes follows from
+// whether a state.json was on disk.
 TEST_P(FaultPoints, RerunAfterEachFaultWritesByteIdenticalOutput) {
   const fs::path ref = dir_ / "ref" / "q";
   RunResult r = run_sarqc(quantize_args(model_, ref, GetParam().flags));
@@ -110,7 +112,7 @@ TEST_P(FaultPoints, RerunAfterEachFaultWritesByteIdenticalOutput) {
   int resumed = 0;
   for (const std::string fault :
        {"forward:3", "rounding:20", "write-tensor:5", "write-tensor:100", "save-state:1",
-        "save-state:3", "save-state:4", "publish:1", "publish:2"}) {
+        "save-state:3", "save-state:4", "write-file:6", "publish:1", "publish:2"}) {
     SCOPED_TRACE(fault);
     const fs::path parent = dir_ / ("run-" + fault.substr(0, fault.find(':')) +
                                     fault.substr(fault.find(':') + 1));
@@ -125,7 +127,7 @@ TEST_P(FaultPoints, RerunAfterEachFaultWritesByteIdenticalOutput) {
     if (publishing) {
       EXPECT_NE(r.err.find("finished publishing"), std::string::npos) << r.err;
     } else if (saved) {
-      EXPECT_NE(r.err.find("resuming at layer"), std::string::npos) << r.err;
+      EXPECT_NE(r.err.find("resuming at "), std::string::npos) << r.err;
       EXPECT_EQ(interruptions(out), 1);
       ++resumed;
     } else {
@@ -197,7 +199,7 @@ TEST_F(Resume, SigkillAfterRandomDelaysThenRerunIsByteIdentical) {
     } else {
       ASSERT_EQ(r.exit_code, 0) << r.err;
     }
-    resumed += r.err.find("resuming at layer") != std::string::npos ? 1 : 0;
+    resumed += r.err.find("resuming at ") != std::string::npos ? 1 : 0;
     expect_same_output(ref, out);
     EXPECT_EQ(entries(parent), std::set<std::string>{"q"});
     remove_tree(out);
