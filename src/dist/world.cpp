@@ -157,6 +157,30 @@ World::~World() = default;
 
 namespace {
 
+// Rank 0 serves the store the others diagnose through: after a failure it stays until every
+// rank has diagnosed its own (they count in the store) or the timeout has passed once more, so
+// that no rank finds the store gone and blames rank 0.
+void outlive_diagnoses(const WorldConfig& c, World::Impl& impl) {
+  try {
+    impl.store->add(key("diagnosed", 0), 1);
+    if (c.rank != 0) return;
+    const auto deadline = std::chrono::steady_clock::now() + c.timeout + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int alive = 0;
+      const int64_t diagnosed = impl.store->add(key("diagnosed", 0), 0);
+      if (diagnosed >= c.size) return;
+      // Ranks whose heartbeat stopped will never diagnose.
+      std::vector<int64_t> beats(c.size);
+      for (int r = 0; r < c.size; ++r) beats[r] = impl.store->add(key("beat", r), 0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      for (int r = 0; r < c.size; ++r)
+        alive += impl.store->add(key("beat", r), 0) != beats[r] ? 1 : 0;
+      if (impl.store->add(key("diagnosed", 0), 0) >= alive) return;
+    }
+  } catch (const std::exception&) {  // the store failed: nothing to wait for
+  }
+}
+
 }  // namespace
 
 // Runs one collective; a failure (a rank died: its connections closed; or hangs: the timeout)
@@ -169,11 +193,13 @@ void World::collective(const char* op, const std::function<void()>& run) {
     run();
   } catch (const std::exception& e) {
     const std::string what = e.what();
+    const std::string diagnosis = diagnose(c, *impl_);
+    outlive_diagnoses(c, *impl_);
     throw_runtime(fmt::format("rank {} of {}: {} failed: another rank died or did not answer "
                               "within {} s: {} ({})",
                               c.rank, c.size, op,
                               std::chrono::duration_cast<std::chrono::seconds>(c.timeout).count(),
-                              diagnose(c, *impl_), what.substr(0, what.find('\n'))));
+                              diagnosis, what.substr(0, what.find('\n'))));
   }
 }
 
