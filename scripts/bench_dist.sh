@@ -9,15 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -x build/bin/sarqc ]] || bash scripts/build.sh >/dev/null
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} OPENBLAS_THREAD_TIMEOUT=${OPENBLAS_THREAD_TIMEOUT:-4}
-dir=${SARQC_BENCH_DIR:-.cache/bench-llm}
-nsamples=4 seqlen=512
-mkdir -p "$dir"
-model=$dir/tinyllama-1.1b
-[[ -f $model/config.json ]] || build/bin/sarqc_bench_make_model tinyllama-1.1b "$model" >/dev/null
-tokens=$dir/calib-32000.i32
-[[ -f $tokens ]] || build/bin/sarqc_bench_make_model tokens $((nsamples * seqlen * 4)) 32000 "$tokens"
-echo "# $(date -u +%F) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+source scripts/bench_tinyllama.sh
 run() {  # OUT THREADS [args...]
   local out=$1 threads=$2; shift 2
   rm -rf "$out"
