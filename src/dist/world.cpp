@@ -54,6 +54,9 @@ WorldConfig world_from_environment() {
     c.master_addr = addr;
   c.master_port = int_variable("MASTER_PORT", c.master_port, 1, 65535);
   c.timeout = std::chrono::seconds(int_variable("SARQC_DIST_TIMEOUT", 600, 1, 86400 * 7));
+  const int timeout_s = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(c.timeout).count());
+  c.rendezvous_timeout = std::chrono::seconds(
+      int_variable("SARQC_DIST_RENDEZVOUS_TIMEOUT", std::max(600, timeout_s), 1, 86400 * 7));
   return c;
 }
 
@@ -132,7 +135,9 @@ World::World(const WorldConfig& config) : config_(config) {
     options.port = static_cast<std::uint16_t>(config_.master_port);
     options.isServer = config_.rank == 0;
     options.numWorkers = static_cast<std::size_t>(config_.size);
-    options.timeout = config_.timeout;
+    // The store's timeout bounds the wait for the other ranks to connect (and Gloo's own
+    // rendezvous through it); the collectives get config_.timeout from Gloo's options.
+    options.timeout = config_.rendezvous_timeout;
     impl_->store = c10::make_intrusive<c10d::TCPStore>(config_.master_addr, options);
     auto gloo = c10d::ProcessGroupGloo::Options::create(config_.timeout);
     gloo->devices.push_back(gloo_device(config_));
@@ -147,7 +152,8 @@ World::World(const WorldConfig& config) : config_(config) {
     const std::string what = e.what();
     throw_runtime(fmt::format("rank {} of {}: rendezvous at {} failed within {} s: {}",
                               config_.rank, config_.size, where,
-                              std::chrono::duration_cast<std::chrono::seconds>(config_.timeout)
+                              std::chrono::duration_cast<std::chrono::seconds>(
+                                  config_.rendezvous_timeout)
                                   .count(),
                               what.substr(0, what.find('\n'))));
   }

@@ -159,6 +159,19 @@ TEST(World, LocalLauncherReturnsTheFirstFailureAndStopsTheOthers) {
   EXPECT_LT(r.seconds, 60) << "the launcher waited for the surviving ranks' timeout";
 }
 
+// The rendezvous has its own timeout, so that a short collective timeout does not fail ranks
+// that start late; a rank whose peers never come fails at it, naming the address.
+TEST(World, ARankWhosePeersNeverComeFailsAtTheRendezvousTimeout) {
+  const ProbeRun r = run_probe("", "WORLD_SIZE=2 RANK=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                                       std::to_string(20000 + ::getpid() % 20000) +
+                                       " SARQC_DIST_TIMEOUT=600 SARQC_DIST_RENDEZVOUS_TIMEOUT=2");
+  EXPECT_EQ(r.exit_code, kExitRuntime) << r.err;
+  EXPECT_TRUE(std::regex_search(r.err, std::regex("rank 1 of 2: rendezvous at 127\\.0\\.0\\.1:\\d+ "
+                                                  "failed within 2 s")))
+      << r.err;
+  EXPECT_LT(r.seconds, 60);
+}
+
 TEST(World, MalformedLaunchVariablesAreUsageErrors) {
   ProbeRun r = run_probe("", "WORLD_SIZE=2");
   EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
@@ -169,6 +182,9 @@ TEST(World, MalformedLaunchVariablesAreUsageErrors) {
   r = run_probe("", "WORLD_SIZE=2 RANK=1 MASTER_PORT=http");
   EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
   EXPECT_NE(r.err.find("MASTER_PORT='http'"), std::string::npos) << r.err;
+  r = run_probe("", "WORLD_SIZE=2 RANK=1 SARQC_DIST_RENDEZVOUS_TIMEOUT=0");
+  EXPECT_EQ(r.exit_code, kExitUsage) << r.err;
+  EXPECT_NE(r.err.find("SARQC_DIST_RENDEZVOUS_TIMEOUT='0'"), std::string::npos) << r.err;
 }
 
 }  // namespace

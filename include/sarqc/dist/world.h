@@ -18,20 +18,25 @@ struct WorldConfig {
   int local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
-  // A rendezvous or collective that waits longer than this for another rank fails: a rank died
-  // or hangs. SARQC_DIST_TIMEOUT (seconds) overrides it.
+  // A collective that waits longer than this for another rank fails: a rank died or hangs.
+  // SARQC_DIST_TIMEOUT (seconds) overrides it.
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};
+  // How long the ranks wait for each other to start: separate from `timeout` because ranks of one
+  // job start seconds to minutes apart (a batch scheduler, a loaded machine), so a short collective
+  // timeout must not fail the start. SARQC_DIST_RENDEZVOUS_TIMEOUT (seconds) overrides it; by
+  // default the longer of 10 minutes and `timeout`.
+  std::chrono::milliseconds rendezvous_timeout{std::chrono::minutes(10)};
 };
 
 // From the variables torchrun sets and SLURM jobs export: RANK, WORLD_SIZE, LOCAL_RANK,
-// MASTER_ADDR, MASTER_PORT (and SARQC_DIST_TIMEOUT); one rank when WORLD_SIZE is unset. A
+// MASTER_ADDR, MASTER_PORT (and SARQC_DIST_TIMEOUT, SARQC_DIST_RENDEZVOUS_TIMEOUT); one rank when WORLD_SIZE is unset. A
 // malformed or inconsistent value is a usage error naming the variable.
 WorldConfig world_from_environment();
 
 class World {
  public:
   // Rendezvous (all ranks must construct their World); a runtime Error naming the address when
-  // the others do not come within the timeout.
+  // the others do not come within the rendezvous timeout.
   explicit World(const WorldConfig& config);
   ~World();
   World(const World&) = delete;
