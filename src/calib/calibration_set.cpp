@@ -68,6 +68,16 @@ CalibrationSet windows_set(const std::vector<int32_t>& flat, int64_t windows, in
 
 }  // namespace
 
+CalibrationBatches calibration_batches(int64_t windows, int64_t seqlen) {
+  constexpr int64_t kBatchTokens = 8192, kMinBatches = 16;
+  CalibrationBatches b;
+  const int64_t by_tokens = std::max<int64_t>(1, kBatchTokens / std::max<int64_t>(seqlen, 1));
+  const int64_t by_count = std::max<int64_t>(1, (windows + kMinBatches - 1) / kMinBatches);
+  b.per_batch = std::min(by_tokens, by_count);
+  b.batches = (windows + b.per_batch - 1) / b.per_batch;
+  return b;
+}
+
 std::vector<int32_t> read_token_file(const std::filesystem::path& file) {
   return parse_token_bytes(file, read_text_file(file));
 }

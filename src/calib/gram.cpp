@@ -1,26 +1,32 @@
 #include "sarqc/calib/gram.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
+
+#include <vector>
 
 namespace sarqc {
 
 GramAccumulator::GramAccumulator(int64_t features, c10::Device device)
-    : h_(at::zeros({features, features}, at::TensorOptions().dtype(at::kFloat).device(device))),
-      abs_sum_(at::zeros({features}, at::TensorOptions().dtype(at::kFloat).device(device))) {}
+    : features_(features),
+      device_(device),
+      h_sum_({features, features}, device),
+      abs_sum_({features}, device) {}
+
+void GramAccumulator::changed() {
+  h_ = at::Tensor();
+  d_ = at::Tensor();
+}
 
 void GramAccumulator::add(const at::Tensor& x, int64_t sequences) {
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == h_.size(0), "GramAccumulator::add: x must be [tokens, ",
-              h_.size(0), "], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == features_, "GramAccumulator::add: x must be [tokens, ",
+              features_, "], got ", x.sizes());
   TORCH_CHECK(sequences >= 1, "GramAccumulator::add: sequences must be >= 1");
-  const int64_t seen = sequences_ + sequences;
-  h_.mul_(static_cast<double>(sequences_) / static_cast<double>(seen));
-  const at::Tensor scaled = x.to(h_.device(), at::kFloat) * std::sqrt(2.0 / static_cast<double>(seen));
-  h_.addmm_(scaled.t(), scaled);
-  abs_sum_ += x.to(h_.device(), at::kFloat).abs().sum(0);
-  sequences_ = seen;
+  const at::Tensor x32 = x.to(device_, at::kFloat);
+  h_sum_.add(at::matmul(x32.t(), x32));
+  abs_sum_.add(x32.abs().sum(0));
+  sequences_ += sequences;
   tokens_ += x.size(0);
+  changed();
 }
 
 void GramAccumulator::add(const at::Tensor& x, const at::Tensor& x_fp,
@@ -29,57 +35,67 @@ void GramAccumulator::add(const at::Tensor& x, const at::Tensor& x_fp,
                   token_weight.size(0) == x.size(0),
               "GramAccumulator::add: x_fp must be ", x.sizes(), " and token_weight [", x.size(0),
               "], got ", x_fp.sizes(), " and ", token_weight.sizes());
-  if (!d_.defined()) d_ = at::zeros_like(h_);
-  const int64_t seen = sequences_ + sequences;
-  d_.mul_(static_cast<double>(sequences_) / static_cast<double>(seen));
-  const double c = std::sqrt(2.0 / static_cast<double>(seen));
-  const at::Tensor xq = x.to(h_.device(), at::kFloat) * c;
-  const at::Tensor delta = (x_fp.to(h_.device(), at::kFloat) * c - xq) *
-                           token_weight.to(h_.device(), at::kFloat).unsqueeze(1);
-  d_.addmm_(delta.t(), xq);
+  if (!d_sum_.defined()) d_sum_ = ExactSum({features_, features_}, device_);
+  const at::Tensor x32 = x.to(device_, at::kFloat);
+  const at::Tensor delta = (x_fp.to(device_, at::kFloat) - x32) *
+                           token_weight.to(device_, at::kFloat).unsqueeze(1);
+  d_sum_.add(at::matmul(delta.t(), x32));
   add(x, sequences);  // H, |x| statistics and the counts
 }
 
 void GramAccumulator::merge(const GramAccumulator& other) {
-  TORCH_CHECK(other.h_.sizes() == h_.sizes(), "GramAccumulator::merge: sizes differ");
-  const int64_t seen = sequences_ + other.sequences_;
-  if (seen == 0) return;
-  const double a = static_cast<double>(sequences_) / static_cast<double>(seen);
-  const double b = static_cast<double>(other.sequences_) / static_cast<double>(seen);
-  h_ = h_ * a + other.h_.to(h_.device()) * b;
-  if (d_.defined() || other.d_.defined()) {
-    const at::Tensor mine = d_.defined() ? d_ : at::zeros_like(h_);
-    const at::Tensor theirs = other.d_.defined() ? other.d_.to(h_.device()) : at::zeros_like(h_);
-    d_ = mine * a + theirs * b;
+  TORCH_CHECK(other.features_ == features_, "GramAccumulator::merge: sizes differ");
+  h_sum_.add(other.h_sum_);
+  abs_sum_.add(other.abs_sum_);
+  if (other.d_sum_.defined()) {
+    if (!d_sum_.defined()) d_sum_ = ExactSum({features_, features_}, device_);
+    d_sum_.add(other.d_sum_);
   }
-  sequences_ = seen;
+  sequences_ += other.sequences_;
   tokens_ += other.tokens_;
-  abs_sum_ = abs_sum_ + other.abs_sum_.to(abs_sum_.device());
+  changed();
 }
 
 void GramAccumulator::reduce(const std::function<void(at::Tensor&)>& sum) {
-  at::Tensor counts = at::tensor({static_cast<double>(sequences_), static_cast<double>(tokens_),
-                                  d_.defined() ? 1.0 : 0.0},
-                                 at::kDouble);
+  // sequences, tokens, ranks, ranks holding D: integers, summed exactly
+  const std::vector<int64_t> mine = {sequences_, tokens_, 1, d_sum_.defined() ? 1 : 0};
+  at::Tensor counts = at::tensor(mine, at::kLong);
   sum(counts);
-  const int64_t all = static_cast<int64_t>(counts[0].item<double>());
-  // Running averages become sums (weighted by this rank's sequences), are added, and become
-  // averages over all sequences again.
-  at::Tensor h = h_ * static_cast<double>(sequences_);
-  sum(h);
-  h_ = all > 0 ? h / static_cast<double>(all) : h;
-  if (counts[2].item<double>() > 0) {
-    at::Tensor d = d_.defined() ? d_ * static_cast<double>(sequences_) : at::zeros_like(h_);
-    sum(d);
-    d_ = all > 0 ? d / static_cast<double>(all) : d;
+  const int64_t ranks = counts[2].item<int64_t>();
+  h_sum_.reduce(sum, ranks);
+  if (counts[3].item<int64_t>() > 0) {
+    if (!d_sum_.defined()) d_sum_ = ExactSum({features_, features_}, device_);
+    d_sum_.reduce(sum, ranks);
   }
-  sum(abs_sum_);
-  sequences_ = all;
-  tokens_ = static_cast<int64_t>(counts[1].item<double>());
+  abs_sum_.reduce(sum, ranks);
+  sequences_ = counts[0].item<int64_t>();
+  tokens_ = counts[1].item<int64_t>();
+  changed();
+}
+
+namespace {
+
+// (2/N)·sum in fp32 (zeros before any sequence).
+at::Tensor average(const ExactSum& sum, int64_t sequences) {
+  return (sum.value() * (2.0 / static_cast<double>(std::max<int64_t>(sequences, 1))))
+      .to(at::kFloat);
+}
+
+}  // namespace
+
+const at::Tensor& GramAccumulator::matrix() const {
+  if (!h_.defined()) h_ = average(h_sum_, sequences_);
+  return h_;
+}
+
+const at::Tensor& GramAccumulator::cross() const {
+  TORCH_CHECK(has_cross(), "GramAccumulator::cross: no full-precision inputs were added");
+  if (!d_.defined()) d_ = average(d_sum_, sequences_);
+  return d_;
 }
 
 at::Tensor GramAccumulator::abs_mean() const {
-  return abs_sum_ / static_cast<double>(std::max<int64_t>(tokens_, 1));
+  return (abs_sum_.value() / static_cast<double>(std::max<int64_t>(tokens_, 1))).to(at::kFloat);
 }
 
 }  // namespace sarqc

@@ -102,8 +102,23 @@ GramAccumulator& GroupStatistics::gram(const std::string& key, int64_t features)
   return it->second;
 }
 
-void GroupStatistics::reduce(const std::function<void(at::Tensor&)>& sum) {
-  for (auto& [key, gram] : grams_) gram.reduce(sum);
+void GroupStatistics::reduce(const std::function<void(at::Tensor&)>& sum,
+                             const std::vector<const LinearModule*>& members,
+                             bool all_expert_tokens) {
+  std::map<std::string, int64_t> keys;
+  for (const LinearModule* m : members) {
+    if (sequential_group(*m) != group_ || !feeds_key(*m)) continue;
+    keys[input_key(*m)] = m->in_features;
+    if (all_expert_tokens && group_ >= 2 && m->expert >= 0)
+      keys[input_key(*m) + kAllTokensSuffix] = m->in_features;
+  }
+  for (const auto& [key, gram] : grams_)
+    TORCH_CHECK(keys.count(key), "GroupStatistics::reduce: statistics of '", key,
+                "' are not among the group's inputs");
+  for (const auto& [key, features] : keys) gram(key, features);
+  for (auto& [key, g] : grams_) g.reduce(sum);
+  for (auto it = grams_.begin(); it != grams_.end();)
+    it = it->second.sequences() == 0 ? grams_.erase(it) : std::next(it);
 }
 
 GroupStatistics capture_group_statistics(int group, LayerStages& q, LayerStages* fp,

@@ -59,7 +59,8 @@ PreparedMetric prepare_metric(const at::Tensor& gram, const at::Tensor& weight, 
   if (!at::isfinite(gram).all().item<bool>()) {
     const bool half = activations == at::kHalf || activations == at::kBFloat16;
     throw_runtime(fmt::format(
-        "{}: the calibration Gram matrix contains NaN or Inf: {}", module,
+        "{}: the calibration Gram matrix contains NaN or Inf (or a batch term beyond 2^52): {}",
+        module,
         half ? fmt::format("the {} activations overflowed; try --dtype fp32",
                            c10::toString(activations))
              : std::string("the module's inputs are not finite even in fp32 (the layers before "

@@ -117,6 +117,20 @@ bool mlp_cache_fits(const QuantizeOptions& o, const ModelConfig& cfg, int64_t to
          o.stage_cache_bytes;
 }
 
+// How the calibration windows are split between the ranks: whole batches of the calibration's
+// own batching (calibration_batches), contiguous, the first ranks one batch more.
+struct WindowShares {
+  int64_t windows = 0;
+  CalibrationBatches split;
+  int ranks = 1;
+  int64_t first(int rank) const {
+    const int64_t share = split.batches / ranks, extra = split.batches % ranks;
+    return std::min(windows, (rank * share + std::min<int64_t>(rank, extra)) * split.per_batch);
+  }
+  int64_t end(int rank) const { return rank + 1 >= ranks ? windows : first(rank + 1); }
+  int64_t count(int rank) const { return end(rank) - first(rank); }
+};
+
 // Everything carried from one layer to the next: a run that stopped after layer l - 1 continues
 // from exactly this (resume), and processes that split the calibration windows exchange only
 // this (multi-process runs).
@@ -132,19 +146,17 @@ struct LayerLoopState {
 // module rounded and written, then the streams advanced through the quantized layer.
 class LayerQuantizer {
  public:
-  // writer: null on the ranks other than 0, which compute but do not write. This rank's
-  // windows are [first_sequence, first_sequence + its count) of all `total_sequences`.
+  // writer: null on the ranks other than 0, which compute but do not write. This rank holds
+  // windows [shares.first(rank), shares.end(rank)) of the calibration.
   LayerQuantizer(const QuantizeOptions& o, const QuantizePlan& plan, const ModelWeights& weights,
                  QuantizedCheckpointWriter* writer, QuantizeReport& report, ProgressBar& bar,
-                 int64_t starved_below, int64_t seqlen, World& world, int64_t first_sequence,
-                 int64_t total_sequences)
+                 int64_t starved_below, int64_t seqlen, World& world, const WindowShares& shares)
       : o_(o),
         plan_(plan),
         weights_(weights),
         writer_(writer),
         world_(world),
-        first_sequence_(first_sequence),
-        total_sequences_(total_sequences),
+        shares_(shares),
         report_(report),
         bar_(bar),
         modules_(plan, o, starved_below),
@@ -160,19 +172,51 @@ class LayerQuantizer {
  private:
   void search_scales_of(DecoderLayer& master, DecoderLayer* fp_layer, const LayerLoopState& state,
                         int64_t l);
+  std::vector<at::Tensor> gather_search_windows(const HiddenBatches& stream) const;
 
   const QuantizeOptions& o_;
   const QuantizePlan& plan_;
   const ModelWeights& weights_;
   QuantizedCheckpointWriter* writer_;
   World& world_;
-  int64_t first_sequence_, total_sequences_;
+  WindowShares shares_;
   QuantizeReport& report_;
   ProgressBar& bar_;
   ModuleQuantizer modules_;
   AlphaSampler alpha_sampler_;
   RotaryTables rope_;
 };
+
+// The first windows of `stream`, as many as the scale search uses (its token budget), from the
+// ranks that hold them onto every rank (through fp32, which every dtype of the stream round-trips
+// and every Gloo build sends).
+std::vector<at::Tensor> LayerQuantizer::gather_search_windows(const HiddenBatches& stream) const {
+  const int64_t T = stream.seqlen;
+  const int64_t wanted =
+      std::min(shares_.windows, (o_.scale_search_options.max_tokens + T - 1) / std::max<int64_t>(T, 1));
+  const at::ScalarType dtype = stream.batches.front().scalar_type();
+  const int64_t hidden = stream.batches.front().size(2);
+  std::vector<at::Tensor> gathered;
+  for (int r = 0; r < world_.size(); ++r) {
+    const int64_t n = std::min(shares_.end(r), wanted) - shares_.first(r);
+    if (n <= 0) continue;
+    at::Tensor windows;
+    if (r == world_.rank()) {
+      std::vector<at::Tensor> parts;
+      for (int64_t need = n, b = 0; need > 0; ++b) {
+        const at::Tensor& batch = stream.batches.at(static_cast<size_t>(b));
+        parts.push_back(batch.narrow(0, 0, std::min(need, batch.size(0))));
+        need -= parts.back().size(0);
+      }
+      windows = at::cat(parts).to(at::kCPU, at::kFloat).contiguous();
+    } else {
+      windows = at::empty({n, T, hidden}, at::kFloat);
+    }
+    world_.broadcast(windows, r);
+    gathered.push_back(windows.to(stream.storage, dtype));
+  }
+  return gathered;
+}
 
 void LayerQuantizer::search_scales_of(DecoderLayer& master, DecoderLayer* fp_layer,
                                       const LayerLoopState& state, int64_t l) {
@@ -184,15 +228,19 @@ void LayerQuantizer::search_scales_of(DecoderLayer& master, DecoderLayer* fp_lay
   terms.lambda = settings.lambda_rel;
   terms.saliency = settings.saliency;
   terms.saliency_power = settings.saliency_power;
+  // Several ranks search the same windows, gathered onto each, and fold the same scales.
+  const bool gather = world_.size() > 1;
   if (objective.needs_fp_stream()) {
-    terms.fp_inputs = state.fp_stream.batches;
-    // Closed-form α* is measured after rounding, so the pre-pass uses --alpha in that mode.
-    for (const auto& batch : state.stream.batches)
-      for (int64_t j = 0; j < batch.size(0); ++j)
-        terms.alpha.push_back(objective.samples_alpha() ? alpha_sampler_.next() : settings.alpha);
+    terms.fp_inputs = gather ? gather_search_windows(state.fp_stream) : state.fp_stream.batches;
+    // One α per window of the calibration, in window order on every rank. Closed-form α* is
+    // measured after rounding, so the pre-pass uses --alpha in that mode.
+    for (int64_t j = 0; j < shares_.windows; ++j)
+      terms.alpha.push_back(objective.samples_alpha() ? alpha_sampler_.next() : settings.alpha);
   }
-  for (const auto& r : search_scales(master, state.stream.batches, rope_, plan_.grid,
-                                     o_.scale_search_options, terms)) {
+  const std::vector<at::Tensor> inputs =
+      gather ? gather_search_windows(state.stream) : state.stream.batches;
+  for (const auto& r : search_scales(master, inputs, rope_, plan_.grid, o_.scale_search_options,
+                                     terms)) {
     // The FP copy folds the same scales (not the clipping): the same function, with every
     // module's input in the same basis as the quantized layer's, as D needs.
     if (fp_layer && r.scales.defined()) apply_group_scales(*fp_layer, r.which, r.scales, r.expert);
@@ -266,9 +314,9 @@ void LayerQuantizer::run(LayerLoopState& state) {
     if (plan_.calibrate) {
       const Stopwatch clock;
       if (samples_alpha) {
-        group_alpha.resize(static_cast<size_t>(total_sequences_));
+        group_alpha.resize(static_cast<size_t>(shares_.windows));
         for (auto& a : group_alpha) a = static_cast<float>(alpha_sampler_.next());
-        alpha_cursor = static_cast<size_t>(first_sequence_);
+        alpha_cursor = static_cast<size_t>(shares_.first(world_.rank()));
       }
       stats = capture_group_statistics(group, *q_stages, fp_stages ? &*fp_stages : nullptr,
                                        fp_layer ? &*fp_layer : nullptr, capture, compute.device);
@@ -276,7 +324,8 @@ void LayerQuantizer::run(LayerLoopState& state) {
       times.forward_seconds += clock.seconds() - stats->seconds();
       if (world_.size() > 1) {  // every rank then rounds from the statistics of all windows
         const Stopwatch reduce_clock;
-        stats->reduce([this](at::Tensor& t) { world_.all_reduce_sum(t); });
+        stats->reduce([this](at::Tensor& t) { world_.all_reduce_sum(t); }, members,
+                      capture.all_expert_tokens);
         times.statistics_seconds += reduce_clock.seconds();
       }
     }
@@ -378,18 +427,6 @@ void check_saved_run(const SavedRun& saved, const nlohmann::json& fingerprint,
                             where, fmt::join(diffs, "; ")));
 }
 
-// What several ranks do not support yet: a usage error naming it.
-void check_distributed(const QuantizeOptions& o, const QuantizePlan& plan, const ModelConfig& cfg,
-                       const World& world) {
-  auto refuse = [&](const std::string& what) {
-    throw_usage(fmt::format("{} ranks: {} is not supported with several ranks yet; run it as one "
-                            "process",
-                            world.size(), what));
-  };
-  if (plan.scale_search) refuse("the scale search (awq, --scale-search)");
-  if (cfg.is_moe()) refuse("a mixture-of-experts model");
-}
-
 QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
                             ResumePoint& resume) {
   const Stopwatch clock;
@@ -405,7 +442,6 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
                                 o.model_dir.string()));
   // Several ranks (torchrun, srun, --nproc): rank 0 owns the output; every rank computes.
   World world(world_from_environment());
-  if (world.size() > 1) check_distributed(o, plan, cfg, world);
   std::optional<WorkFolder> work_folder;
   if (world.is_root())
     work_folder.emplace(out_dir, o.force ? WorkFolder::Existing::Replace
@@ -497,19 +533,24 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
     if (work) writer.emplace(weights, plan, work->output(), &resumable);
     LayerLoopState state;
     state.fingerprint = report.fingerprint;
-    // This rank's share of the windows: a contiguous slice, the first ranks one more.
-    const int64_t windows = plan.needs_data ? calib.ids.size(0) : 0;
-    if (plan.needs_data && windows < world.size())
-      throw_usage(fmt::format("{}: {} calibration windows for {} ranks: each needs at least one",
-                              calib.source, windows, world.size()));
-    const int64_t share = windows / world.size(), extra = windows % world.size();
-    const int64_t first = world.rank() * share + std::min<int64_t>(world.rank(), extra);
-    const int64_t count = share + (world.rank() < extra ? 1 : 0);
+    // The windows go through the layers in batches fixed by the calibration alone, and each
+    // rank takes a contiguous run of whole batches (the first ranks one more): the statistics
+    // are exact sums of per-batch terms, so every world size computes the same bits.
+    WindowShares shares;
+    shares.windows = plan.needs_data ? calib.ids.size(0) : 0;
+    shares.split = calibration_batches(shares.windows, report.seqlen);
+    shares.ranks = world.size();
+    if (plan.needs_data && shares.split.batches < world.size())
+      throw_usage(fmt::format("{}: {} calibration windows for {} ranks: each rank needs at "
+                              "least one batch ({} windows per batch)",
+                              calib.source, shares.windows, world.size(), shares.split.per_batch));
+    const int64_t first = shares.first(world.rank()), count = shares.count(world.rank());
     if (plan.needs_data) {  // the embedding table is needed only here
       const StreamingModel embedder(weights, o.compute);
       const at::Tensor mine = calib.ids.narrow(0, first, count);
-      state.stream = embedder.embed(mine);
-      if (plan.keep_fp_stream) state.fp_stream = embedder.embed(mine);
+      const int64_t batch_tokens = shares.split.per_batch * report.seqlen;
+      state.stream = embedder.embed(mine, batch_tokens);
+      if (plan.keep_fp_stream) state.fp_stream = embedder.embed(mine, batch_tokens);
     }
 
     int64_t total_modules = 0;
@@ -518,7 +559,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
     ProgressBar bar("quantize", total_modules);
     if (!o.progress) bar.finish();
     LayerQuantizer layers(o, plan, weights, writer ? &*writer : nullptr, report, bar,
-                          starved_below, report.seqlen, world, first, windows);
+                          starved_below, report.seqlen, world, shares);
     if (saved) {
       const Stopwatch restore;
       if (plan.needs_data && saved->next_layer < cfg.num_hidden_layers)

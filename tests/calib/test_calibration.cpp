@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "sarqc/calib/calibration_set.h"
+#include "sarqc/calib/exact_sum.h"
 #include "sarqc/calib/gram.h"
 #include "sarqc/io/tokenizer.h"
 #include "sarqc/model/streaming_model.h"
@@ -34,13 +35,95 @@ TEST(Gram, RunningAverageEqualsTheGramOfAllSequencesAtOnce) {
   const at::Tensor bound =
       (9 * L + 8) * std::ldexp(1.0, -24) * 2.0 / 9 * at::matmul(X.abs().t(), X.abs());
   EXPECT_TRUE(((acc.matrix().to(at::kDouble) - expected).abs() <= bound).all().item<bool>());
-  // A reduction: two halves merged equal the whole.
-  GramAccumulator a(n, c10::kCPU), b(n, c10::kCPU);
-  for (int s = 0; s < 4; ++s) a.add(sequences[s], 1);
-  for (int s = 4; s < 9; ++s) b.add(sequences[s], 1);
+  // A reduction: two halves merged, in the other order, equal the whole bit for bit (the batch
+  // terms are summed exactly).
+  GramAccumulator a(n, c10::kCPU), b(n, c10::kCPU), in_order(n, c10::kCPU);
+  for (int s = 0; s < 9; ++s) in_order.add(sequences[s], 1);
+  for (int s = 4; s < 9; ++s) a.add(sequences[s], 1);
+  for (int s = 3; s >= 0; --s) b.add(sequences[s], 1);
   a.merge(b);
+  EXPECT_TRUE(at::equal(a.matrix(), in_order.matrix()));
+  EXPECT_TRUE(at::equal(a.abs_mean(), in_order.abs_mean()));
   EXPECT_TRUE(((a.matrix().to(at::kDouble) - expected).abs() <= bound).all().item<bool>());
   EXPECT_EQ(a.tokens(), 9 * L);
+}
+
+// Terms whose bits all lie at or above 2^-48 are summed exactly: against a 128-bit integer sum of
+// the same terms in units of 2^-48, for any order and any split into accumulators, with magnitudes
+// from 2^-25 to 2^50 and both signs, so that a floating-point sum would depend on the order.
+TEST(ExactSum, SumsDoNotDependOnTheOrderOrTheSplit) {
+  at::manual_seed(3);
+  const int kTerms = 150;  // more than one carry interval (64)
+  std::vector<at::Tensor> terms;
+  for (int i = 0; i < kTerms; ++i) {
+    const at::Tensor exponent = at::randint(-25, 50, {5, 7}, at::kDouble);
+    const at::Tensor sign = at::randint(0, 2, {5, 7}, at::kDouble) * 2 - 1;
+    terms.push_back((sign * at::exp2(exponent) * (1 + at::rand({5, 7}, at::kDouble))).to(at::kFloat));
+  }
+  std::vector<__int128> exact(35, 0);
+  for (const auto& t : terms) {
+    const at::Tensor d = t.to(at::kDouble).reshape(-1).contiguous();
+    for (int64_t e = 0; e < 35; ++e) {
+      const double v = d[e].item<double>();
+      const double units = std::ldexp(v, 48);  // an integer: fp32 with exponent >= -25
+      ASSERT_EQ(units, std::trunc(units));
+      exact[static_cast<size_t>(e)] += static_cast<__int128>(units);
+    }
+  }
+  ExactSum forward({5, 7}, c10::kCPU), backward({5, 7}, c10::kCPU), first({5, 7}, c10::kCPU),
+      second({5, 7}, c10::kCPU);
+  for (int i = 0; i < kTerms; ++i) {
+    forward.add(terms[static_cast<size_t>(i)]);
+    backward.add(terms[static_cast<size_t>(kTerms - 1 - i)]);
+    (i % 3 == 0 ? first : second).add(terms[static_cast<size_t>(i)]);
+  }
+  first.add(second);
+  const at::Tensor got = forward.value().reshape(-1);
+  EXPECT_TRUE(at::equal(got, backward.value().reshape(-1)));
+  EXPECT_TRUE(at::equal(got, first.value().reshape(-1)));
+  // value() rounds the integers to fp64 (twice): within 2^-51 relative of the exact sum, plus
+  // the rounding of the low part (below 2^56 units of 2^-48: 2^-45).
+  for (int64_t e = 0; e < 35; ++e) {
+    const long double want = std::ldexp(static_cast<long double>(exact[static_cast<size_t>(e)]), -48);
+    const long double diff = std::fabs(static_cast<long double>(got[e].item<double>()) - want);
+    EXPECT_LE(diff, std::ldexp(std::fabs(want), -51) + std::ldexp(1.0L, -45)) << e;
+  }
+  // Against plain summation in fp32, which the spread of magnitudes makes order-dependent.
+  at::Tensor plain = at::zeros({5, 7});
+  for (const auto& t : terms) plain += t;
+  EXPECT_FALSE(at::equal(got.to(at::kFloat), plain.reshape(-1)))
+      << "the terms do not exercise what a plain sum gets wrong";
+}
+
+// reduce() over many ranks sends the low part in two halves so that it cannot overflow: 200
+// ranks holding the same terms (an all-reduce that multiplies by 200) sum to the same bits as
+// one accumulator given every term 200 times.
+TEST(ExactSum, ReduceOverManyRanksEqualsAddingEveryRanksTerms) {
+  at::manual_seed(4);
+  const at::Tensor a = at::randn({4, 4}) * 1e6, b = at::rand({4, 4}) * 1e-6;
+  ExactSum rank({4, 4}, c10::kCPU), all({4, 4}, c10::kCPU);
+  rank.add(a);
+  rank.add(b);
+  for (int r = 0; r < 200; ++r) {
+    all.add(a);
+    all.add(b);
+  }
+  rank.reduce([](at::Tensor& t) { t.mul_(200); }, 200);
+  EXPECT_TRUE(at::equal(rank.value(), all.value()));
+}
+
+TEST(ExactSum, NonFiniteOrHugeTermsMakeTheSumNaN) {
+  for (const double bad : {std::nan(""), static_cast<double>(INFINITY), std::ldexp(1.0, 53)}) {
+    ExactSum s({3}, c10::kCPU);
+    s.add(at::ones({3}, at::kDouble));
+    at::Tensor t = at::zeros({3}, at::kDouble);
+    t[1] = bad;
+    s.add(t);
+    EXPECT_TRUE(at::isnan(s.value()).all().item<bool>()) << bad;
+  }
+  ExactSum fine({3}, c10::kCPU);
+  fine.add(at::full({3}, std::ldexp(1.0, 51), at::kDouble));
+  EXPECT_EQ(fine.value()[0].item<double>(), std::ldexp(1.0, 51));
 }
 
 TEST(CalibrationSet, SeededWindowsAreRawSlicesOfTheTokens) {

@@ -64,8 +64,8 @@ TEST(World, TwoAndThreeLocalRanksReduceAndBroadcastAlike) {
     SCOPED_TRACE(n);
     const ProbeRun first = run_probe("--nproc " + std::to_string(n) + " --gram");
     expect_ranks_agree(first, n);
-    // Gram statistics reduced over the ranks equal one accumulator over all windows, within
-    // fp32 summation error.
+    // Gram statistics reduced over the ranks equal one accumulator over all windows, bit for
+    // bit.
     size_t grams = 0;
     for (size_t at = first.out.find(", gram ok"); at != std::string::npos;
          at = first.out.find(", gram ok", at + 1))

@@ -21,6 +21,16 @@ struct CalibrationSet {
   std::string fingerprint;  // sha256 of the window ids (int32 little-endian), for the config
 };
 
+// How the windows go through the layers: in batches fixed by their number and length alone, so
+// that every number of ranks sees the same batches (ranks take whole batches). At most 8192
+// tokens per batch (at least one window), and 16 batches or more when there are 16 windows or
+// more, so that up to 16 ranks can share any calibration.
+struct CalibrationBatches {
+  int64_t per_batch = 1;  // windows per batch (the last batch may have fewer)
+  int64_t batches = 0;
+};
+CalibrationBatches calibration_batches(int64_t windows, int64_t seqlen);
+
 // Token ids of a file: a JSON array of integers, or raw little-endian int32 (any other content).
 std::vector<int32_t> read_token_file(const std::filesystem::path& file);
 

@@ -1,11 +1,14 @@
 #pragma once
-// Running-average Gram matrix H = (2/N) Σ X Xᵀ over calibration sequences (methods.md §1),
-// accumulated in fp32 batch by batch, so that it is a reduction: two accumulators over disjoint
-// batches merge into the one over all of them.
+// Gram matrix H = (2/N) Σ X Xᵀ over N calibration sequences (methods.md §1). Each batch's Gram
+// is computed in fp32 (one GEMM) and added exactly (ExactSum), so the statistics depend only on
+// the batches, not on their order or on how they are split between accumulators or ranks: two
+// accumulators over disjoint batches merge into the one over all of them, bit for bit.
 #include <cstdint>
 #include <functional>
 
 #include <ATen/core/Tensor.h>
+
+#include "sarqc/calib/exact_sum.h"
 
 namespace sarqc {
 
@@ -20,24 +23,28 @@ class GramAccumulator {
   // each token weighted by token_weight [tokens] (α_j of its sequence; ones for raw D).
   void add(const at::Tensor& x, const at::Tensor& x_fp, const at::Tensor& token_weight,
            int64_t sequences);
-  // Combines another accumulator's sequences with these (weighted by sequence counts).
+  // Adds another accumulator's batches to these.
   void merge(const GramAccumulator& other);
   // The same over processes: `sum` adds a tensor over every rank in place (same calls in the
   // same order on each); afterwards every rank holds the statistics of all ranks' sequences.
   void reduce(const std::function<void(at::Tensor&)>& sum);
 
-  const at::Tensor& matrix() const { return h_; }  // [features, features] fp32
-  bool has_cross() const { return d_.defined(); }
-  const at::Tensor& cross() const { return d_; }    // D, [features, features] fp32
+  const at::Tensor& matrix() const;  // [features, features] fp32
+  bool has_cross() const { return d_sum_.defined(); }
+  const at::Tensor& cross() const;   // D, [features, features] fp32
   // mean over tokens of |x| per input channel (saliency statistics, methods.md §5.2), fp32 [n]
   at::Tensor abs_mean() const;
   int64_t sequences() const { return sequences_; }
   int64_t tokens() const { return tokens_; }
 
  private:
-  at::Tensor h_;
-  at::Tensor d_;        // undefined until inputs of the full-precision stream are added
-  at::Tensor abs_sum_;  // Σ_t |x_t| per channel
+  void changed();
+  int64_t features_;
+  c10::Device device_;
+  ExactSum h_sum_;    // Σ_t x_t x_tᵀ
+  ExactSum d_sum_;    // Σ_t w_t (x_f − x)_t x_tᵀ; undefined until inputs of the FP stream come
+  ExactSum abs_sum_;  // Σ_t |x_t| per channel
+  mutable at::Tensor h_, d_;  // (2/N)·the sums in fp32, made when first asked for
   int64_t sequences_ = 0;
   int64_t tokens_ = 0;
 };

@@ -30,9 +30,12 @@ class GroupStatistics {
   // Seconds spent accumulating (the rest of a capture is the forward passes).
   double seconds() const { return seconds_; }
 
-  // Every Gram summed over the ranks (GramAccumulator::reduce), in key order: every rank must
-  // hold the same keys (dense layers do).
-  void reduce(const std::function<void(at::Tensor&)>& sum);
+  // Every Gram summed over the ranks (GramAccumulator::reduce), in key order. A rank may lack
+  // keys that others have (a routed expert no token of its batches reached): every key that
+  // the group's `members` can feed under `settings` is reduced on every rank, and those no rank
+  // saw are dropped again, as in one process.
+  void reduce(const std::function<void(at::Tensor&)>& sum,
+              const std::vector<const LinearModule*>& members, bool all_expert_tokens);
 
   // Used while capturing:
   GramAccumulator& gram(const std::string& key, int64_t features);

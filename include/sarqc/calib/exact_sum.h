@@ -1,0 +1,41 @@
+#pragma once
+// An element-wise sum of floating-point tensors that is exact over its terms, so that it does not
+// depend on the order in which they are added or on how they are split between accumulators (or
+// ranks): the statistics of a run come out bit for bit the same on one process and on any
+// number of ranks. Each term is cut at fixed binary points into two integers, a high part in
+// units of 2^8 and a low part in units of 2^-48 (the term's bits below 2^-48 are dropped, toward
+// zero), and the integers are added: integer addition is associative. Terms must stay below 2^52 in
+// magnitude; a larger or non-finite term makes every element of value() NaN (the statistics are
+// unusable, and the objective says so).
+#include <cstdint>
+#include <functional>
+
+#include <ATen/core/Tensor.h>
+
+namespace sarqc {
+
+class ExactSum {
+ public:
+  ExactSum() = default;
+  ExactSum(at::IntArrayRef shape, c10::Device device);
+
+  bool defined() const { return high_.defined(); }
+  // term: the accumulator's shape, any floating dtype, on any device (no host synchronisation).
+  void add(const at::Tensor& term);
+  // Adds another accumulator's terms.
+  void add(const ExactSum& other);
+  // The sum over every process: `sum` adds an int64 tensor over the ranks in place (the same
+  // calls in the same order on each rank); `ranks` is their number.
+  void reduce(const std::function<void(at::Tensor&)>& sum, int64_t ranks);
+  // The sum in fp64 (rounded once from the exact integers).
+  at::Tensor value() const;
+
+ private:
+  void carry();
+  at::Tensor high_;     // int64, units of 2^8
+  at::Tensor low_;      // int64, units of 2^-48, in [0, 2^56) after carry()
+  at::Tensor invalid_;  // bool scalar: some term was non-finite or too large
+  int pending_ = 0;     // terms added to low_ since its last carry
+};
+
+}  // namespace sarqc

@@ -1,0 +1,120 @@
+#include "sarqc/calib/exact_sum.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+namespace sarqc {
+namespace {
+
+constexpr int kHighShift = 8;    // the high part counts units of 2^8
+constexpr int kLowShift = 48;    // the low part counts units of 2^-48
+constexpr int kLowBits = kHighShift + kLowShift;  // a term's low part is below 2^56
+constexpr int kMaxPending = 64;  // 64 low parts of magnitude below 2^56 stay below 2^62
+constexpr double kLimit = 4503599627370496.0;  // 2^52: high parts below 2^44 leave room for 2^19 terms
+
+}  // namespace
+
+ExactSum::ExactSum(at::IntArrayRef shape, c10::Device device) {
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+  high_ = at::zeros(shape, opts);
+  low_ = at::zeros(shape, opts);
+  invalid_ = at::zeros({}, opts.dtype(at::kBool));
+}
+
+namespace {
+
+// Adds the high and low parts of `term` to `high` and `low` (views of the same shape).
+void accumulate(const at::Tensor& term, at::Tensor high, at::Tensor low, at::Tensor& invalid) {
+  // fp64 holds every fp32 term exactly, and the cuts below are exact in it: the high part is the
+  // term truncated to a multiple of 2^8 (below 2^52), the rest keeps the term's bits below 2^8.
+  const at::Tensor t = term.to(high.device(), at::kDouble);
+  const at::Tensor ok = t.abs() < kLimit;  // false for NaN and inf too
+  invalid.logical_or_(ok.logical_not().any());
+  // Invalid terms would convert to arbitrary integers: they count as zero (value() is NaN).
+  const at::Tensor valid = at::where(ok, t, at::zeros_like(t));
+  const at::Tensor h = at::trunc(valid * std::ldexp(1.0, -kHighShift));
+  const at::Tensor rest = valid - h * std::ldexp(1.0, kHighShift);  // in (-2^8, 2^8)
+  high.add_(h.to(at::kLong));
+  low.add_(at::trunc(rest * std::ldexp(1.0, kLowShift)).to(at::kLong));
+}
+
+}  // namespace
+
+void ExactSum::add(const at::Tensor& term) {
+  TORCH_CHECK(defined(), "ExactSum::add: the accumulator has no shape");
+  TORCH_CHECK(term.sizes() == high_.sizes() && at::isFloatingType(term.scalar_type()),
+              "ExactSum::add: term must be a floating tensor of shape ", high_.sizes(), ", got ",
+              term.scalar_type(), " ", term.sizes());
+  // Row blocks of at most 4 Mi elements bound the fp64 temporaries of a large Gram.
+  const int64_t rows = term.dim() == 0 ? 1 : term.size(0);
+  const int64_t row = rows == 0 ? 1 : std::max<int64_t>(term.numel() / rows, 1);
+  const int64_t step = std::max<int64_t>(1, (int64_t{1} << 22) / row);
+  if (term.dim() == 0 || rows <= step) {
+    accumulate(term, high_, low_, invalid_);
+  } else {
+    for (int64_t r = 0; r < rows; r += step) {
+      const int64_t k = std::min(step, rows - r);
+      accumulate(term.narrow(0, r, k), high_.narrow(0, r, k), low_.narrow(0, r, k), invalid_);
+    }
+  }
+  if (++pending_ >= kMaxPending) carry();
+}
+
+void ExactSum::add(const ExactSum& other) {
+  TORCH_CHECK(defined() && other.defined() && other.high_.sizes() == high_.sizes(),
+              "ExactSum::add: shapes differ");
+  ExactSum theirs = other;
+  theirs.high_ = other.high_.to(high_.device());
+  theirs.low_ = other.low_.to(high_.device());
+  theirs.carry();
+  carry();
+  high_.add_(theirs.high_);
+  low_.add_(theirs.low_);
+  invalid_.logical_or_(other.invalid_.to(high_.device()));
+  carry();
+}
+
+// Moves whole units of 2^8 from the low part to the high part, so that low_ is in [0, 2^56).
+void ExactSum::carry() {
+  const at::Tensor units = at::div(low_, int64_t{1} << kLowBits, "floor");
+  high_.add_(units);
+  low_.sub_(units * (int64_t{1} << kLowBits));
+  pending_ = 0;
+}
+
+void ExactSum::reduce(const std::function<void(at::Tensor&)>& sum, int64_t ranks) {
+  TORCH_CHECK(defined(), "ExactSum::reduce: the accumulator has no shape");
+  carry();
+  sum(high_);
+  if (ranks < 128) {  // low parts below 2^56 from fewer than 128 ranks sum below 2^63
+    sum(low_);
+  } else {  // in halves of 28 bits, each summing below 2^63 for any number of ranks
+    const int64_t half = int64_t{1} << (kLowBits / 2);
+    at::Tensor top = at::div(low_, half, "floor");
+    at::Tensor bottom = low_ - top * half;
+    sum(top);
+    sum(bottom);
+    const at::Tensor units = at::div(top, half, "floor");  // whole units of 2^56 = 2^8
+    high_.add_(units);
+    low_ = (top - units * half) * half + bottom;
+  }
+  at::Tensor flag = invalid_.to(at::kLong);
+  sum(flag);
+  invalid_ = flag.gt(0);
+  carry();
+}
+
+at::Tensor ExactSum::value() const {
+  TORCH_CHECK(defined(), "ExactSum::value: the accumulator has no shape");
+  ExactSum s = *this;
+  s.high_ = high_.clone();
+  s.low_ = low_.clone();
+  s.carry();  // a canonical (high, low) pair, so that equal sums round alike
+  const at::Tensor v = s.high_.to(at::kDouble) * std::ldexp(1.0, kHighShift) +
+                       s.low_.to(at::kDouble) * std::ldexp(1.0, -kLowShift);
+  return at::where(invalid_, at::full_like(v, NAN), v);
+}
+
+}  // namespace sarqc
