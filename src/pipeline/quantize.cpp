@@ -28,6 +28,7 @@
 #include "sarqc/util/atomic_directory.h"
 #include "sarqc/util/work_folder.h"
 #include "sarqc/util/error.h"
+#include "sarqc/util/fault_point.h"
 #include "sarqc/util/file.h"
 #include "sarqc/util/interrupt.h"
 #include "sarqc/util/memory_monitor.h"
@@ -477,11 +478,9 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
       run_fingerprint_items(weights, o, settings, report.calibration_sha256);
   fingerprint["ranks"] = std::to_string(world.size());
 
-  // A state saved by an interrupted run of this command: checked before any work. With several
-  // ranks nothing is saved yet (each rank's streams would have to be), so they cannot resume.
-  const std::optional<RunStateStore> store =
-      work ? std::optional<RunStateStore>(work->state()) : std::nullopt;
-  const bool saves_state = work && world.size() == 1;
+  // A state saved by an interrupted run of this command: checked before any work (rank 0).
+  std::optional<RunStateStore> store;
+  if (work) store.emplace(work->state());
   std::optional<SavedRun> saved;
   if (work && work->found()) {
     saved = store->load();
@@ -492,7 +491,40 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
       work->reset();  // stopped before its first layer was saved: nothing to resume
     }
   }
-  if (saved && work->publish_pending()) {  // the output was complete: only its move remained
+  const bool publish_only = saved && work->publish_pending();
+  // Several ranks save a state too when every rank sees the work folder (one machine, or a
+  // shared file system): each rank its own streams, rank 0 the rest. The others learn from rank 0
+  // whether to resume, and read the same state.
+  bool shared = true;
+  if (world.size() > 1) {
+    at::Tensor decision =
+        at::tensor(std::vector<int64_t>{publish_only ? 2 : saved ? 1 : 0}, at::kLong);
+    world.broadcast(decision, 0);
+    const fs::path state_dir = WorkFolder::root_for(out_dir) / "state";
+    at::Tensor sees = at::tensor(std::vector<int64_t>{fs::is_directory(state_dir) ? 1 : 0}, at::kLong);
+    world.all_reduce_sum(sees);
+    shared = sees.item<int64_t>() == world.size();
+    if (world.is_root() && !shared)
+      spdlog::warn("{} of {} ranks cannot see {} (no shared file system): no state is saved, and "
+                   "an interrupted run starts over",
+                   world.size() - sees.item<int64_t>(), world.size(), state_dir.string());
+    if (!world.is_root()) {
+      const int64_t d = decision.item<int64_t>();
+      if (d == 2) return report;  // rank 0 only finishes publishing the earlier output
+      if (shared) store.emplace(state_dir, world.rank());
+      if (d == 1) {
+        if (!shared)
+          throw_runtime(fmt::format("rank {} cannot see the saved state in {} that rank 0 resumes",
+                                    world.rank(), state_dir.string()));
+        saved = store->read();
+        if (!saved)
+          throw_runtime(fmt::format("{}: the state rank 0 resumes is missing here",
+                                    (state_dir / "state.json").string()));
+      }
+    }
+  }
+  const bool saves_state = store.has_value() && shared;
+  if (publish_only) {  // the output was complete: only its move remained
     restore_records(report, saved->records);
     work->publish();
     spdlog::info("{}: finished publishing the output of the interrupted run",
@@ -591,27 +623,38 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
     SavedRun progress;
     progress.fingerprint = fingerprint;
     progress.layers = cfg.num_hidden_layers;
+    progress.ranks = world.size();
     if (saved) progress.streams_file = saved->streams_file;  // deleted by the next save
     while (state.next_layer < cfg.num_hidden_layers) {
       layers.run(state);
       if (!saves_state) continue;
-      // The layer counts as done once its tensors and then the state are on disk.
+      // The layer counts as done once its tensors, every rank's streams and then the state are
+      // on disk.
       const Stopwatch save_clock;
-      writer->sync();
+      if (writer) writer->sync();
       RunSession& current = report.sessions.back();
       current.layers_done = state.next_layer - current.first_layer;
       current.seconds = clock.seconds();
+      const std::string previous = progress.streams_file;
       progress.next_layer = state.next_layer;
-      progress.any_reordered = state.any_reordered;
-      progress.written = writer->written();
-      progress.alpha_sampler = layers.alpha_state();
-      progress.objective = plan.objective->save_state();
-      progress.records = records_to_json(report);
       const bool more = state.next_layer < cfg.num_hidden_layers;
-      store->save(progress, more ? state.stream : HiddenBatches(),
-                  more && plan.keep_fp_stream ? &state.fp_stream : nullptr);
-      work->keep();
-      resume.saved_layers = state.next_layer;
+      store->save_streams(progress, more ? state.stream : HiddenBatches(),
+                          more && plan.keep_fp_stream ? &state.fp_stream : nullptr);
+      fault_point("save-state");
+      world.barrier();  // every rank's streams are on disk before the state names them
+      if (work) {
+        progress.any_reordered = state.any_reordered;
+        progress.written = writer->written();
+        progress.alpha_sampler = layers.alpha_state();
+        progress.objective = plan.objective->save_state();
+        progress.records = records_to_json(report);
+        store->save_state(progress);
+        work->keep();
+        resume.saved_layers = state.next_layer;
+      }
+      fault_point("save-state");
+      world.barrier();  // the new state is in place: no state names the previous streams
+      store->remove_streams(previous, progress);
       current.state_seconds += save_clock.seconds();
     }
     bar.finish();

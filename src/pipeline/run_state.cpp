@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <ctime>
+#include <set>
 
 #include "sarqc/io/safetensors_reader.h"
 #include "sarqc/io/safetensors_writer.h"
@@ -101,13 +102,15 @@ std::vector<std::string> fingerprint_differences(const nlohmann::json& saved,
   return diffs;
 }
 
-std::optional<SavedRun> RunStateStore::load() const {
+std::string RunStateStore::streams_of_rank(const std::string& streams_file, int rank) {
+  if (rank == 0 || streams_file.empty()) return streams_file;
+  const std::string stem = streams_file.substr(0, streams_file.rfind(".safetensors"));
+  return fmt::format("{}.rank-{}.safetensors", stem, rank);
+}
+
+std::optional<SavedRun> RunStateStore::read() const {
   const fs::path path = dir_ / "state.json";
-  if (!fs::exists(dir_)) return std::nullopt;
-  if (!fs::exists(path)) {
-    for (const auto& entry : fs::directory_iterator(dir_)) remove_tree(entry.path());
-    return std::nullopt;
-  }
+  if (!fs::exists(path)) return std::nullopt;
   SavedRun run;
   try {
     const nlohmann::json j = nlohmann::json::parse(read_text_file(path));
@@ -123,34 +126,52 @@ std::optional<SavedRun> RunStateStore::load() const {
     run.objective = j.at("objective").get<std::string>();
     run.records = j.at("records");
     run.streams_file = j.at("streams_file").get<std::string>();
+    run.ranks = j.value("ranks", 1);
   } catch (const nlohmann::json::exception& e) {
     throw_runtime(fmt::format("{}: unreadable saved state ({}); pass --restart to discard it",
                               path.string(), e.what()));
   }
-  if (!run.streams_file.empty() && !fs::exists(dir_ / run.streams_file))
-    throw_runtime(fmt::format("{}: the streams file {} it names is missing; pass --restart to "
-                              "discard the state",
-                              path.string(), run.streams_file));
-  for (const auto& entry : fs::directory_iterator(dir_)) {  // leftovers of an interrupted save
-    const std::string name = entry.path().filename().string();
-    if (name != "state.json" && name != run.streams_file) remove_tree(entry.path());
-  }
   return run;
 }
 
-void RunStateStore::save(SavedRun& run, const HiddenBatches& q, const HiddenBatches* fp) const {
-  const std::string previous = run.streams_file;
-  run.streams_file.clear();
-  if (!q.batches.empty()) {
-    std::vector<std::pair<std::string, at::Tensor>> tensors;
-    for (size_t b = 0; b < q.batches.size(); ++b) tensors.emplace_back(stream_name('q', b), q.batches[b]);
-    if (fp != nullptr)
-      for (size_t b = 0; b < fp->batches.size(); ++b)
-        tensors.emplace_back(stream_name('f', b), fp->batches[b]);
-    run.streams_file = fmt::format("streams-{:05d}.safetensors", run.next_layer);
-    save_safetensors(dir_ / run.streams_file, tensors);  // synced, renamed, folder synced
+std::optional<SavedRun> RunStateStore::load() const {
+  if (!fs::exists(dir_)) return std::nullopt;
+  std::optional<SavedRun> run = read();
+  if (!run) {
+    for (const auto& entry : fs::directory_iterator(dir_)) remove_tree(entry.path());
+    return std::nullopt;
   }
-  fault_point("save-state");
+  // Every rank's streams file (the world size of the run that saved them, which a rerun with
+  // another one is refused for: its files stay).
+  std::set<std::string> keep = {"state.json"};
+  for (int r = 0; r < run->ranks && !run->streams_file.empty(); ++r) {
+    const std::string name = streams_of_rank(run->streams_file, r);
+    if (!fs::exists(dir_ / name))
+      throw_runtime(fmt::format("{}: the streams file {} it names is missing; pass --restart to "
+                                "discard the state",
+                                (dir_ / "state.json").string(), name));
+    keep.insert(name);
+  }
+  for (const auto& entry : fs::directory_iterator(dir_))  // leftovers of an interrupted save
+    if (!keep.count(entry.path().filename().string())) remove_tree(entry.path());
+  return run;
+}
+
+void RunStateStore::save_streams(SavedRun& run, const HiddenBatches& q,
+                                 const HiddenBatches* fp) const {
+  run.streams_file.clear();
+  if (q.batches.empty()) return;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (size_t b = 0; b < q.batches.size(); ++b) tensors.emplace_back(stream_name('q', b), q.batches[b]);
+  if (fp != nullptr)
+    for (size_t b = 0; b < fp->batches.size(); ++b)
+      tensors.emplace_back(stream_name('f', b), fp->batches[b]);
+  run.streams_file = fmt::format("streams-{:05d}.safetensors", run.next_layer);
+  // synced, renamed, folder synced
+  save_safetensors(dir_ / streams_of_rank(run.streams_file, rank_), tensors);
+}
+
+void RunStateStore::save_state(const SavedRun& run) const {
   const nlohmann::json j = {{"format", kStateFormat},
                             {"fingerprint", run.fingerprint},
                             {"next_layer", run.next_layer},
@@ -160,18 +181,29 @@ void RunStateStore::save(SavedRun& run, const HiddenBatches& q, const HiddenBatc
                             {"alpha_sampler", run.alpha_sampler},
                             {"objective", run.objective},
                             {"records", run.records},
-                            {"streams_file", run.streams_file}};
+                            {"streams_file", run.streams_file},
+                            {"ranks", run.ranks}};
   write_file_atomically(dir_ / "state.json", j.dump(1) + "\n");
+}
+
+void RunStateStore::remove_streams(const std::string& previous, const SavedRun& run) const {
+  if (previous.empty() || previous == run.streams_file) return;
+  fs::remove(dir_ / streams_of_rank(previous, rank_));
+  fsync_directory(dir_);
+}
+
+void RunStateStore::save(SavedRun& run, const HiddenBatches& q, const HiddenBatches* fp) const {
+  const std::string previous = run.streams_file;
+  save_streams(run, q, fp);
   fault_point("save-state");
-  if (!previous.empty() && previous != run.streams_file) {
-    fs::remove(dir_ / previous);
-    fsync_directory(dir_);
-  }
+  save_state(run);
+  fault_point("save-state");
+  remove_streams(previous, run);
 }
 
 void RunStateStore::restore_streams(const SavedRun& run, HiddenBatches& q,
                                     HiddenBatches* fp) const {
-  const fs::path path = dir_ / run.streams_file;
+  const fs::path path = dir_ / streams_of_rank(run.streams_file, rank_);
   if (run.streams_file.empty())
     throw_runtime(fmt::format("{}: the saved state has no activation streams; pass --restart to "
                               "discard it",

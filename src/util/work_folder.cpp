@@ -36,9 +36,14 @@ void sync_tree(const fs::path& dir) {
 
 }  // namespace
 
+fs::path WorkFolder::root_for(const fs::path& final_path) {
+  const fs::path parent = final_path.has_parent_path() ? final_path.parent_path() : fs::path(".");
+  return parent / ("." + final_path.filename().string() + ".sarqc-work");
+}
+
 WorkFolder::WorkFolder(fs::path final_path, Existing existing) : final_(std::move(final_path)) {
   const fs::path parent = final_.has_parent_path() ? final_.parent_path() : fs::path(".");
-  root_ = parent / ("." + final_.filename().string() + ".sarqc-work");
+  root_ = root_for(final_);
   if (fs::is_directory(parent)) {  // leftovers that hold nothing to resume, whatever happens next
     remove_dead_partial_folders(parent, final_.filename().string());
     const std::string done_prefix = root_.filename().string() + ".done-";

@@ -1,8 +1,8 @@
 // `quantize` on several ranks (data-parallel calibration over c10d/Gloo on loopback): the
 // statistics are exact sums over batches fixed by the calibration alone, so 2 and 3 ranks write
 // the one-process run's bytes, whether the ranks come from --nproc or from the torchrun
-// variables; a rank that dies makes the others exit in time; what is not supported yet is
-// refused.
+// variables; a rank that dies makes the others exit in time, and the rerun resumes from the
+// state every rank saved.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -121,7 +121,7 @@ TEST_F(Distributed, AMixtureOfExpertsOnTwoRanksWritesTheBytesOfOneProcess) {
 
 // torchrun / srun: one process per rank with the launch variables; the same bytes as --nproc 2.
 // Then rank 1 killed mid-layer (SARQC_FAULT in its environment only): rank 0 exits in time,
-// naming the rank it lost, and leaves nothing beside --out.
+// naming the rank it lost; the rerun resumes.
 TEST_F(Distributed, RanksFromTheTorchrunVariablesAndARankKilledMidLayer) {
   const fs::path reference = dir_ / "ref" / "q";
   ASSERT_EQ(run_sarqc(args(reference, {"--nproc", "2"})).exit_code, 0);
@@ -162,9 +162,19 @@ TEST_F(Distributed, RanksFromTheTorchrunVariablesAndARankKilledMidLayer) {
       << err0;
   EXPECT_NE(err0.find("rank 1 stopped answering"), std::string::npos) << err0;
   EXPECT_LT(seconds, 60);
-  // Nothing was saved (several ranks do not save a state yet): the work folder and the parent
-  // folder made for it are gone.
-  EXPECT_FALSE(fs::exists(dir_ / "killed"));
+  // Layer 0 was saved before rank 1 died (each rank its streams, rank 0 the state): the error
+  // says so. A rerun with another world size is refused and keeps the state; the same command
+  // resumes and writes the uninterrupted bytes.
+  EXPECT_NE(err0.find("1 of 5 layers are saved"), std::string::npos) << err0;
+  RunResult r = run_sarqc(args(killed, {"--nproc", "3"}));
+  EXPECT_EQ(r.exit_code, kExitStateConflict) << r.err;
+  EXPECT_NE(r.err.find("ranks: 2 when saved, 3 now"), std::string::npos) << r.err;
+  r = run_sarqc(args(killed, {"--nproc", "2"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("resuming at layer 2/5"), std::string::npos) << r.err;
+  expect_same_files(reference, killed);
+  EXPECT_EQ(report(killed)["sessions"].size(), 2u);
+  EXPECT_FALSE(fs::exists(dir_ / "killed" / ".q.sarqc-work"));
 }
 
 TEST_F(Distributed, FewerBatchesThanRanksIsAUsageError) {

@@ -46,24 +46,41 @@ struct SavedRun {
   std::string alpha_sampler;         // AlphaSampler::state()
   std::string objective;             // Objective::save_state()
   nlohmann::json records;            // records_to_json(report)
-  std::string streams_file;          // in the state folder; empty: no streams
+  std::string streams_file;          // in the state folder (rank 0's); empty: no streams
+  int ranks = 1;                     // each rank r > 0 saved streams_of_rank(streams_file, r)
 };
 
+// With several ranks sharing the folder, each rank saves and restores its own streams file
+// (rank 0: `streams-NNNNN.safetensors`, rank r: `streams-NNNNN.rank-R.safetensors`) and rank 0
+// alone writes state.json, after every rank's file is on disk (the caller's barrier).
 class RunStateStore {
  public:
-  explicit RunStateStore(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  explicit RunStateStore(std::filesystem::path dir, int rank = 0)
+      : dir_(std::move(dir)), rank_(rank) {}
 
   // The saved state, or nothing when none was saved. Files no state refers to (a save that was
-  // interrupted) are removed. A state.json that cannot be read is a runtime Error.
+  // interrupted) are removed. A state.json that cannot be read is a runtime Error. Rank 0 only.
   std::optional<SavedRun> load() const;
-  // Saves `run` with the streams (fp may be null or empty); sets run.streams_file.
+  // The saved state as it is, touching nothing (the other ranks, after rank 0's load()).
+  std::optional<SavedRun> read() const;
+  // Saves `run` with the streams (fp may be null or empty); sets run.streams_file. One rank:
+  // save_streams, save_state, remove_streams of the previous file.
   void save(SavedRun& run, const HiddenBatches& q, const HiddenBatches* fp) const;
-  // Replaces every batch of q (and fp) by the saved one, which must have its shape and dtype
-  // (the caller builds the batches as the run began: same split, same storage device).
+  // This rank's streams for run.next_layer, synced; sets run.streams_file.
+  void save_streams(SavedRun& run, const HiddenBatches& q, const HiddenBatches* fp) const;
+  // Replaces state.json atomically (rank 0).
+  void save_state(const SavedRun& run) const;
+  // Deletes this rank's streams file of the state before `run`.
+  void remove_streams(const std::string& previous, const SavedRun& run) const;
+  // Replaces every batch of q (and fp) by this rank's saved one, which must have its shape and
+  // dtype (the caller builds the batches as the run began: same split, same storage device).
   void restore_streams(const SavedRun& run, HiddenBatches& q, HiddenBatches* fp) const;
+
+  static std::string streams_of_rank(const std::string& streams_file, int rank);
 
  private:
   std::filesystem::path dir_;
+  int rank_ = 0;
 };
 
 }  // namespace sarqc

@@ -22,6 +22,10 @@ class WorkFolder {
   WorkFolder(const WorkFolder&) = delete;
   WorkFolder& operator=(const WorkFolder&) = delete;
 
+  // The work folder of `final_path` (what the constructor opens), for processes that use a
+  // folder another process owns (the other ranks of a distributed run).
+  static std::filesystem::path root_for(const std::filesystem::path& final_path);
+
   const std::filesystem::path& final_path() const { return final_; }
   const std::filesystem::path& root() const { return root_; }
   std::filesystem::path output() const { return root_ / "out"; }
