@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <functional>
 #include <vector>
@@ -216,6 +217,21 @@ void World::all_reduce_sum(at::Tensor& tensor) {
     impl_->group->allreduce(host)->wait();
     tensor.copy_(host[0]);
   });
+}
+
+void World::broadcast_text(std::string& text, int root) {
+  if (config_.size == 1) return;
+  at::Tensor length = at::tensor(std::vector<int64_t>{static_cast<int64_t>(text.size())}, at::kLong);
+  broadcast(length, root);
+  const int64_t n = length.item<int64_t>();
+  if (n == 0) {
+    text.clear();
+    return;
+  }
+  at::Tensor bytes = at::empty({n}, at::kByte);
+  if (config_.rank == root) std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  broadcast(bytes, root);
+  text.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(n));
 }
 
 void World::broadcast(at::Tensor& tensor, int root) {

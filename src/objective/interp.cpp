@@ -55,12 +55,20 @@ double InterpObjective::closed_form_alpha(const ObjectiveInput& in) const {
   return std::clamp(it->second.first / it->second.second, 0.0, 1.0);
 }
 
-void InterpObjective::observe_result(const ObjectiveInput& in, const at::Tensor& q) {
-  if (settings_.alpha_mode != "closed-form") return;
+std::vector<double> InterpObjective::measure_result(const ObjectiveInput& in,
+                                                    const at::Tensor& q) const {
+  if (settings_.alpha_mode != "closed-form") return {};
   const auto [num, den] = alpha_star_terms(in.weight, q, in.gram->cross(), in.damped);
-  auto& r = ratio_[{in.layer, in.module_type}];
-  r.first += num;
-  r.second += den;
+  return {num, den};
+}
+
+void InterpObjective::add_result(int64_t layer, const std::string& module_type,
+                                 const std::vector<double>& terms) {
+  if (terms.empty()) return;
+  TORCH_CHECK(terms.size() == 2, "InterpObjective::add_result: expected (numerator, denominator)");
+  auto& r = ratio_[{layer, module_type}];
+  r.first += terms[0];
+  r.second += terms[1];
 }
 
 std::pair<double, double> alpha_star_terms(const at::Tensor& weight, const at::Tensor& q,

@@ -36,7 +36,7 @@ std::optional<QuantizedModule> ModuleQuantizer::round_with_damping(const LinearM
                                                                    ModuleRecord& rec) const {
   const QuantizeOptions& o = *options_;
   const Rounder& rounder = *plan_->rounder;
-  Objective& objective = *plan_->objective;
+  const Objective& objective = *plan_->objective;
   double damp = o.damp, tried = o.damp;
   for (int attempt = 0; attempt <= o.max_damp_retries; ++attempt) {
     tried = damp;
@@ -57,9 +57,9 @@ std::optional<QuantizedModule> ModuleQuantizer::round_with_damping(const LinearM
       rec.method = rounder.name();
       rec.alpha = target.alpha.value_or(-1);
       at::Tensor weight = q.dequantize();
-      objective.observe_result(input, weight);
-      fault_point("rounding");  // rounded and observed, not yet written (resume tests)
-      return QuantizedModule{std::move(q), std::move(weight)};
+      std::vector<double> measured = objective.measure_result(input, weight);
+      fault_point("rounding");  // rounded and measured, not yet written (resume tests)
+      return QuantizedModule{std::move(q), std::move(weight), std::move(measured)};
     } catch (const FactorizationFailed& e) {
       damp += 0.01;
       if (attempt < o.max_damp_retries)
@@ -97,7 +97,7 @@ QuantizedModule ModuleQuantizer::quantize(const LinearModule& m, int64_t layer,
   QuantizedLinear q = RtnRounder().round(W, {}, plan_->grid, {});
   at::Tensor weight = q.dequantize();
   fault_point("rounding");
-  return QuantizedModule{std::move(q), std::move(weight)};
+  return QuantizedModule{std::move(q), std::move(weight), {}};
 }
 
 }  // namespace sarqc

@@ -14,6 +14,7 @@
 #include "sarqc/calib/group_statistics.h"
 #include "sarqc/calib/layer_stages.h"
 #include "sarqc/calib/module_groups.h"
+#include "sarqc/dist/owners.h"
 #include "sarqc/dist/world.h"
 #include "sarqc/io/tokenizer.h"
 #include "sarqc/model/decoder_layer.h"
@@ -174,6 +175,8 @@ class LayerQuantizer {
   void search_scales_of(DecoderLayer& master, DecoderLayer* fp_layer, const LayerLoopState& state,
                         int64_t l);
   std::vector<at::Tensor> gather_search_windows(const HiddenBatches& stream) const;
+  void share_result(int owner, const LinearModule& m, std::optional<QuantizedModule>& done,
+                    ModuleRecord& rec);
 
   const QuantizeOptions& o_;
   const QuantizePlan& plan_;
@@ -217,6 +220,87 @@ std::vector<at::Tensor> LayerQuantizer::gather_search_windows(const HiddenBatche
     gathered.push_back(windows.to(stream.storage, dtype));
   }
   return gathered;
+}
+
+namespace {
+
+std::string hex(double v) { return fmt::format("{:a}", v); }
+double unhex(const nlohmann::json& j) { return std::strtod(j.get<std::string>().c_str(), nullptr); }
+
+}  // namespace
+
+// Module `m`'s result from its owner on every rank: the record and what the objective measured
+// (exact: doubles as hex), the dequantized weight every rank continues the layer with, and for
+// rank 0, which writes it, the codes and their grid.
+void LayerQuantizer::share_result(int owner, const LinearModule& m,
+                                  std::optional<QuantizedModule>& done, ModuleRecord& rec) {
+  const bool mine = owner == world_.rank();
+  std::string text;
+  if (mine) {
+    QuantizedLinear& q = done->q;
+    // The dtypes the other ranks allocate (those QuantizedLinear documents).
+    done->weight = done->weight.to(at::kFloat);
+    q.codes = q.codes.to(at::kInt);
+    q.scales = q.scales.to(at::kFloat);
+    q.zeros = q.zeros.to(at::kInt);
+    q.g_idx = q.g_idx.to(at::kInt);
+    nlohmann::json measured = nlohmann::json::array();
+    for (const double v : done->measured) measured.push_back(hex(v));
+    text = nlohmann::json{{"method", rec.method},
+                          {"reason", rec.reason},
+                          {"loss", hex(rec.loss)},
+                          {"relative_loss", hex(rec.relative_loss)},
+                          {"tokens", rec.tokens},
+                          {"damp", hex(rec.damp)},
+                          {"alpha", hex(rec.alpha)},
+                          {"dead_columns", rec.dead_columns},
+                          {"seconds", hex(rec.seconds)},
+                          {"peak_host_bytes", rec.peak_host_bytes},
+                          {"q_loss", hex(q.loss)},
+                          {"bits", q.grid.bits},
+                          {"group_size", q.grid.group_size},
+                          {"sym", q.grid.sym},
+                          {"mse_clip", q.grid.mse_clip},
+                          {"groups", q.scales.size(0)},
+                          {"measured", measured}}
+               .dump();
+  }
+  world_.broadcast_text(text, owner);
+  const nlohmann::json j = nlohmann::json::parse(text);
+  const auto device = o_.compute.device;
+  if (!mine) {
+    rec.method = j.at("method").get<std::string>();
+    rec.reason = j.at("reason").get<std::string>();
+    rec.loss = unhex(j.at("loss"));
+    rec.relative_loss = unhex(j.at("relative_loss"));
+    rec.tokens = j.at("tokens").get<int64_t>();
+    rec.damp = unhex(j.at("damp"));
+    rec.alpha = unhex(j.at("alpha"));
+    rec.dead_columns = j.at("dead_columns").get<int64_t>();
+    rec.seconds = unhex(j.at("seconds"));
+    rec.peak_host_bytes = j.at("peak_host_bytes").get<int64_t>();
+    done.emplace();
+    done->q.loss = unhex(j.at("q_loss"));
+    done->q.grid.bits = j.at("bits").get<int>();
+    done->q.grid.group_size = j.at("group_size").get<int64_t>();
+    done->q.grid.sym = j.at("sym").get<bool>();
+    done->q.grid.mse_clip = j.at("mse_clip").get<bool>();
+    for (const auto& v : j.at("measured")) done->measured.push_back(unhex(v));
+    done->weight = at::empty({m.out_features, m.in_features},
+                             at::TensorOptions().dtype(at::kFloat).device(device));
+  }
+  world_.broadcast(done->weight, owner);
+  if (owner == 0) return;  // rank 0 has the codes it writes
+  const int64_t groups = j.at("groups").get<int64_t>();
+  QuantizedLinear& q = done->q;
+  const auto ints = at::TensorOptions().dtype(at::kInt).device(device);
+  if (!mine) {
+    q.codes = at::empty({m.out_features, m.in_features}, ints);
+    q.scales = at::empty({groups, m.out_features}, ints.dtype(at::kFloat));
+    q.zeros = at::empty({groups, m.out_features}, ints);
+    q.g_idx = at::empty({m.in_features}, ints);
+  }
+  for (at::Tensor* t : {&q.codes, &q.scales, &q.zeros, &q.g_idx}) world_.broadcast(*t, owner);
 }
 
 void LayerQuantizer::search_scales_of(DecoderLayer& master, DecoderLayer* fp_layer,
@@ -330,32 +414,56 @@ void LayerQuantizer::run(LayerLoopState& state) {
         times.statistics_seconds += reduce_clock.seconds();
       }
     }
-    for (const LinearModule* m : members) {
-      throw_if_interrupted();
-      const Stopwatch module_clock;
-      ModuleRecord rec;
+    // Module parallelism: each module has an owner rank (longest first onto the least loaded,
+    // by cost out·in²), which rounds it; then, in module order, the owner's result reaches every
+    // rank, which continues the layer with it (rank 0 also writes it).
+    std::vector<double> costs;
+    for (const LinearModule* m : members)
+      costs.push_back(plan_.skipped.count(m->name)
+                          ? 0.0
+                          : static_cast<double>(m->out_features) * m->in_features * m->in_features);
+    const std::vector<int> owners = balance_owners(costs, world_.size());
+    std::vector<std::optional<QuantizedModule>> results(members.size());
+    std::vector<ModuleRecord> records(members.size());
+    for (size_t i = 0; i < members.size(); ++i) {
+      const LinearModule* m = members[i];
+      ModuleRecord& rec = records[i];
       rec.layer = l;
       rec.module = m->name;
+      if (plan_.skipped.count(m->name) || owners[i] != world_.rank()) continue;
+      throw_if_interrupted();
+      const Stopwatch module_clock;
+      results[i] = modules_.quantize(*m, l, master.weight(m->local_name),
+                                     stats ? &*stats : nullptr, rec);
+      rec.loss = results[i]->q.loss;
+      rec.seconds = module_clock.seconds();
+      rec.peak_host_bytes = peak_resident_bytes();
+      times.rounding_seconds += module_clock.seconds();
+    }
+    for (size_t i = 0; i < members.size(); ++i) {
+      const LinearModule* m = members[i];
+      ModuleRecord& rec = records[i];
       if (plan_.skipped.count(m->name)) {
         rec.method = "unquantized";
         rec.reason = plan_.skipped.at(m->name);
         if (writer_) writer_->write_skipped_module(layout, *m, rewritten);
         report_.unquantized_modules.push_back(m->name);
       } else {
-        const QuantizedModule done = modules_.quantize(*m, l, master.weight(m->local_name),
-                                                       stats ? &*stats : nullptr, rec);
-        const QuantizedLinear& q = done.q;
-        rec.loss = q.loss;
-        state.any_reordered |= q.reordered();
+        if (world_.size() > 1) {
+          const Stopwatch share_clock;
+          share_result(owners[i], *m, results[i], rec);
+          times.rounding_seconds += share_clock.seconds();
+        }
+        const QuantizedModule& done = *results[i];
+        plan_.objective->add_result(l, std::string(linear_role_name(m->role)), done.measured);
+        state.any_reordered |= done.q.g_idx.defined() && done.q.reordered();
         layer.set_weight(m->local_name, done.weight);
-        times.rounding_seconds += module_clock.seconds();
         const Stopwatch write_clock;
         if (writer_)
-          writer_->write_quantized(*m, q, m->has_bias ? master.bias(m->local_name) : at::Tensor());
+          writer_->write_quantized(*m, done.q,
+                                   m->has_bias ? master.bias(m->local_name) : at::Tensor());
         times.write_seconds += write_clock.seconds();
       }
-      rec.seconds = module_clock.seconds();
-      rec.peak_host_bytes = peak_resident_bytes();
       log_module(rec);
       report_.modules.push_back(rec);
       bar_.advance();
@@ -658,6 +766,9 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
       current.state_seconds += save_clock.seconds();
     }
     bar.finish();
+    // Every rank is done with the work folder (its last streams file deleted) before rank 0
+    // publishes it away.
+    world.barrier();
 
     report.seconds = clock.seconds();
     report.sessions.back().seconds = report.seconds;

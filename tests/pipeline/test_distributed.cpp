@@ -152,13 +152,15 @@ TEST_F(Distributed, RanksFromTheTorchrunVariablesAndARankKilledMidLayer) {
 
   const fs::path killed = dir_ / "killed" / "q";
   const auto start = std::chrono::steady_clock::now();
-  codes = launch(killed, "SARQC_FAULT=rounding:9");
+  // Rank 1 owns k, v and up of each layer (module parallelism): its 5th rounding is in layer 1.
+  codes = launch(killed, "SARQC_FAULT=rounding:5");
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(codes[1], 128 + SIGKILL);
   EXPECT_EQ(codes[0], kExitRuntime) << test::read_bytes(dir_ / "err0");
   const std::string err0 = test::read_bytes(dir_ / "err0");
-  EXPECT_NE(err0.find("sarqc: error: rank 0: rank 0 of 2: all-reduce failed"), std::string::npos)
+  EXPECT_TRUE(std::regex_search(
+      err0, std::regex("sarqc: error: rank 0: rank 0 of 2: (all-reduce|broadcast) failed")))
       << err0;
   EXPECT_NE(err0.find("rank 1 stopped answering"), std::string::npos) << err0;
   EXPECT_LT(seconds, 60);

@@ -52,6 +52,8 @@ class World {
   void all_reduce_sum(at::Tensor& tensor);
   // `tensor` (same shape and dtype on every rank) takes root's values.
   void broadcast(at::Tensor& tensor, int root);
+  // `text` takes root's value on every rank.
+  void broadcast_text(std::string& text, int root);
   void barrier();
 
   struct Impl;

@@ -26,7 +26,10 @@ class InterpObjective : public Objective {
   bool needs_fp_stream() const override { return true; }
   bool samples_alpha() const override { return settings_.alpha_mode == "sample"; }
   ObjectiveOutput build(const ObjectiveInput& input) const override;
-  void observe_result(const ObjectiveInput& input, const at::Tensor& q) override;
+  std::vector<double> measure_result(const ObjectiveInput& input,
+                                     const at::Tensor& q) const override;
+  void add_result(int64_t layer, const std::string& module_type,
+                  const std::vector<double>& terms) override;
   std::string save_state() const override;
   void restore_state(const std::string& state) override;
 

@@ -54,9 +54,20 @@ class Objective {
   // Sample mode: D is accumulated with per-sequence weights α_j drawn by the pipeline.
   virtual bool samples_alpha() const { return false; }
   virtual ObjectiveOutput build(const ObjectiveInput& input) const = 0;
-  // Told the dequantized result of every module built with this objective, in order.
-  virtual void observe_result(const ObjectiveInput& /*input*/, const at::Tensor& /*q*/) {}
-  // What observe_result() carries from layer to layer, exactly, as text (a resumed run restores
+  // What the objective learns from a module's dequantized result q: terms for its state,
+  // measured where the module was rounded (on its owner rank); empty when it learns nothing.
+  virtual std::vector<double> measure_result(const ObjectiveInput& /*input*/,
+                                             const at::Tensor& /*q*/) const {
+    return {};
+  }
+  // Adds measured terms. Every rank adds every module's, in module order, so the state does not
+  // depend on which rank rounded which module.
+  virtual void add_result(int64_t /*layer*/, const std::string& /*module_type*/,
+                          const std::vector<double>& /*terms*/) {}
+  void observe_result(const ObjectiveInput& input, const at::Tensor& q) {
+    add_result(input.layer, input.module_type, measure_result(input, q));
+  }
+  // What add_result() carries from layer to layer, exactly, as text (a resumed run restores
   // it); empty for objectives without such state.
   virtual std::string save_state() const { return {}; }
   // Throws a runtime Error when `state` is not what save_state() writes.

@@ -4,6 +4,7 @@
 // (no calibration, starved MoE experts, exhausted retries).
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -20,6 +21,9 @@ struct QuantizeOptions;
 struct QuantizedModule {
   QuantizedLinear q;
   at::Tensor weight;  // q dequantized (fp32), computed once for the layer and the objective
+  // What the objective measured on the result (Objective::measure_result), for the caller to
+  // add in module order (Objective::add_result).
+  std::vector<double> measured;
 };
 
 class ModuleQuantizer {
