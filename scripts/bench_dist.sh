@@ -27,9 +27,13 @@ py=.venv/bin/python  # numpy and safetensors for the code comparison (scripts/ve
 import json, sys
 a, b, w1, w2, cfg = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.load(open(sys.argv[5]))
 d, f = cfg["hidden_size"], cfg["intermediate_size"]
-# all-reduced per layer: one Gram per distinct input ([q,k,v], [o], [gate,up], [down]), fp32,
-# plus |x| sums and counts
-volume = (3 * d * d + f * f) * 4 + (3 * d + f) * 4
+# all-reduced per layer: one Gram per distinct input ([q,k,v], [o], [gate,up], [down]) as exact
+# integers (two int64 per element), plus |x| sums (likewise) and counts
+volume = (3 * d * d + f * f) * 16 + (3 * d + f) * 16
+# broadcast per layer by the owners: every module's dequantized weight (fp32) to every rank
+h, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+hd = d // h
+weights = d * d * 2 + 2 * kv * hd * d + 3 * d * f
 for name, out, wall in (("1 process, 2 threads", a, w1), ("2 ranks, 1 thread each", b, w2)):
     rep = json.load(open(out + "/report.json"))
     L = rep["layers"]
@@ -38,7 +42,8 @@ for name, out, wall in (("1 process, 2 threads", a, w1), ("2 ranks, 1 thread eac
           f"statistics {mean('statistics_seconds'):.2f}, rounding {mean('rounding_seconds'):.2f}, "
           f"write {mean('write_seconds'):.2f})")
 print(f"all-reduced per layer: {volume / 2**20:.1f} MiB (ring: each rank sends and receives "
-      f"2(W-1)/W of it)")
+      f"2(W-1)/W of it); broadcast per layer: {weights * 4 / 2**20:.1f} MiB of dequantized "
+      f"weights, and the codes (int32) of the modules rank 0 does not own")
 try:
     import numpy as np
     from safetensors import safe_open
@@ -56,5 +61,8 @@ for fa in sorted(glob.glob(a + "/*.safetensors")):
             xs, ys = np.concatenate([x & 15, x >> 4]), np.concatenate([y & 15, y >> 4])
             same += int((xs == ys).sum()); total += xs.size
 print(f"identical 4-bit codes, 2 ranks vs 1 process: {100 * same / total:.2f} %")
+import filecmp
+print("model files byte-identical:", all(filecmp.cmp(fa, fa.replace(a, b), shallow=False)
+                                         for fa in sorted(glob.glob(a + "/*.safetensors"))))
 PY
 rm -rf "$dir/dist-1" "$dir/dist-2"

@@ -70,9 +70,14 @@ TEST(ExactSum, SumsDoNotDependOnTheOrderOrTheSplit) {
       exact[static_cast<size_t>(e)] += static_cast<__int128>(units);
     }
   }
+  // `strided` gets non-contiguous views of the same terms: the element-wise ATen path (that of
+  // CUDA tensors), against the one-pass host loop the others take.
   ExactSum forward({5, 7}, c10::kCPU), backward({5, 7}, c10::kCPU), first({5, 7}, c10::kCPU),
-      second({5, 7}, c10::kCPU);
+      second({5, 7}, c10::kCPU), strided({5, 7}, c10::kCPU);
   for (int i = 0; i < kTerms; ++i) {
+    const at::Tensor view = terms[static_cast<size_t>(i)].t().contiguous().t();
+    ASSERT_FALSE(view.is_contiguous());
+    strided.add(view);
     forward.add(terms[static_cast<size_t>(i)]);
     backward.add(terms[static_cast<size_t>(kTerms - 1 - i)]);
     (i % 3 == 0 ? first : second).add(terms[static_cast<size_t>(i)]);
@@ -81,6 +86,7 @@ TEST(ExactSum, SumsDoNotDependOnTheOrderOrTheSplit) {
   const at::Tensor got = forward.value().reshape(-1);
   EXPECT_TRUE(at::equal(got, backward.value().reshape(-1)));
   EXPECT_TRUE(at::equal(got, first.value().reshape(-1)));
+  EXPECT_TRUE(at::equal(got, strided.value().reshape(-1)));
   // value() rounds the integers to fp64 (twice): within 2^-51 relative of the exact sum, plus
   // the rounding of the low part (below 2^56 units of 2^-48: 2^-45).
   for (int64_t e = 0; e < 35; ++e) {
@@ -120,6 +126,9 @@ TEST(ExactSum, NonFiniteOrHugeTermsMakeTheSumNaN) {
     t[1] = bad;
     s.add(t);
     EXPECT_TRUE(at::isnan(s.value()).all().item<bool>()) << bad;
+    ExactSum strided({3}, c10::kCPU);  // the element-wise path
+    strided.add(at::stack({t, t}, 1).select(1, 0));
+    EXPECT_TRUE(at::isnan(strided.value()).all().item<bool>()) << bad;
   }
   ExactSum fine({3}, c10::kCPU);
   fine.add(at::full({3}, std::ldexp(1.0, 51), at::kDouble));
