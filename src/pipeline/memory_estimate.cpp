@@ -49,9 +49,14 @@ QuantizeMemoryEstimate estimate_quantize_memory(const ModelConfig& cfg, const Mo
     int64_t gram = 0;
     if (in.calibrate)
       for (const auto& [group, keys] : grams) {
-        int64_t bytes = 0;
-        for (const auto& [key, n] : keys) bytes += n * n * kFp32 * (in.paired_capture ? 2 : 1);
-        gram = std::max(gram, bytes);
+        // Per Gram (and D when paired): its exact sum, two int64 per element (calib/exact_sum),
+        // and the fp32 average made from it; plus one batch's fp32 Gram while it is added.
+        int64_t bytes = 0, widest = 0;
+        for (const auto& [key, n] : keys) {
+          bytes += n * n * (4 * kFp32 + kFp32) * (in.paired_capture ? 2 : 1);
+          widest = std::max(widest, n * n * kFp32);
+        }
+        gram = std::max(gram, bytes + widest);
       }
     e.layer_bytes = std::max(e.layer_bytes, layer_bytes);
     e.gram_bytes = std::max(e.gram_bytes, gram);

@@ -2,6 +2,8 @@
 
 #include <sched.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 #include <ATen/Context.h>
@@ -23,8 +25,16 @@ int cuda_device_count() {
 c10::Device parse_device(const std::string& text) {
   if (text == "cpu") return c10::Device(c10::kCPU);
   int index = -1;
+  int local_rank = -1;
   if (text == "cuda") {
-    index = 0;
+    // The ranks of a distributed run on one machine (torchrun, srun, --nproc set LOCAL_RANK and
+    // WORLD_SIZE) take one GPU each, cuda:LOCAL_RANK, as PyTorch scripts do; cuda:N puts every
+    // rank on device N.
+    const char* world = std::getenv("WORLD_SIZE");
+    const char* local = std::getenv("LOCAL_RANK");
+    if (world != nullptr && std::atoi(world) > 1 && local != nullptr && *local != '\0')
+      local_rank = std::max(0, std::atoi(local));
+    index = std::max(local_rank, 0);
   } else if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 8 &&
              text.find_first_not_of("0123456789", 5) == std::string::npos) {
     index = std::stoi(text.substr(5));
@@ -36,6 +46,11 @@ c10::Device parse_device(const std::string& text) {
                             "support or no GPU is visible); use --device cpu",
                             text));
   const int count = cuda_device_count();
+  if (local_rank >= count)
+    throw_usage(fmt::format("--device cuda: the rank with LOCAL_RANK={} takes cuda:{}, but only {} "
+                            "CUDA device(s) are visible; start at most {} ranks per machine or "
+                            "name one device (cuda:N) for all",
+                            local_rank, local_rank, count, count));
   if (index >= count)
     throw_usage(fmt::format("--device {}: only {} CUDA device(s) visible (cuda:0..cuda:{})", text,
                             count, count - 1));

@@ -5,8 +5,9 @@
 
 namespace sarqc {
 
-// Parses "cpu", "cuda" or "cuda:N". Throws a usage error for anything else, or when CUDA (or
-// device N) is not available in this build/machine.
+// Parses "cpu", "cuda" or "cuda:N". "cuda" is cuda:LOCAL_RANK in a distributed run of several
+// ranks (one GPU per rank), else cuda:0. Throws a usage error for anything else, or when CUDA
+// (or the device) is not available in this build/machine.
 c10::Device parse_device(const std::string& text);
 
 bool cuda_available();
