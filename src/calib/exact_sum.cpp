@@ -103,9 +103,9 @@ void ExactSum::add(const at::Tensor& term) {
 void ExactSum::add(const ExactSum& other) {
   TORCH_CHECK(defined() && other.defined() && other.high_.sizes() == high_.sizes(),
               "ExactSum::add: shapes differ");
-  ExactSum theirs = other;
-  theirs.high_ = other.high_.to(high_.device());
-  theirs.low_ = other.low_.to(high_.device());
+  ExactSum theirs = other;  // copies: carry() works in place
+  theirs.high_ = other.high_.to(high_.device(), at::kLong, false, /*copy=*/true);
+  theirs.low_ = other.low_.to(high_.device(), at::kLong, false, /*copy=*/true);
   theirs.carry();
   carry();
   high_.add_(theirs.high_);

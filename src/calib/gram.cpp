@@ -17,20 +17,28 @@ void GramAccumulator::changed() {
   d_ = at::Tensor();
 }
 
-void GramAccumulator::add(const at::Tensor& x, int64_t sequences) {
+void GramAccumulator::check_input(const at::Tensor& x, int64_t sequences) const {
   TORCH_CHECK(x.dim() == 2 && x.size(1) == features_, "GramAccumulator::add: x must be [tokens, ",
               features_, "], got ", x.sizes());
   TORCH_CHECK(sequences >= 1, "GramAccumulator::add: sequences must be >= 1");
-  const at::Tensor x32 = x.to(device_, at::kFloat);
+}
+
+void GramAccumulator::add(const at::Tensor& x, int64_t sequences) {
+  check_input(x, sequences);
+  add_fp32(x.to(device_, at::kFloat), sequences);
+}
+
+void GramAccumulator::add_fp32(const at::Tensor& x32, int64_t sequences) {
   h_sum_.add(at::matmul(x32.t(), x32));
   abs_sum_.add(x32.abs().sum(0));
   sequences_ += sequences;
-  tokens_ += x.size(0);
+  tokens_ += x32.size(0);
   changed();
 }
 
 void GramAccumulator::add(const at::Tensor& x, const at::Tensor& x_fp,
                           const at::Tensor& token_weight, int64_t sequences) {
+  check_input(x, sequences);
   TORCH_CHECK(x_fp.sizes() == x.sizes() && token_weight.dim() == 1 &&
                   token_weight.size(0) == x.size(0),
               "GramAccumulator::add: x_fp must be ", x.sizes(), " and token_weight [", x.size(0),
@@ -40,7 +48,7 @@ void GramAccumulator::add(const at::Tensor& x, const at::Tensor& x_fp,
   const at::Tensor delta = (x_fp.to(device_, at::kFloat) - x32) *
                            token_weight.to(device_, at::kFloat).unsqueeze(1);
   d_sum_.add(at::matmul(delta.t(), x32));
-  add(x, sequences);  // H, |x| statistics and the counts
+  add_fp32(x32, sequences);  // H, |x| statistics and the counts
 }
 
 void GramAccumulator::merge(const GramAccumulator& other) {

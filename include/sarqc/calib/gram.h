@@ -39,6 +39,8 @@ class GramAccumulator {
 
  private:
   void changed();
+  void check_input(const at::Tensor& x, int64_t sequences) const;
+  void add_fp32(const at::Tensor& x32, int64_t sequences);  // checked, fp32, on the device
   int64_t features_;
   c10::Device device_;
   ExactSum h_sum_;    // Σ_t x_t x_tᵀ
