@@ -416,13 +416,17 @@ void LayerQuantizer::run(LayerLoopState& state) {
     }
     // Module parallelism: each module has an owner rank (longest first onto the least loaded),
     // which rounds it; then, in module order, the owner's result reaches every rank, which
-    // continues the layer with it (rank 0 also writes it). The cost is GPTQ's flop count: the
-    // sweep 2·out·in² and the factorization in³/3 (a beam's width multiplies the sweep alike
-    // for every module, so it leaves the assignment as it is).
+    // continues the layer with it (rank 0 also writes it). The cost is the flop count of the
+    // rounding: the sweep 2·out·in² (times the beam's width: each kept decoding is swept) and
+    // the factorization in³/3.
+    const double width = plan_.backend == "beam"
+                             ? static_cast<double>(o_.rounding_options.beam_width)
+                             : 1.0;
     std::vector<double> costs;
     for (const LinearModule* m : members) {
       const double out = static_cast<double>(m->out_features), in = static_cast<double>(m->in_features);
-      costs.push_back(plan_.skipped.count(m->name) ? 0.0 : 2 * out * in * in + in * in * in / 3);
+      costs.push_back(plan_.skipped.count(m->name) ? 0.0
+                                                   : 2 * out * in * in * width + in * in * in / 3);
     }
     const std::vector<int> owners = balance_owners(costs, world_.size());
     std::vector<std::optional<QuantizedModule>> results(members.size());

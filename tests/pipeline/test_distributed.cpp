@@ -179,6 +179,48 @@ TEST_F(Distributed, RanksFromTheTorchrunVariablesAndARankKilledMidLayer) {
   EXPECT_FALSE(fs::exists(dir_ / "killed" / ".q.sarqc-work"));
 }
 
+// Two "nodes": two network namespaces joined by a veth pair (10.9.0.1 and 10.9.0.2), one rank in
+// each with its node-local LOCAL_RANK 0, meeting at rank 0's address over GLOO_SOCKET_IFNAME,
+// not loopback. They share the file system, as nodes with a shared home do.
+TEST_F(Distributed, TwoNodesOnAVethPairWriteTheBytesOfOneProcess) {
+  const fs::path one = dir_ / "one", two = dir_ / "two";
+  RunResult r = run_sarqc(args(one, {}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto command = [&](const std::string& env) {
+    std::string c = env + " " + test::shell_quote(SARQC_BINARY);
+    for (const auto& a : args(two, {})) c += " " + test::shell_quote(a);
+    return c;
+  };
+  const std::string common = "WORLD_SIZE=2 LOCAL_RANK=0 MASTER_ADDR=10.9.0.1 MASTER_PORT=29517 "
+                             "SARQC_DIST_TIMEOUT=60";
+  const std::string d = dir_.path().string();
+  const std::string script =
+      "set -u\n"
+      "ip link set lo up && ip link add va type veth peer name vb || exit 77\n"
+      "unshare -n sleep 300 & holder=$!\n"
+      "sleep 0.5\n"
+      "ip link set vb netns $holder && ip addr add 10.9.0.1/24 dev va && ip link set va up || "
+      "{ kill $holder; exit 77; }\n"
+      "nsenter -t $holder -n sh -c 'ip link set lo up && ip addr add 10.9.0.2/24 dev vb && "
+      "ip link set vb up' || { kill $holder; exit 77; }\n" +
+      command(common + " RANK=0 GLOO_SOCKET_IFNAME=va") + " >/dev/null 2>" +
+      test::shell_quote(d + "/node0.err") + " &\nrank0=$!\n" + "nsenter -t $holder -n env " +
+      command(common + " RANK=1 GLOO_SOCKET_IFNAME=vb") + " >/dev/null 2>" +
+      test::shell_quote(d + "/node1.err") + "\necho $? > " + test::shell_quote(d + "/rc1") +
+      "\nwait $rank0\necho $? > " + test::shell_quote(d + "/rc0") + "\nkill $holder\n";
+  test::write_bytes(dir_ / "nodes.sh", script);
+  const int status = std::system(("unshare -rn bash " + test::shell_quote((dir_ / "nodes.sh").string()) +
+                                  " 2>" + test::shell_quote((dir_ / "unshare.err").string()))
+                                     .c_str());
+  if (!WIFEXITED(status) || WEXITSTATUS(status) == 77 || !fs::exists(dir_ / "rc0"))
+    GTEST_SKIP() << "cannot make network namespaces joined by a veth pair here (needs "
+                    "unprivileged user namespaces and iproute2): "
+                 << test::read_bytes(dir_ / "unshare.err");
+  EXPECT_EQ(test::read_bytes(dir_ / "rc0"), "0\n") << test::read_bytes(dir_ / "node0.err");
+  EXPECT_EQ(test::read_bytes(dir_ / "rc1"), "0\n") << test::read_bytes(dir_ / "node1.err");
+  expect_same_files(one, two);
+}
+
 TEST_F(Distributed, FewerBatchesThanRanksIsAUsageError) {
   const RunResult r =
       run_sarqc({"quantize", "--model", model_.string(), "--out", (dir_ / "few").string(),
