@@ -613,7 +613,16 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
   if (world.size() > 1) {
     at::Tensor decision =
         at::tensor(std::vector<int64_t>{publish_only ? 2 : saved ? 1 : 0}, at::kLong);
-    world.broadcast(decision, 0);
+    try {
+      world.broadcast(decision, 0);
+    } catch (const Error& e) {
+      // Rank 0 checks the output folder and any saved state first: when it refuses to start,
+      // its own error line says why, and this rank's should point there.
+      if (world.is_root() || e.kind() != ErrorKind::Runtime) throw;
+      throw_runtime(fmt::format("rank {} of {}: rank 0 stopped before the run began; its error "
+                                "line says why",
+                                world.rank(), world.size()));
+    }
     const fs::path state_dir = WorkFolder::root_for(out_dir) / "state";
     at::Tensor sees = at::tensor(std::vector<int64_t>{fs::is_directory(state_dir) ? 1 : 0}, at::kLong);
     world.all_reduce_sum(sees);

@@ -171,6 +171,9 @@ TEST_F(Distributed, RanksFromTheTorchrunVariablesAndARankKilledMidLayer) {
   RunResult r = run_sarqc(args(killed, {"--nproc", "3"}));
   EXPECT_EQ(r.exit_code, kExitStateConflict) << r.err;
   EXPECT_NE(r.err.find("ranks: 2 when saved, 3 now"), std::string::npos) << r.err;
+  // The other ranks point at rank 0's line rather than diagnose a lost connection.
+  EXPECT_NE(r.err.find("rank 1 of 3: rank 0 stopped before the run began"), std::string::npos)
+      << r.err;
   r = run_sarqc(args(killed, {"--nproc", "2"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("resuming at layer 2/5"), std::string::npos) << r.err;
