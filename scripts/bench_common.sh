@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fixtures=${SARQC_FIXTURES:-../shared/fixtures}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-sarqc=build/bin/sarqc
+sarqc=${SARQC_BIN:-build/bin/sarqc}  # SARQC_BIN: a copy keeps long runs independent of rebuilds
 ppl() { "$sarqc" --log-level error eval --model "$1" --data "$fixtures/text/tinystories_val.txt" \
           --max-windows 8 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }
 stats() { python3 -c 'import sys,statistics as s; v=sorted(map(float,sys.argv[1:]));

@@ -10,7 +10,8 @@ GramAccumulator::GramAccumulator(int64_t features, c10::Device device)
     : features_(features),
       device_(device),
       h_sum_({features, features}, device),
-      abs_sum_({features}, device) {}
+      abs_sum_({features}, device),
+      norm4_sum_({1}, device) {}
 
 void GramAccumulator::changed() {
   h_ = at::Tensor();
@@ -31,6 +32,12 @@ void GramAccumulator::add(const at::Tensor& x, int64_t sequences) {
 void GramAccumulator::add_fp32(const at::Tensor& x32, int64_t sequences) {
   h_sum_.add(at::matmul(x32.t(), x32));
   abs_sum_.add(x32.abs().sum(0));
+  // Σ_t (‖x_t‖²/n)² (the Ledoit–Wolf intensity's fourth moment), scaled by 1/n² to stay far
+  // below ExactSum's 2^52 bound
+  norm4_sum_.add((x32.pow(2).sum(1).to(at::kDouble) / static_cast<double>(features_))
+                     .pow(2)
+                     .sum()
+                     .reshape({1}));
   sequences_ += sequences;
   tokens_ += x32.size(0);
   changed();
@@ -55,6 +62,7 @@ void GramAccumulator::merge(const GramAccumulator& other) {
   TORCH_CHECK(other.features_ == features_, "GramAccumulator::merge: sizes differ");
   h_sum_.add(other.h_sum_);
   abs_sum_.add(other.abs_sum_);
+  norm4_sum_.add(other.norm4_sum_);
   if (other.d_sum_.defined()) {
     if (!d_sum_.defined()) d_sum_ = ExactSum({features_, features_}, device_);
     d_sum_.add(other.d_sum_);
@@ -76,6 +84,7 @@ void GramAccumulator::reduce(const std::function<void(at::Tensor&)>& sum) {
     d_sum_.reduce(sum, ranks);
   }
   abs_sum_.reduce(sum, ranks);
+  norm4_sum_.reduce(sum, ranks);
   sequences_ = counts[0].item<int64_t>();
   tokens_ = counts[1].item<int64_t>();
   changed();
@@ -100,6 +109,12 @@ const at::Tensor& GramAccumulator::cross() const {
   TORCH_CHECK(has_cross(), "GramAccumulator::cross: no full-precision inputs were added");
   if (!d_.defined()) d_ = average(d_sum_, sequences_);
   return d_;
+}
+
+at::Tensor GramAccumulator::sum_of_outer_products() const { return h_sum_.value(); }
+
+double GramAccumulator::sum_of_squared_norms_squared() const {
+  return norm4_sum_.value().item<double>();
 }
 
 at::Tensor GramAccumulator::abs_mean() const {

@@ -44,13 +44,35 @@ void apply_recipe(CLI::App& sub, const std::string& file) {
   }
 }
 
+// --lambda auto | lw | NUMBER (plan_quantize makes auto the sarqc objectives' default).
+void set_lambda(ObjectiveSettings& s, const std::string& text) {
+  s.lambda_given = !text.empty();
+  if (text.empty()) return;
+  if (text == "auto" || text == "lw") {
+    s.lambda_mode = text;
+    return;
+  }
+  size_t used = 0;
+  double value = -1;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !(value >= 0))
+    throw_usage(fmt::format("--lambda '{}': expected auto, lw or a number >= 0", text));
+  s.lambda_mode = "fixed";
+  s.lambda_rel = value;
+}
+
 }  // namespace
 
 Command add_quantize_command(CLI::App& app) {
   struct Flags {
     std::string model, out, method = "gptq", calib, calib_tokens, dtype = "fp32";
     std::string objective, rounding, saliency = "ones";
-    double lambda = 0, saliency_power = 0.5, alpha = 0.25, mixup = 5.0;
+    std::string lambda;  // auto | lw | a number; empty: the preset's
+    double saliency_power = 0.5, alpha = 0.25, mixup = 5.0;
     std::string alpha_mode;
     int64_t beam = 4, beam_rows = 0;
     int bits = 4;
@@ -97,9 +119,9 @@ Command add_quantize_command(CLI::App& app) {
                   "in 256 MiB of decoder state")
       ->capture_default_str();
   sub->add_option("--lambda", flags->lambda,
-                  "sarqc: drift penalty relative to mean(diag H) (our reconstruction of SARQC; "
-                  "the paper publishes no schedule)")
-      ->capture_default_str();
+                  "sarqc: drift penalty relative to mean(diag H): auto (default of the sarqc "
+                  "objectives: chosen per module on held-out calibration tokens), lw (the "
+                  "Ledoit-Wolf shrinkage intensity per module) or a number >= 0");
   sub->add_option("--saliency", flags->saliency,
                   "sarqc saliency: ones (RQC), hdiag, absmean, absmean-pow, elem (per entry; our "
                   "reconstruction)")
@@ -183,7 +205,7 @@ Command add_quantize_command(CLI::App& app) {
             o.method = flags->method;
             o.objective = flags->objective;
             o.rounding = flags->rounding;
-            o.objective_settings.lambda_rel = flags->lambda;
+            set_lambda(o.objective_settings, flags->lambda);
             o.objective_settings.saliency = flags->saliency;
             o.objective_settings.saliency_power = flags->saliency_power;
             o.rounding_options.beam_width = flags->beam;

@@ -37,7 +37,11 @@ std::unique_ptr<Objective> make_objective(const ObjectiveSettings& settings) {
     throw_usage(fmt::format("--objective '{}': expected one of {}", settings.name,
                             fmt::join(objective_names(), ", ")));
   const bool uses_lambda = settings.name == "sarqc" || settings.name == "sarqc+interp";
-  if (!uses_lambda && settings.lambda_rel != 0)
+  if (settings.lambda_mode != "fixed" && settings.lambda_mode != "auto" &&
+      settings.lambda_mode != "lw")
+    throw_usage(fmt::format("--lambda '{}': expected auto, lw or a number >= 0",
+                            settings.lambda_mode));
+  if (!uses_lambda && (settings.lambda_rel != 0 || settings.lambda_mode != "fixed"))
     throw_usage(fmt::format("--lambda applies only to the sarqc objectives, not '{}'",
                             settings.name));
   const bool uses_alpha = settings.name == "interp" || settings.name == "sarqc+interp";

@@ -47,17 +47,18 @@ at::Tensor SarqcObjective::element_saliency(const ObjectiveInput& in) const {
 }
 
 ObjectiveOutput SarqcObjective::build(const ObjectiveInput& in) const {
+  const double lambda = in.lambda_rel.value_or(settings_.lambda_rel);
   if (settings_.saliency == "elem" && in.entry_penalty_supported) {
     // Per-entry regularised rounding: M and the target stay, the backend adds the penalty.
     ObjectiveOutput out{in.damped, in.weight};
-    out.penalty = {settings_.lambda_rel * in.mean_diag * element_saliency(in), in.weight};
+    out.penalty = {lambda * in.mean_diag * element_saliency(in), in.weight};
     return out;
   }
   at::Tensor s = saliency(in);
   const double mean = s.mean().item<double>();
   s = mean > 0 ? s / mean : at::ones_like(s);  // normalised to mean 1
   at::Tensor metric = in.damped.clone();
-  metric.diagonal().add_(settings_.lambda_rel * in.mean_diag * s);
+  metric.diagonal().add_(lambda * in.mean_diag * s);
   return {metric, in.weight};
 }
 

@@ -160,6 +160,7 @@ nlohmann::json quantization_config(const ModelLayout& layout, const QuantizePlan
                            {"backend", plan.backend},
                            {"objective", objective.name},
                            {"lambda_rel", objective.lambda_rel},
+                           {"lambda_mode", objective.lambda_mode},
                            {"alpha_mode", objective.alpha_mode},
                            {"alpha", objective.alpha},
                            {"mixup", objective.mixup},

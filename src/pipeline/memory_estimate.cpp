@@ -53,7 +53,9 @@ QuantizeMemoryEstimate estimate_quantize_memory(const ModelConfig& cfg, const Mo
         // and the fp32 average made from it; plus one batch's fp32 Gram while it is added.
         int64_t bytes = 0, widest = 0;
         for (const auto& [key, n] : keys) {
-          bytes += n * n * (4 * kFp32 + kFp32) * (in.paired_capture ? 2 : 1);
+          // --lambda auto: each Gram twice more, one per held-out fold
+          bytes += n * n * (4 * kFp32 + kFp32) * (in.paired_capture ? 2 : 1) *
+                   (in.holdout_folds ? 3 : 1);
           widest = std::max(widest, n * n * kFp32);
         }
         gram = std::max(gram, bytes + widest);

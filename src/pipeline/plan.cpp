@@ -56,6 +56,10 @@ QuantizePlan plan_quantize(const QuantizeOptions& o) {
   if (plan.backend == "scale-search") plan.backend = "rtn";
   plan.objective_settings = o.objective_settings;
   plan.objective_settings.name = o.objective.empty() ? preset.objective : o.objective;
+  // The sarqc objectives choose λ per module unless told (issue 17).
+  const std::string& name = plan.objective_settings.name;
+  if (!plan.objective_settings.lambda_given && (name == "sarqc" || name == "sarqc+interp"))
+    plan.objective_settings.lambda_mode = "auto";
   if (plan.objective_settings.alpha_mode.empty())
     plan.objective_settings.alpha_mode = preset.alpha_mode;
   if (o.rounding_options.beam_width < 1)
@@ -90,6 +94,8 @@ QuantizePlan plan_quantize(const QuantizeOptions& o) {
   plan.keep_fp_stream =
       plan.needs_data && (o.keep_fp_stream || plan.objective->needs_fp_stream());
   plan.paired_capture = plan.calibrate && plan.objective->needs_fp_stream();
+  plan.holdout_folds = plan.calibrate && plan.objective->uses_lambda() &&
+                       plan.objective_settings.lambda_mode == "auto";
   return plan;
 }
 

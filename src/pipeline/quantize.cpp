@@ -187,6 +187,7 @@ class LayerQuantizer {
   QuantizeReport& report_;
   ProgressBar& bar_;
   ModuleQuantizer modules_;
+  HoldoutSplit split_;  // --lambda auto's folds of the windows, made at the first layer
   AlphaSampler alpha_sampler_;
   RotaryTables rope_;
 };
@@ -256,6 +257,7 @@ void LayerQuantizer::share_result(int owner, const LinearModule& m,
                           {"dead_columns", rec.dead_columns},
                           {"seconds", hex(rec.seconds)},
                           {"peak_host_bytes", rec.peak_host_bytes},
+                          {"lambda", lambda_choice_json(rec.lambda)},
                           {"q_loss", hex(q.loss)},
                           {"bits", q.grid.bits},
                           {"group_size", q.grid.group_size},
@@ -279,6 +281,7 @@ void LayerQuantizer::share_result(int owner, const LinearModule& m,
     rec.dead_columns = j.at("dead_columns").get<int64_t>();
     rec.seconds = unhex(j.at("seconds"));
     rec.peak_host_bytes = j.at("peak_host_bytes").get<int64_t>();
+    rec.lambda = lambda_choice_from_json(j.at("lambda"));
     done.emplace();
     done->q.loss = unhex(j.at("q_loss"));
     done->q.grid.bits = j.at("bits").get<int>();
@@ -310,7 +313,9 @@ void LayerQuantizer::search_scales_of(DecoderLayer& master, DecoderLayer* fp_lay
   const ObjectiveSettings& settings = plan_.objective_settings;
   const Objective& objective = *plan_.objective;
   ScaleSearchObjective terms;
-  terms.lambda = settings.lambda_rel;
+  // --lambda auto/lw choose λ for the rounding backend's metric; the search then keeps its loss
+  // without a drift term (no auto λ is built for the scale search itself).
+  terms.lambda = settings.lambda_mode == "fixed" ? settings.lambda_rel : 0.0;
   terms.saliency = settings.saliency;
   terms.saliency_power = settings.saliency_power;
   // Several ranks search the same windows, gathered onto each, and fold the same scales.
@@ -379,6 +384,14 @@ void LayerQuantizer::run(LayerLoopState& state) {
   }
   CaptureSettings capture;
   capture.all_expert_tokens = layout.moe && o_.moe_policy == "all-tokens";
+  // --lambda auto: every Gram also gets its two held-out folds.
+  const bool folds = plan_.holdout_folds;
+  if (folds && !split_.enabled())
+    split_ = HoldoutSplit(shares_.windows, state.stream.seqlen, o_.seed);
+  if (folds) {
+    capture.split = &split_;
+    capture.first_window = shares_.first(world_.rank());
+  }
   // α_j of every window is drawn per group in window order, whichever rank holds the window,
   // so that the draws do not depend on the number of ranks; the capture takes this rank's.
   std::vector<float> group_alpha;
@@ -410,7 +423,7 @@ void LayerQuantizer::run(LayerLoopState& state) {
       if (world_.size() > 1) {  // every rank then rounds from the statistics of all windows
         const Stopwatch reduce_clock;
         stats->reduce([this](at::Tensor& t) { world_.all_reduce_sum(t); }, members,
-                      capture.all_expert_tokens);
+                      capture.all_expert_tokens, folds);
         times.statistics_seconds += reduce_clock.seconds();
       }
     }
@@ -670,6 +683,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
   memory_inputs.calibrate = plan.calibrate;
   memory_inputs.keep_fp_stream = plan.keep_fp_stream;
   memory_inputs.paired_capture = plan.paired_capture;
+  memory_inputs.holdout_folds = plan.holdout_folds;
   memory_inputs.cache_mlp_hidden = mlp_cache_fits(o, cfg, memory_inputs.tokens);
   if (plan.backend == "beam" || plan.backend == "successive")
     memory_inputs.beam_budget_bytes = o.rounding_options.beam_budget_bytes;

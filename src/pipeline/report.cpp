@@ -12,12 +12,30 @@
 
 namespace sarqc {
 
+namespace {
+
+// " lambda=… (how)" for a sarqc objective, else "".
+std::string lambda_text(const LambdaChoice& c) {
+  if (c.mode.empty()) return "";
+  if (c.mode == "fixed") return fmt::format(" lambda={:.4g} saliency={}", c.lambda, c.saliency);
+  if (c.mode == "lw" || !c.note.empty())
+    return fmt::format(" lambda={:.4g} saliency={} (lw{})", c.lambda, c.saliency,
+                       c.note.empty() ? "" : ": " + c.note);
+  return fmt::format(
+      " lambda={:.4g} saliency={} (auto: {:.4g} on the fit x {:.2f}; held-out loss {:.6g}, at 0 "
+      "{:.6g}, lw {:.4g} {:.6g}; {} candidates in {:.2f} s)",
+      c.lambda, c.saliency, c.fit_lambda, c.fit_share, c.held_out_chosen, c.held_out_zero,
+      c.lw_lambda, c.held_out_lw, c.candidates, c.seconds);
+}
+
+}  // namespace
+
 void log_module(const ModuleRecord& rec) {
   spdlog::info(
       "layer={} module={} method={} loss={:.6g} relative={:.4g} tokens={} damp={:.2f} "
-      "seconds={:.3f} peak_mib={:.0f}{}",
+      "seconds={:.3f} peak_mib={:.0f}{}{}",
       rec.layer, rec.module, rec.method, rec.loss, rec.relative_loss, rec.tokens, rec.damp,
-      rec.seconds, rec.peak_host_bytes / 1048576.0,
+      rec.seconds, rec.peak_host_bytes / 1048576.0, lambda_text(rec.lambda),
       rec.reason.empty() ? "" : " note=\"" + rec.reason + "\"");
 }
 
@@ -55,6 +73,38 @@ nlohmann::json sessions_json(const QuantizeReport& r) {
 
 }  // namespace
 
+nlohmann::json lambda_choice_json(const LambdaChoice& c) {
+  return {{"mode", c.mode},
+          {"saliency", c.saliency},
+          {"lambda", c.lambda},
+          {"fit_lambda", c.fit_lambda},
+          {"fit_share", c.fit_share},
+          {"lw_lambda", c.lw_lambda},
+          {"held_out_zero", c.held_out_zero},
+          {"held_out_chosen", c.held_out_chosen},
+          {"held_out_lw", c.held_out_lw},
+          {"candidates", c.candidates},
+          {"seconds", c.seconds},
+          {"note", c.note}};
+}
+
+LambdaChoice lambda_choice_from_json(const nlohmann::json& j) {
+  LambdaChoice c;
+  c.mode = j.at("mode").get<std::string>();
+  c.saliency = j.at("saliency").get<std::string>();
+  c.lambda = number(j, "lambda");
+  c.fit_lambda = number(j, "fit_lambda");
+  c.fit_share = number(j, "fit_share");
+  c.lw_lambda = number(j, "lw_lambda");
+  c.held_out_zero = number(j, "held_out_zero");
+  c.held_out_chosen = number(j, "held_out_chosen");
+  c.held_out_lw = number(j, "held_out_lw");
+  c.candidates = j.at("candidates").get<int>();
+  c.seconds = number(j, "seconds");
+  c.note = j.at("note").get<std::string>();
+  return c;
+}
+
 nlohmann::json records_to_json(const QuantizeReport& r) {
   nlohmann::json modules = nlohmann::json::array();
   for (const auto& m : r.modules) {
@@ -69,7 +119,8 @@ nlohmann::json records_to_json(const QuantizeReport& r) {
                        {"alpha", m.alpha},
                        {"dead_columns", m.dead_columns},
                        {"seconds", m.seconds},
-                       {"peak_host_bytes", m.peak_host_bytes}});
+                       {"peak_host_bytes", m.peak_host_bytes},
+                       {"lambda", lambda_choice_json(m.lambda)}});
   }
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& l : r.layers)
@@ -102,6 +153,7 @@ void restore_records(QuantizeReport& r, const nlohmann::json& j) {
       rec.dead_columns = m.at("dead_columns").get<int64_t>();
       rec.seconds = number(m, "seconds");
       rec.peak_host_bytes = m.at("peak_host_bytes").get<int64_t>();
+      rec.lambda = lambda_choice_from_json(m.at("lambda"));
       r.modules.push_back(std::move(rec));
     }
     r.layers.clear();

@@ -51,8 +51,9 @@ void expect_same_files(const fs::path& a, const fs::path& b) {
 
 TEST_F(Distributed, TwoAndThreeRanksWriteTheBytesOfOneProcess) {
   // gptq; beam with α sampled per window (drawn in window order on every rank); awq, whose scale
-  // search every rank runs on the same windows, gathered from the ranks that hold them.
-  for (const std::string method : {"gptq", "beam", "awq"}) {
+  // search every rank runs on the same windows, gathered from the ranks that hold them; sarqc,
+  // whose λ each module's owner chooses on the held-out folds (exact sums too).
+  for (const std::string method : {"gptq", "beam", "awq", "sarqc"}) {
     SCOPED_TRACE(method);
     const fs::path one = dir_ / method / "1";
     RunResult r = run_sarqc(args(one, {"--method", method}));
@@ -74,6 +75,9 @@ TEST_F(Distributed, TwoAndThreeRanksWriteTheBytesOfOneProcess) {
         EXPECT_EQ(a[i]["module"], b[i]["module"]);
         EXPECT_EQ(a[i]["tokens"], b[i]["tokens"]) << a[i]["module"];
         EXPECT_EQ(a[i]["loss"], b[i]["loss"]) << a[i]["module"];
+        EXPECT_EQ(a[i]["lambda"]["lambda"], b[i]["lambda"]["lambda"]) << a[i]["module"];
+        EXPECT_EQ(a[i]["lambda"]["held_out_chosen"], b[i]["lambda"]["held_out_chosen"])
+            << a[i]["module"];
       }
     }
   }
@@ -82,7 +86,8 @@ TEST_F(Distributed, TwoAndThreeRanksWriteTheBytesOfOneProcess) {
 // A mixture of experts (make-moe: 8 experts, top-2, qwen3_moe layout with a few windows, so that
 // an expert may see tokens on one rank and none on another): every expert's statistics are
 // reduced on every rank, starved experts are decided from the counts over all windows, and
-// 2 ranks write the one-process bytes under both starved-expert policies.
+// 2 ranks write the one-process bytes under both starved-expert policies (with all-tokens, by
+// sarqc: the held-out folds of routed and all-tokens Grams are reduced as well).
 TEST_F(Distributed, AMixtureOfExpertsOnTwoRanksWritesTheBytesOfOneProcess) {
   const fs::path moe = dir_ / "moe-source";
   RunResult r = run_sarqc({"make-moe", "--model", model_.string(), "--out", moe.string(),
@@ -94,7 +99,8 @@ TEST_F(Distributed, AMixtureOfExpertsOnTwoRanksWritesTheBytesOfOneProcess) {
       std::vector<std::string> a = {"quantize", "--model", moe.string(), "--out", out.string(),
                                     "--calib", test::fixture_text("tinystories_train.txt").string(),
                                     "--nsamples", "6", "--seqlen", "32", "--group-size", "32",
-                                    "--moe-policy", policy, "--moe-min-tokens", "20"};
+                                    "--moe-policy", policy, "--moe-min-tokens", "20",
+                                    "--method", policy == "rtn" ? "gptq" : "sarqc"};
       a.insert(a.end(), extra.begin(), extra.end());
       return a;
     };

@@ -34,6 +34,10 @@ class GramAccumulator {
   const at::Tensor& cross() const;   // D, [features, features] fp32
   // mean over tokens of |x| per input channel (saliency statistics, methods.md §5.2), fp32 [n]
   at::Tensor abs_mean() const;
+  // Σ_t x_t x_tᵀ in fp64, and Σ_t (‖x_t‖²/n)²: the second and fourth moments behind the
+  // Ledoit–Wolf shrinkage intensity (objective/lambda_search.h)
+  at::Tensor sum_of_outer_products() const;
+  double sum_of_squared_norms_squared() const;
   int64_t sequences() const { return sequences_; }
   int64_t tokens() const { return tokens_; }
 
@@ -46,6 +50,7 @@ class GramAccumulator {
   ExactSum h_sum_;    // Σ_t x_t x_tᵀ
   ExactSum d_sum_;    // Σ_t w_t (x_f − x)_t x_tᵀ; undefined until inputs of the FP stream come
   ExactSum abs_sum_;  // Σ_t |x_t| per channel
+  ExactSum norm4_sum_;  // Σ_t (‖x_t‖²/n)², one element
   mutable at::Tensor h_, d_;  // (2/N)·the sums in fp32, made when first asked for
   int64_t sequences_ = 0;
   int64_t tokens_ = 0;

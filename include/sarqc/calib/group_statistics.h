@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "sarqc/calib/gram.h"
+#include "sarqc/calib/holdout_split.h"
 #include "sarqc/calib/layer_stages.h"
 #include "sarqc/model/decoder_layer.h"
 
@@ -26,6 +27,10 @@ class GroupStatistics {
   const GramAccumulator* find(const std::string& key) const;
   // A routed expert's Gram over all tokens of the layer (the all-tokens policy), or null.
   const GramAccumulator* find_all_tokens(const std::string& key) const;
+  // Keys of a routed expert's all-tokens Gram, and of a Gram's held-out folds (0 and 1) under a
+  // HoldoutSplit: find(fold_key(key, f)).
+  static std::string all_tokens_key(const std::string& key);
+  static std::string fold_key(const std::string& key, int fold);
 
   // Seconds spent accumulating (the rest of a capture is the forward passes).
   double seconds() const { return seconds_; }
@@ -33,9 +38,10 @@ class GroupStatistics {
   // Every Gram summed over the ranks (GramAccumulator::reduce), in key order. A rank may lack
   // keys that others have (a routed expert no token of its batches reached): every key that
   // the group's `members` can feed under `settings` is reduced on every rank, and those no rank
-  // saw are dropped again, as in one process.
+  // saw are dropped again, as in one process. `folds`: the fold Grams of a HoldoutSplit too.
   void reduce(const std::function<void(at::Tensor&)>& sum,
-              const std::vector<const LinearModule*>& members, bool all_expert_tokens);
+              const std::vector<const LinearModule*>& members, bool all_expert_tokens,
+              bool folds = false);
 
   // Used while capturing:
   GramAccumulator& gram(const std::string& key, int64_t features);
@@ -52,6 +58,10 @@ struct CaptureSettings {
   bool all_expert_tokens = false;  // the all-tokens MoE policy (groups 2 and 3)
   // α_j per sequence of a batch for the paired capture (X_f's share of the target).
   std::function<std::vector<float>(int64_t sequences)> alpha;
+  // With a split, every Gram also gets its two folds (GroupStatistics::fold_key); the batches
+  // of `q` are the windows from `first_window` on, in order.
+  const HoldoutSplit* split = nullptr;
+  int64_t first_window = 0;
 };
 
 // Accumulates the group's statistics over every batch of the quantized stream `q`, or, with

@@ -25,6 +25,7 @@ class InterpObjective : public Objective {
   std::string name() const override { return with_sarqc_ ? "sarqc+interp" : "interp"; }
   bool needs_fp_stream() const override { return true; }
   bool samples_alpha() const override { return settings_.alpha_mode == "sample"; }
+  bool uses_lambda() const override { return with_sarqc_; }
   ObjectiveOutput build(const ObjectiveInput& input) const override;
   std::vector<double> measure_result(const ObjectiveInput& input,
                                      const at::Tensor& q) const override;

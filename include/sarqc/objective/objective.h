@@ -23,6 +23,8 @@ struct ObjectiveInput {
   std::string module_type;  // for objectives that carry estimates from layer to layer
   int64_t group_size = -1;
   bool entry_penalty_supported = false;  // the backend can take an element-wise penalty
+  // sarqc objectives: this module's λ_rel (--lambda auto/lw chose it), else the settings'
+  std::optional<double> lambda_rel{};
 };
 
 struct ObjectiveOutput {
@@ -42,6 +44,10 @@ struct ObjectiveSettings {
   bool alpha_given = false;  // --alpha/--alpha-mode/--mixup given: needs an interp objective
   double alpha = 0.25;       // fixed mode
   double mixup = 5.0;        // sample mode: α_j = min(a, 1 − a), a ~ Beta(c, c)
+  // sarqc: "fixed" (lambda_rel), "auto" (held-out choice per module) or "lw" (Ledoit–Wolf
+  // intensity per module), objective/lambda_search.h
+  std::string lambda_mode = "fixed";
+  bool lambda_given = false;  // --lambda given (else auto for the sarqc objectives)
 };
 
 class Objective {
@@ -54,6 +60,8 @@ class Objective {
   // Sample mode: D is accumulated with per-sequence weights α_j drawn by the pipeline.
   virtual bool samples_alpha() const { return false; }
   virtual ObjectiveOutput build(const ObjectiveInput& input) const = 0;
+  // Whether build() reads a drift penalty λ (the sarqc objectives).
+  virtual bool uses_lambda() const { return false; }
   // What the objective learns from a module's dequantized result q: terms for its state,
   // measured where the module was rounded (on its owner rank); empty when it learns nothing.
   virtual std::vector<double> measure_result(const ObjectiveInput& /*input*/,

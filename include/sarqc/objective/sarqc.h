@@ -13,6 +13,7 @@ class SarqcObjective : public Objective {
   explicit SarqcObjective(const ObjectiveSettings& settings);
   std::string name() const override { return "sarqc"; }
   ObjectiveOutput build(const ObjectiveInput& input) const override;
+  bool uses_lambda() const override { return true; }
   // s_j before normalisation, from the statistics.
   at::Tensor saliency(const ObjectiveInput& input) const;
   // elem: s_ij = |W_ij|·sqrt(H_jj), normalised to mean 1. With a backend that decides one entry

@@ -18,6 +18,7 @@ struct QuantizeMemoryInputs {
   bool calibrate = true;               // Gram matrices are accumulated
   bool keep_fp_stream = false;         // X_f and the FP layer copy
   bool paired_capture = false;         // a cross-Gram D next to each Gram
+  bool holdout_folds = false;          // two more of each (--lambda auto's folds)
   bool cache_mlp_hidden = true;        // LayerStages keeps down_proj's input
   int64_t batch_tokens = 8192;         // tokens per forward batch
   int64_t beam_budget_bytes = 0;       // successive/beam decoder state (0: gptq/rtn)

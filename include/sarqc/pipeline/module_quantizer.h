@@ -38,9 +38,15 @@ class ModuleQuantizer {
                            const GroupStatistics* stats, ModuleRecord& record) const;
 
  private:
+  // λ of a sarqc objective under the settings' lambda_mode (objective/lambda_search.h); fold0
+  // and fold1: the held-out folds of `gram` (null without a split).
+  LambdaChoice choose_lambda(const LinearModule& module, int64_t layer, const at::Tensor& W,
+                             const GramAccumulator& gram, const GramAccumulator* fold0,
+                             const GramAccumulator* fold1) const;
   std::optional<QuantizedModule> round_with_damping(const LinearModule& module, int64_t layer,
                                                     const at::Tensor& W,
                                                     const GramAccumulator& gram,
+                                                    const LambdaChoice& lambda,
                                                     ModuleRecord& record) const;
   const QuantizePlan* plan_;
   const QuantizeOptions* options_;

@@ -49,6 +49,7 @@ struct QuantizePlan {
   bool needs_data = false;      // calibration windows and their activation stream
   bool keep_fp_stream = false;  // X_f next to X_q
   bool paired_capture = false;  // Grams from both streams (asymmetric objectives)
+  bool holdout_folds = false;   // each Gram also per held-out fold (--lambda auto)
   std::map<std::string, std::string> skipped;  // module -> why it stays unquantized
 
   // Clamps the group size to the narrowest quantizable input and lists the modules the grid

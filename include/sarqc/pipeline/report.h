@@ -7,6 +7,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "sarqc/objective/lambda_choice.h"
+
 namespace sarqc {
 
 struct ModuleRecord {
@@ -24,6 +26,7 @@ struct ModuleRecord {
   int64_t dead_columns = 0;
   double seconds = 0;
   int64_t peak_host_bytes = 0;  // process peak resident memory (VmHWM) after this module
+  LambdaChoice lambda;          // sarqc objectives: how λ was chosen (mode "" otherwise)
 };
 
 // Where one layer's time went. On CUDA the phases are host times (kernels run asynchronously).
@@ -65,6 +68,10 @@ struct QuantizeReport {
   int64_t peak_mapped_bytes = 0;     // peak resident pages of mapped files (the checkpoint)
   int64_t estimated_peak_bytes = 0;  // estimate_quantize_memory's peak
 };
+
+// A LambdaChoice as JSON (report.json's "lambda" of a module) and back.
+nlohmann::json lambda_choice_json(const LambdaChoice& choice);
+LambdaChoice lambda_choice_from_json(const nlohmann::json& j);
 
 // The module's info-level log line.
 void log_module(const ModuleRecord& record);
