@@ -208,6 +208,8 @@ TEST_F(QuantizeFixture, SingularGramWithoutDampingRetriesWithMore) {
     o.seqlen = 16;  // 16 tokens for 128 inputs: H has rank 16
     o.damp = 0;
     o.grid = {4, -1, true, false};
+    // λ = 0: --lambda auto's penalty would make M definite without any damping.
+    o.objective_settings.lambda_given = true;
     const QuantizeReport r = quantize(o);
     int retried = 0;
     for (const auto& m : r.modules) {
