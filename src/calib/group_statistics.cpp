@@ -141,10 +141,6 @@ const GramAccumulator* GroupStatistics::find(const std::string& key) const {
   return it == grams_.end() ? nullptr : &it->second;
 }
 
-const GramAccumulator* GroupStatistics::find_all_tokens(const std::string& key) const {
-  return find(all_tokens_key(key));
-}
-
 std::string GroupStatistics::all_tokens_key(const std::string& key) {
   return key + kAllTokensSuffix;
 }

@@ -197,12 +197,10 @@ Encoded encode_request(const Tokenizer& tok, const ChoiceRequest& r) {
     e.continuation = tok.encode(r.continuation);
     const SpecialTokens& sp = tok.special();
     const int32_t prefix = sp.bos_id ? *sp.bos_id : sp.eos_id.value_or(0);
-    if (!e.continuation.empty() && e.continuation.front() == prefix) {
-      e.context = {prefix};
+    e.context = {prefix};
+    // A continuation that already starts with the prefix token gives it up to the context.
+    if (!e.continuation.empty() && e.continuation.front() == prefix)
       e.continuation.erase(e.continuation.begin());
-    } else {
-      e.context = {prefix};
-    }
     return e;
   }
   std::string context = r.context, continuation = r.continuation;

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <map>
-#include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "sarqc/model/rotary.h"
 #include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
+#include "calib/one_layer_config.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -69,24 +69,6 @@ TEST(HoldoutSplit, RowsOfAnyBatchingAreTheRowsOfTheWhole) {
   EXPECT_EQ(a[1] + b[1], all[1]);
 }
 
-nlohmann::json config(bool moe) {
-  nlohmann::json c = {{"model_type", moe ? "mixtral" : "llama"},
-                      {"architectures", {moe ? "MixtralForCausalLM" : "LlamaForCausalLM"}},
-                      {"hidden_size", 32},
-                      {"intermediate_size", 48},
-                      {"num_hidden_layers", 1},
-                      {"num_attention_heads", 4},
-                      {"num_key_value_heads", 2},
-                      {"vocab_size", 50},
-                      {"max_position_embeddings", 64},
-                      {"rms_norm_eps", 1e-5},
-                      {"rope_theta", 10000.0},
-                      {"hidden_act", "silu"},
-                      {"tie_word_embeddings", false}};
-  if (moe) c.update({{"num_local_experts", 4}, {"num_experts_per_tok", 2}});
-  return c;
-}
-
 // Each key's inputs per batch, with the rows' token indices (routed experts see a subset).
 class Recorder : public LinearInputObserver {
  public:
@@ -108,7 +90,7 @@ class Recorder : public LinearInputObserver {
 TEST(HoldoutSplit, FoldGramsSumExactlyTheirTokens) {
   for (bool moe : {false, true}) {
     test::TempDir dir;
-    write_random_model(config(moe), dir.path() / "m", 8);
+    write_random_model(test::one_layer_config(moe), dir.path() / "m", 8);
     const ModelWeights weights = ModelWeights::open(dir.path() / "m");
     const DecoderLayer layer = DecoderLayer::load(weights, 0, {});
     const RotaryTables rope = make_rotary_tables(weights.config(), 8, c10::kCPU, at::kFloat);

@@ -6,7 +6,6 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "sarqc/calib/layer_stages.h"
 #include "sarqc/calib/module_groups.h"
@@ -14,25 +13,11 @@
 #include "sarqc/model/rotary.h"
 #include "sarqc/model/synthetic.h"
 #include "sarqc/model/weights.h"
+#include "calib/one_layer_config.h"
 #include "test_support.h"
 
 namespace sarqc {
 namespace {
-
-using nlohmann::json;
-
-json config(bool moe) {
-  json c = {{"model_type", moe ? "mixtral" : "llama"},
-            {"architectures", {moe ? "MixtralForCausalLM" : "LlamaForCausalLM"}},
-            {"hidden_size", 32},        {"intermediate_size", 48},
-            {"num_hidden_layers", 1},   {"num_attention_heads", 4},
-            {"num_key_value_heads", 2}, {"vocab_size", 50},
-            {"max_position_embeddings", 64}, {"rms_norm_eps", 1e-5},
-            {"rope_theta", 10000.0},    {"hidden_act", "silu"},
-            {"tie_word_embeddings", false}};
-  if (moe) c.update({{"num_local_experts", 4}, {"num_experts_per_tok", 2}});
-  return c;
-}
 
 // The input each module's key received, per group (the first module of a key that feeds it).
 class Recorder : public LinearInputObserver {
@@ -65,7 +50,7 @@ TEST(LayerStages, GroupInputsAndOutputEqualForwardWithTheWeightsOfTheTime) {
   for (bool moe : {false, true})
     for (bool cache : {false, true}) {
       test::TempDir dir;
-      write_random_model(config(moe), dir.path() / "m", 5);
+      write_random_model(test::one_layer_config(moe), dir.path() / "m", 5);
       const ModelWeights weights = ModelWeights::open(dir.path() / "m");
       const ComputeOptions compute;
       DecoderLayer staged = DecoderLayer::load(weights, 0, compute);
@@ -98,7 +83,7 @@ TEST(LayerStages, GroupInputsAndOutputEqualForwardWithTheWeightsOfTheTime) {
 
 TEST(LayerStages, AGroupCannotBeObservedAfterALaterOne) {
   test::TempDir dir;
-  write_random_model(config(false), dir.path() / "m", 6);
+  write_random_model(test::one_layer_config(false), dir.path() / "m", 6);
   const ModelWeights weights = ModelWeights::open(dir.path() / "m");
   const DecoderLayer layer = DecoderLayer::load(weights, 0, {});
   const RotaryTables rope = make_rotary_tables(weights.config(), 4, c10::kCPU, at::kFloat);

@@ -25,10 +25,8 @@ class GroupStatistics {
   int group() const { return group_; }
   // The Gram of the input `key` (input_key), or null when no batch reached it.
   const GramAccumulator* find(const std::string& key) const;
-  // A routed expert's Gram over all tokens of the layer (the all-tokens policy), or null.
-  const GramAccumulator* find_all_tokens(const std::string& key) const;
-  // Keys of a routed expert's all-tokens Gram, and of a Gram's held-out folds (0 and 1) under a
-  // HoldoutSplit: find(fold_key(key, f)).
+  // Keys of a routed expert's Gram over all tokens of the layer (the all-tokens policy), and of a
+  // Gram's held-out folds (0 and 1) under a HoldoutSplit: find(all_tokens_key(key)) etc.
   static std::string all_tokens_key(const std::string& key);
   static std::string fold_key(const std::string& key, int fold);
 
