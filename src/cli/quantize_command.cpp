@@ -78,6 +78,10 @@ Command add_quantize_command(CLI::App& app) {
     int bits = 4;
     int64_t group_size = 128, nsamples = 128, seqlen = 2048, moe_min_tokens = 0;
     std::string moe_policy = "rtn";
+    // Defaults from the library's (one place: RoundingOptions).
+    std::string order{column_order_name(RoundingOptions{}.order)};
+    std::string group_params =
+        RoundingOptions{}.block_start_group_params ? "block-start" : "current";
     bool fp_stream = false, scale_search = false;
     uint64_t seed = 0;
     double damp = 0.01;
@@ -157,10 +161,21 @@ Command add_quantize_command(CLI::App& app) {
                   "Damping as a fraction of mean(diag H); raised by 0.01 when Cholesky fails")
       ->check(non_negative_number())
       ->capture_default_str();
-  sub->add_flag("--act-order", flags->act_order,
-                "Quantize columns by descending Hessian diagonal (desc_act)");
+  CLI::Option* order =
+      sub->add_option("--order", flags->order,
+                      "Column order of the gptq/successive/beam backends: gar (whole groups by "
+                      "their largest Hessian diagonal, columns inside by theirs; no g_idx), act "
+                      "(descending Hessian diagonal, desc_act: a permuted g_idx) or natural")
+          ->capture_default_str();
+  sub->add_flag("--act-order", flags->act_order, "Same as --order act (desc_act)");
   sub->add_flag("--static-groups", flags->static_groups,
-                "Fix group parameters before GPTQ updates (trivial g_idx with --act-order)");
+                "Fix group parameters before GPTQ updates (trivial g_idx with --order act)");
+  sub->add_option("--group-params", flags->group_params,
+                  "gptq: a group that starts inside a 128-column block takes its scale from its "
+                  "columns' values at the block's start (block-start, as the reference gptq.py "
+                  "and GPTQModel) or from their current values (current)")
+      ->check(CLI::IsMember({"current", "block-start"}))
+      ->capture_default_str();
   sub->add_option("--moe-min-tokens", flags->moe_min_tokens,
                   "MoE experts routed fewer tokens are 'starved' (default: max(16, 0.5% of "
                   "nsamples x seqlen))")
@@ -193,7 +208,7 @@ Command add_quantize_command(CLI::App& app) {
                 "Refuse to run (exit code 5) when an interrupted run of this output saved a "
                 "state");
   sub->add_flag("--json", flags->json, "Print the report (also in OUT/report.json) as JSON");
-  return {sub, [flags, alpha, alpha_mode, mixup, config, sub](const GlobalOptions& global) {
+  return {sub, [flags, alpha, alpha_mode, mixup, order, config, sub](const GlobalOptions& global) {
             if (!config->empty()) apply_recipe(*sub, *config);
             QuantizeOptions o;
             o.compute.device = apply_global_options(global);
@@ -222,7 +237,12 @@ Command add_quantize_command(CLI::App& app) {
             o.seqlen = flags->seqlen;
             o.seed = flags->seed;
             o.damp = flags->damp;
-            o.rounding_options.act_order = flags->act_order;
+            o.rounding_options.order = parse_column_order(flags->order, "--order");
+            if (flags->act_order && order->count() > 0 &&
+                o.rounding_options.order != ColumnOrder::act)
+              throw_usage("--act-order: contradicts --order " + flags->order);
+            if (flags->act_order) o.rounding_options.order = ColumnOrder::act;
+            o.rounding_options.block_start_group_params = flags->group_params == "block-start";
             o.rounding_options.static_groups = flags->static_groups;
             o.moe_min_tokens = flags->moe_min_tokens;
             o.moe_policy = flags->moe_policy;

@@ -167,7 +167,10 @@ nlohmann::json quantization_config(const ModelLayout& layout, const QuantizePlan
                            {"saliency", objective.saliency},
                            {"beam_width",
                             plan.backend == "beam" ? o.rounding_options.beam_width : 1},
-                           {"act_order", o.rounding_options.act_order},
+                           {"order", column_order_name(o.rounding_options.order)},
+                           {"group_params", o.rounding_options.block_start_group_params
+                                                ? "block-start"
+                                                : "current"},
                            {"mse_clip", grid.mse_clip},
                            {"seed", o.seed},
                            {"nsamples", plan.needs_data ? report.nsamples : 0},

@@ -97,10 +97,9 @@ QuantizedLinear GptqRounder::round(const at::Tensor& target, const at::Tensor& m
   const int64_t g = grid.group_size > 0 ? grid.group_size : -1;
   TORCH_CHECK(g < 0 || n % g == 0, "gptq: group size ", g, " does not divide in_features ", n);
   const int64_t maxq = grid.maxq();
-  const auto long_opts = at::TensorOptions().dtype(at::kLong).device(target.device());
 
-  const at::Tensor perm = o.act_order ? at::argsort(metric.diagonal(), /*dim=*/0, /*descending=*/true)
-                                      : at::arange(n, long_opts);
+  const at::Tensor perm = processing_order(metric.diagonal(), g, o.order);
+  const bool natural = o.order == ColumnOrder::natural;
   // Parameters fixed before any update: per row (g = -1), or per natural group (static groups).
   std::vector<GroupParams> fixed;
   if (g < 0) {
@@ -109,7 +108,7 @@ QuantizedLinear GptqRounder::round(const at::Tensor& target, const at::Tensor& m
     for (int64_t k = 0; k < n / g; ++k) fixed.push_back(find_params(target.narrow(1, k * g, g), grid));
   }
   // Processing order (read only: the natural order needs no copy).
-  const at::Tensor T = o.act_order ? target.index_select(1, perm).contiguous() : target.contiguous();
+  const at::Tensor T = natural ? target.contiguous() : target.index_select(1, perm).contiguous();
   const Feedback feedback = error_feedback(metric, perm);
 
   // Every entry is written before it is read: no zero fill.
@@ -145,18 +144,26 @@ QuantizedLinear GptqRounder::round(const at::Tensor& target, const at::Tensor& m
     const int64_t i2 = std::min(i1 + B, n), count = i2 - i1;
     at::Tensor W1 = before_block(i1, i1, count);
     const at::Tensor W1_start = dynamic_groups ? W1.clone() : at::Tensor();
-    // A group starting at in-block position i, with the reference GPTQ's values: in-block
-    // columns after this block's decisions so far, later ones as the lazy update left them
-    // before this block.
+    // A group starting at in-block position i, with the reference GPTQ's values (gptq_values):
+    // by default its in-block columns after this block's decisions so far, later ones as the
+    // lazy update left them before this block; with block_start_group_params every column as
+    // the lazy update left it (the reference gptq.py reads W, not the block's W1).
     auto group_params_at = [&](int64_t i) {
       const int64_t s = i1 + i, in_block = std::min(g, count - i);
-      at::Tensor cols = gptq_values(feedback, T.narrow(1, s, in_block), W1.narrow(1, i, in_block),
-                                    s, s, s + in_block);
-      if (in_block < g) {
-        const at::Tensor w_hat = at::cat({W1_start, before_block(i1, i2, g - in_block)}, 1);
-        cols = at::cat({cols, gptq_values(feedback, T.narrow(1, i1, s + g - i1), w_hat, i1, i2,
-                                          s + g)},
-                       1);
+      const at::Tensor w_hat = in_block < g
+                                   ? at::cat({W1_start, before_block(i1, i2, g - in_block)}, 1)
+                                   : at::Tensor();
+      at::Tensor cols;
+      if (o.block_start_group_params) {
+        cols = gptq_values(feedback, T.narrow(1, i1, s + g - i1),
+                           in_block < g ? w_hat : W1_start.narrow(1, 0, s + g - i1), i1, s, s + g);
+      } else {
+        cols = gptq_values(feedback, T.narrow(1, s, in_block), W1.narrow(1, i, in_block), s, s,
+                           s + in_block);
+        if (in_block < g)
+          cols = at::cat({cols, gptq_values(feedback, T.narrow(1, i1, s + g - i1), w_hat, i1, i2,
+                                            s + g)},
+                         1);
       }
       GroupParams p = find_params(cols, grid);
       scales.push_back(p.scale);

@@ -61,15 +61,22 @@ QuantizedLinear assemble_quantized(const QuantGrid& grid, const at::Tensor& code
   q.codes = (natural ? codes_processing : codes_processing.index_select(1, inverse))
                 .to(at::kInt)
                 .contiguous();
-  q.scales = at::stack(scales).to(at::kFloat).contiguous();
-  q.zeros = at::stack(zeros).to(at::kInt).contiguous();
+  at::Tensor S = at::stack(scales), Z = at::stack(zeros);
   const auto long_opts = at::TensorOptions().dtype(at::kLong).device(perm.device());
-  if (grid.group_size <= 0)
-    q.g_idx = at::zeros({n}, long_opts);
-  else if (groups_in_processing_order)
-    q.g_idx = at::div(inverse, grid.group_size, "floor");
-  else
-    q.g_idx = at::div(at::arange(n, long_opts), grid.group_size, "floor");
+  q.g_idx = grid.group_size <= 0 ? at::zeros({n}, long_opts)
+                                 : at::div(at::arange(n, long_opts), grid.group_size, "floor");
+  if (grid.group_size > 0 && groups_in_processing_order) {
+    const int64_t g = grid.group_size;
+    const at::Tensor processed_in = at::div(inverse, g, "floor").reshape({n / g, g});
+    const at::Tensor first = processed_in.select(1, 0);  // processing group of each natural one
+    if (at::equal(processed_in, first.unsqueeze(1).expand_as(processed_in))) {
+      S = S.index_select(0, first), Z = Z.index_select(0, first);
+    } else {
+      q.g_idx = processed_in.reshape({n});
+    }
+  }
+  q.scales = S.to(at::kFloat).contiguous();
+  q.zeros = Z.to(at::kInt).contiguous();
   q.g_idx = q.g_idx.to(at::kInt);
   return q;
 }

@@ -27,8 +27,8 @@ QuantizedLinear SuccessiveRounder::round_penalized(const at::Tensor& target,
   const auto opts = target.options();
   const int64_t A = grid.maxq() + 1;
 
-  // Ascending diag(M), decoded from the back: the largest-diag columns are decided first.
-  const at::Tensor p = std::get<1>(at::sort(metric.diagonal(), /*stable=*/true, 0, false));
+  // Decoded from the back: p is the processing order reversed.
+  const at::Tensor p = processing_order(metric.diagonal(), g, o.order).flip(0);
   const at::Tensor Mp = metric.index_select(0, p).index_select(1, p);
   const at::Tensor L = cholesky_lower(Mp);
   const at::Tensor d2 = L.diagonal().pow(2);  // L_jj²
@@ -58,7 +58,7 @@ QuantizedLinear SuccessiveRounder::round_penalized(const at::Tensor& target,
     S = at::stack(scales, 1).index_select(1, group_of);
     Z = at::stack(zeros, 1).index_select(1, group_of);
   } else {
-    for (int64_t k = 0; k < n / g; ++k) {  // contiguous groups in processing order
+    for (int64_t k = 0; k < n / g; ++k) {  // contiguous groups in decoding order
       const GroupParams gp = find_params(Tp.narrow(1, k * g, g), grid);
       scales.push_back(gp.scale), zeros.push_back(gp.zero);
       S.narrow(1, k * g, g).copy_(gp.scale.unsqueeze(1).expand({m, g}));

@@ -40,6 +40,9 @@ TEST(Cli, UsageErrorsExitWithTwo) {
       {"inspect", "--model"},
       {"inspect", "--model", "x", "--bogus"},
       {"quantize", "--model", "m", "--out", "o", "--bits", "5"},
+      {"quantize", "--model", "m", "--out", "o", "--order", "random"},
+      {"quantize", "--model", "m", "--out", "o", "--order", "gar", "--act-order"},
+      {"quantize", "--model", "m", "--out", "o", "--group-params", "later"},
       {"--threads", "-1", "inspect", "--model", "x"},
       {"--log-level", "loud", "inspect", "--model", "x"},
       {"--device", "tpu", "inspect", "--model", "x"},
@@ -53,6 +56,14 @@ TEST(Cli, UsageErrorsExitWithTwo) {
     EXPECT_EQ(count_lines(r.err), 1u) << joined << "\n" << r.err;
     EXPECT_TRUE(r.out.empty()) << joined << ": stdout must stay clean: " << r.out;
   }
+}
+
+TEST(Cli, ColumnOrderErrorsNameTheFlagAndTheAcceptedValues) {
+  RunResult r = run_sarqc({"quantize", "--model", "m", "--out", "o", "--order", "random"});
+  EXPECT_NE(r.err.find("--order 'random': expected one of natural, act, gar"), std::string::npos)
+      << r.err;
+  r = run_sarqc({"quantize", "--model", "m", "--out", "o", "--order", "natural", "--act-order"});
+  EXPECT_NE(r.err.find("--act-order: contradicts --order natural"), std::string::npos) << r.err;
 }
 
 TEST(Cli, CudaDeviceWithoutGpuIsAUsageError) {

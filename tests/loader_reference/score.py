@@ -2,9 +2,11 @@
 and GPTQModel's CPU kernels) loads each folder and scores the token windows sarqc scores.
 
 Usage: python score.py <jobs.json> <output.json>
-jobs.json: [{"folder": ..., "inputs": [[ids...]...], "targets": [[ids...]...]}, ...]. The output
-maps each folder to {"mean_nll", "logits" (first window), "kernels", "missing_keys"} or, when the
-loader refuses the folder, {"error": one line, "trace": the end of the traceback}.
+jobs.json: [{"folder": ..., "inputs": [[ids...]...], "targets": [[ids...]...]}, ...]; a job with
+"logits": false leaves the logits out (large vocabularies). The output maps each folder to
+{"mean_nll", "target_logprobs" (log p of each target, per window), "logits" (first window),
+"kernels", "missing_keys"} or, when the loader refuses the folder, {"error": one line, "trace":
+the end of the traceback}.
 """
 import json
 import os
@@ -19,7 +21,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 
-def score(folder, inputs, targets):
+def score(folder, inputs, targets, with_logits):
     model, info = AutoModelForCausalLM.from_pretrained(
         folder, device_map="cpu", dtype=torch.float32, output_loading_info=True)
     model.eval()
@@ -28,9 +30,12 @@ def score(folder, inputs, targets):
     kernels = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "qweight")})
     with torch.no_grad():
         logits = model(inputs).logits.double()
-    nll = -torch.log_softmax(logits, dim=-1).gather(2, targets.unsqueeze(2)).mean().item()
-    return {"mean_nll": nll, "logits": logits[0].float().tolist(), "kernels": kernels,
-            "missing_keys": missing[:20]}
+    logprobs = torch.log_softmax(logits, dim=-1).gather(2, targets.unsqueeze(2)).squeeze(2)
+    result = {"mean_nll": -logprobs.mean().item(), "target_logprobs": logprobs.tolist(),
+              "kernels": kernels, "missing_keys": missing[:20]}
+    if with_logits:
+        result["logits"] = logits[0].float().tolist()
+    return result
 
 
 def main():
@@ -42,7 +47,7 @@ def main():
         inputs = torch.tensor(job["inputs"], dtype=torch.long)
         targets = torch.tensor(job["targets"], dtype=torch.long)
         try:
-            result[job["folder"]] = score(job["folder"], inputs, targets)
+            result[job["folder"]] = score(job["folder"], inputs, targets, job.get("logits", True))
         except Exception as e:  # a refusal is a result: the test names it
             result[job["folder"]] = {"error": f"{type(e).__name__}: {e}".splitlines()[0][:500],
                                      "trace": traceback.format_exc()[-2000:]}

@@ -168,13 +168,13 @@ TEST(Loader, AsymmetricActOrderStaticGroupsDynamicAndMoe) {
       {"actorder", "babyllama-tok105",
        [](QuantizeOptions& o) {
          sym(o, 4, 32);
-         o.rounding_options.act_order = true;  // non-monotone g_idx
+         o.rounding_options.order = ColumnOrder::act;  // non-monotone g_idx
        },
        ""},
       {"static", "babyllama-tok105",
        [](QuantizeOptions& o) {
          sym(o, 4, 32);
-         o.rounding_options.act_order = true;
+         o.rounding_options.order = ColumnOrder::act;
          o.rounding_options.static_groups = true;
        },
        ""},

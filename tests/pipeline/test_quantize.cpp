@@ -132,7 +132,7 @@ TEST_F(QuantizeFixture, UnchangedTensorsAreWrittenBitIdenticalAndWeightsRoundedF
 TEST_F(QuantizeFixture, GptqOutputFollowsFormatsMd) {
   QuantizeOptions o = options("babyllama-tok105", "gptq");
   o.grid = {4, 32, true, false};
-  o.rounding_options.act_order = true;
+  o.rounding_options.order = ColumnOrder::act;
   const QuantizeReport report = quantize(o);
   // Files: config with quantization_config, quantize_config, tokenizer copied, report.
   for (const char* f : {"config.json", "quantize_config.json", "model.safetensors",

@@ -110,7 +110,7 @@ TEST(GptqFormat, WrittenTensorsDequantizeBitForBitToTheBackendsWeights) {
       for (bool act_order : {false, true}) {
         const QuantGrid grid{bits, 16, sym, false};
         RoundingOptions o;
-        o.act_order = act_order;
+        o.order = act_order ? ColumnOrder::act : ColumnOrder::natural;
         const QuantizedLinear q = GptqRounder().round(W, H, grid, o);
         const bool v2 = !sym;
         const GptqTensors t = to_gptq_tensors(q, v2);

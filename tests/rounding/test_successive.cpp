@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "rounding/problems.h"
+#include "sarqc/rounding/column_order.h"
 #include "sarqc/rounding/gptq.h"
 #include "sarqc/rounding/successive.h"
 
@@ -57,7 +58,7 @@ TEST(Successive, EqualsGptqRunInTheReverseOrder) {
     const Problem p = make_problem(7, 20, 100 + bits);
     const QuantGrid grid{bits, -1, true, false};
     RoundingOptions o;
-    o.act_order = true;
+    o.order = ColumnOrder::act;
     const QuantizedLinear gptq = GptqRounder().round(p.W, p.H, grid, o);
     const QuantizedLinear sr = SuccessiveRounder(false).round(p.W, p.H, grid, o);
     EXPECT_TRUE(at::equal(gptq.codes, sr.codes)) << bits;
@@ -72,6 +73,7 @@ TEST(Successive, ScoreEqualsTheTraceLossForGroupsBlocksAndBeams) {
       for (int64_t block : {5, 128})
         for (int64_t K : {1, 3})
           for (RoundingOptions o : every_decoder()) {
+            o.order = ColumnOrder::act;
             o.static_groups = static_groups;
             o.block_size = block;
             o.beam_width = K;
@@ -81,6 +83,29 @@ TEST(Successive, ScoreEqualsTheTraceLossForGroupsBlocksAndBeams) {
             EXPECT_NEAR(q.loss, e, 1e-9 * e) << g << static_groups << block << K;
             EXPECT_EQ(q.reordered(), g > 0 && !static_groups);
           }
+}
+
+TEST(Successive, GroupAwareOrderIsNaturalOrderOnThePermutedProblem) {
+  // GAR keeps groups whole: decoding in GAR order is decoding the column-permuted problem in
+  // natural order; written back with natural groups and a trivial g_idx.
+  const Problem p = make_problem(9, 24, 13);
+  for (int64_t g : {6, 8})
+    for (int64_t K : {1, 3})
+      for (RoundingOptions o : every_decoder()) {
+        const QuantGrid grid{3, g, true, false};
+        o.beam_width = K;
+        o.order = ColumnOrder::group_aware;
+        const at::Tensor perm = processing_order(p.H.diagonal(), g, ColumnOrder::group_aware);
+        const QuantizedLinear gar = SuccessiveRounder(true).round(p.W, p.H, grid, o);
+        o.order = ColumnOrder::natural;
+        const QuantizedLinear natural = SuccessiveRounder(true).round(
+            p.W.index_select(1, perm), p.H.index_select(0, perm).index_select(1, perm), grid, o);
+        EXPECT_FALSE(gar.reordered());
+        EXPECT_FALSE(natural.reordered());
+        EXPECT_TRUE(at::equal(gar.dequantize().index_select(1, perm), natural.dequantize()))
+            << g << " " << K;
+        EXPECT_NEAR(gar.loss, natural.loss, 1e-9 * natural.loss);
+      }
 }
 
 TEST(Beam, WidthOneIsTheGreedyDecoder) {

@@ -11,12 +11,20 @@
 #include <ATen/core/Tensor.h>
 
 #include "sarqc/quant/quantized_linear.h"
+#include "sarqc/rounding/column_order.h"
 
 namespace sarqc {
 
+// Defaults are the product's (README, BENCHMARKS.md "Real models"): group-aware order with
+// block-start group parameters won on SmolLM2; tests that compare with the textbook algorithm
+// ask for natural order and current values.
 struct RoundingOptions {
-  bool act_order = false;      // process columns by descending diag(M)
+  ColumnOrder order = ColumnOrder::group_aware;  // which column each backend decides first
   bool static_groups = false;  // group parameters fixed from the target before any update
+  // GPTQ, a group that starts inside a lazy block: its parameters from the block-start values
+  // of its columns (the reference gptq.py and GPTQModel read W, not the block's W1) instead of
+  // the values after this block's earlier decisions.
+  bool block_start_group_params = true;
   int64_t block_size = 128;    // GPTQ lazy-update block; successive/beam decoding block
   int64_t beam_width = 4;      // beam backend: decodings kept per row
   int64_t beam_rows = 0;  // beam backend: rows decoded together; 0 = from the memory budget
@@ -67,6 +75,9 @@ std::vector<std::string> rounder_names();
 
 // Shared by backends: the GPTQ output layout from codes and per-group params collected in
 // processing order. `perm` maps processing position -> column (identity without reordering).
+// When every natural group of columns was processed as one contiguous processing group (natural
+// and group-aware orders), the params are put in natural group order and g_idx is the trivial
+// one, which inference kernels need for their fast path.
 QuantizedLinear assemble_quantized(const QuantGrid& grid, const at::Tensor& codes_processing,
                                    const std::vector<at::Tensor>& scales,
                                    const std::vector<at::Tensor>& zeros, const at::Tensor& perm,

@@ -6,8 +6,8 @@
 namespace sarqc {
 
 // Successive rounding and its beam-search generalisation (methods.md §6.1, §6.2): Babai's
-// nearest-plane decoding on the lattice of M. Columns are processed by ascending diag(M) from the
-// back (so largest diag first), each target column corrected by the rounding errors of the
+// nearest-plane decoding on the lattice of M. Columns are decided in options.order (decoded from
+// the back of the reversed order), each target column corrected by the rounding errors of the
 // columns already decided through the column-normalised lower Cholesky factor of M; group
 // parameters come from the static target. Every row keeps the `beam` best partial decodings
 // ranked by their exact partial cost Σ L_jj²(ŵ_j − q_j)²: one for "successive" (greedy),

