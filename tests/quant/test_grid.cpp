@@ -1,4 +1,7 @@
 // The uniform quantizer of methods.md §2.
+#include <limits>
+#include <utility>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -118,6 +121,36 @@ TEST(Grid, MseClipNeverIncreasesTheClipError) {
     EXPECT_TRUE((err(clip) <= err(plain) + 1e-12).all().item<bool>());
     EXPECT_TRUE((err(clip) < err(plain) - 1e-9).any().item<bool>());  // and it does help
   }
+}
+
+TEST(Grid, MseClipPicksTheFirstBestOfTheEightyShrinkSteps) {
+  // The search written one step at a time (the reference gptq.py's loop): candidate params of
+  // the range [p·min, p·max] for p = 1 − i/100, i < 80, kept when strictly better. Shapes on
+  // both sides of the vectorised search's chunking (64 × 512 fp64 needs two chunks).
+  at::manual_seed(4);
+  for (const auto& [rows, k] : {std::pair<int64_t, int64_t>{16, 64}, {64, 512}})
+    for (bool sym : {true, false}) {
+      const at::Tensor x = at::randn({rows, k}, at::kDouble) * at::rand({rows, 1}, at::kDouble);
+      const QuantGrid plain{3, -1, sym, false};
+      const at::Tensor lo = std::get<0>(x.min(1)), hi = std::get<0>(x.max(1));
+      at::Tensor best_err = at::full({rows}, std::numeric_limits<double>::infinity(), at::kDouble);
+      GroupParams expected = find_params(x, plain);
+      for (int i = 0; i < 80; ++i) {
+        const double p = 1.0 - i / 100.0;
+        const GroupParams cand = find_params(at::stack({lo * p, hi * p}, 1), plain);
+        const at::Tensor q = dequantize_codes(quantize_codes(x, cand, 7), cand);
+        const at::Tensor err = (q - x).abs().pow(2.4).sum(1);
+        const at::Tensor better = err < best_err;
+        best_err = at::where(better, err, best_err);
+        expected.scale = at::where(better, cand.scale, expected.scale);
+        expected.zero = at::where(better, cand.zero, expected.zero);
+      }
+      QuantGrid clip = plain;
+      clip.mse_clip = true;
+      const GroupParams got = find_params(x, clip);
+      EXPECT_TRUE(at::equal(got.scale, expected.scale)) << rows << " " << k << " " << sym;
+      EXPECT_TRUE(at::equal(got.zero, expected.zero)) << rows << " " << k << " " << sym;
+    }
 }
 
 TEST(Grid, ValidationNamesTheFlag) {
