@@ -11,6 +11,9 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
 namespace sarqc::test {
 
 inline std::string shell_quote(const std::string& s) {
@@ -55,6 +58,18 @@ inline std::pair<std::string, std::string> venv_python(
 }  // namespace sarqc::test
 
 namespace sarqc::test {
+
+// A [rows, cols] integer tensor (token ids of windows) as a JSON array of arrays, for the
+// Python references' job files.
+inline nlohmann::json id_rows(const at::Tensor& t) {
+  nlohmann::json out = nlohmann::json::array();
+  for (int64_t i = 0; i < t.size(0); ++i) {
+    nlohmann::json row = nlohmann::json::array();
+    for (int64_t j = 0; j < t.size(1); ++j) row.push_back(t[i][j].item<int64_t>());
+    out.push_back(row);
+  }
+  return out;
+}
 
 // A real trained model built by scripts/real_model.sh (a GGUF file from PyPI converted with
 // transformers; once per checkout, cached under .cache/models): its folder, or "" plus why not.

@@ -50,16 +50,6 @@ Windows windows_for(const fs::path& model) {
   return {w.inputs, w.targets};
 }
 
-json to_json(const at::Tensor& t) {
-  json rows = json::array();
-  for (int64_t i = 0; i < t.size(0); ++i) {
-    json row = json::array();
-    for (int64_t j = 0; j < t.size(1); ++j) row.push_back(t[i][j].item<int64_t>());
-    rows.push_back(row);
-  }
-  return rows;
-}
-
 void check_formats(const std::vector<Format>& formats) {
   SARQC_REQUIRE_FIXTURES();
   const auto [python, why] = test::venv_python(
@@ -94,8 +84,8 @@ void check_formats(const std::vector<Format>& formats) {
     const Windows w = windows_for(model);
     windows[f.name] = w;
     jobs.push_back({{"folder", o.out_dir.string()},
-                    {"inputs", to_json(w.inputs)},
-                    {"targets", to_json(w.targets)}});
+                    {"inputs", test::id_rows(w.inputs)},
+                    {"targets", test::id_rows(w.targets)}});
   }
   test::write_bytes(dir / "jobs.json", jobs.dump());
   const fs::path script = fs::path(SARQC_SOURCE_DIR) / "tests" / "loader_reference" / "score.py";

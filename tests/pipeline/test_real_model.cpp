@@ -24,16 +24,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using test::shell_quote;
 
-json rows(const at::Tensor& t) {
-  json out = json::array();
-  for (int64_t i = 0; i < t.size(0); ++i) {
-    json row = json::array();
-    for (int64_t j = 0; j < t.size(1); ++j) row.push_back(t[i][j].item<int64_t>());
-    out.push_back(row);
-  }
-  return out;
-}
-
 EvalWindows wiki_windows(const fs::path& model, int64_t seqlen, int64_t count) {
   const auto tokenizer = load_tokenizer(model);
   std::vector<int32_t> ids = tokenizer->special().prefix;
@@ -52,8 +42,8 @@ json transformers_scores(const std::vector<fs::path>& folders, const EvalWindows
   json jobs = json::array();
   for (const fs::path& folder : folders)
     jobs.push_back({{"folder", folder.string()},
-                    {"inputs", rows(w.inputs)},
-                    {"targets", rows(w.targets)},
+                    {"inputs", test::id_rows(w.inputs)},
+                    {"targets", test::id_rows(w.targets)},
                     {"logits", false}});
   test::write_bytes(dir / "jobs.json", jobs.dump());
   const fs::path script = fs::path(SARQC_SOURCE_DIR) / "tests" / "loader_reference" / "score.py";

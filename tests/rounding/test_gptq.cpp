@@ -125,37 +125,31 @@ TEST(Gptq, EqualsClosedFormObsWithoutActOrder) {
   }
 }
 
-TEST(Gptq, BlockStartGroupParamsFollowTheReferenceGptq) {
+TEST(Gptq, GroupParamsFollowTheReferenceAndTheNonLazyValues) {
   // Groups starting inside a block (g 4 and 8 with blocks of 8 and 16) and groups running past
-  // their block (blocks of 3 and 5): the reference reads the group's columns from W.
+  // their block (blocks of 3 and 5). block-start: the reference reads the group's columns from
+  // W. current: the in-block columns' current values (the non-lazy algorithm's when no group
+  // runs past its block), the later ones as the lazy update left them.
   for (int64_t g : {4, 8})
     for (int64_t block : {3, 5, 8, 16}) {
       const Problem p = make_problem(6, 16, 20 + g);
       const QuantGrid grid{3, g, true, false};
       RoundingOptions o = textbook();
       o.block_size = block;
+      const at::Tensor current =
+          GptqRounder().round(p.W, p.H, grid, o).dequantize().to(at::kDouble);
       o.block_start_group_params = true;
-      const QuantizedLinear q = GptqRounder().round(p.W, p.H, grid, o);
+      const at::Tensor block_start =
+          GptqRounder().round(p.W, p.H, grid, o).dequantize().to(at::kDouble);
       const at::Tensor reference = lazy_block_reference(p, grid, block, false);
-      EXPECT_TRUE(at::allclose(q.dequantize().to(at::kDouble), reference, 0, 1e-6))
-          << "g " << g << " block " << block;
-      if (block % g == 0 && block > g)  // in-block group starts: the two conventions differ
-        EXPECT_FALSE(at::allclose(lazy_block_reference(p, grid, block, true), reference, 0, 1e-6));
-    }
-}
-
-TEST(Gptq, CurrentGroupParamsEqualNonLazyObsAndTheHybridPastTheBlock) {
-  for (int64_t g : {4, 8})
-    for (int64_t block : {3, 5, 8, 16}) {
-      const Problem p = make_problem(6, 16, 20 + g);
-      const QuantGrid grid{3, g, true, false};
-      RoundingOptions o = textbook();
-      o.block_size = block;
-      const at::Tensor q = GptqRounder().round(p.W, p.H, grid, o).dequantize().to(at::kDouble);
-      EXPECT_TRUE(at::allclose(q, lazy_block_reference(p, grid, block, true), 0, 1e-6))
-          << "g " << g << " block " << block;
+      const at::Tensor hybrid = lazy_block_reference(p, grid, block, true);
+      const std::string where = "g " + std::to_string(g) + " block " + std::to_string(block);
+      EXPECT_TRUE(at::allclose(block_start, reference, 0, 1e-6)) << where;
+      EXPECT_TRUE(at::allclose(current, hybrid, 0, 1e-6)) << where;
       if (block % g == 0)  // no group runs past its block: the non-lazy algorithm's values
-        EXPECT_TRUE(at::allclose(q, obs_reference(p, grid), 0, 1e-6)) << g << " " << block;
+        EXPECT_TRUE(at::allclose(current, obs_reference(p, grid), 0, 1e-6)) << where;
+      if (block % g == 0 && block > g)  // in-block group starts: the two conventions differ
+        EXPECT_FALSE(at::allclose(hybrid, reference, 0, 1e-6));
     }
 }
 
