@@ -15,6 +15,9 @@ import traceback
 import warnings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# GPTQModel's CPU kernels torch.compile their dequantization: 1-2 s of tracing per module and
+# format, most of a loader test's time, for the same numbers eager mode gives.
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
