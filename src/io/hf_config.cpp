@@ -1,6 +1,8 @@
 #include "sarqc/io/hf_config.h"
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -127,12 +129,50 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& where) {
     if (rope.high_freq_factor <= rope.low_freq_factor)
       throw_bad_input(fmt::format("{}: llama3 rope needs high_freq_factor > low_freq_factor",
                                   where));
+  } else if (type == "yarn") {
+    rope.type = RopeType::Yarn;
+    // transformers: a missing factor is max_position_embeddings / original (DeepSeek-V3's
+    // convention); a missing original length is max_position_embeddings (parse_rope fills both).
+    if (f.has("factor")) rope.factor = factor();
+    else rope.factor = 0;
+    if (f.has("original_max_position_embeddings"))
+      rope.original_max_position_embeddings = f.positive_int("original_max_position_embeddings");
+    rope.attention_factor = f.has("attention_factor") ? f.positive_number("attention_factor") : 0;
+    if (f.has("mscale")) rope.mscale = f.positive_number("mscale");
+    if (f.has("mscale_all_dim")) rope.mscale_all_dim = f.positive_number("mscale_all_dim");
+    // transformers reads these with `or`: 0 means the default as well.
+    if (f.has("beta_fast") && scaling["beta_fast"] != 0) rope.beta_fast = f.positive_number("beta_fast");
+    if (f.has("beta_slow") && scaling["beta_slow"] != 0) rope.beta_slow = f.positive_number("beta_slow");
+    rope.truncate = f.boolean_or("truncate", true);
   } else {
     throw_bad_input(fmt::format("{}: rope type '{}' is not supported (supported: default, "
-                                "linear, dynamic, llama3)",
+                                "linear, dynamic, llama3, yarn)",
                                 where, type));
   }
   return rope;
+}
+
+// YaRN's defaults from the model's lengths, and its attention factor (as transformers computes
+// them in _compute_yarn_parameters).
+void finish_yarn(RopeScaling& rope, int64_t max_position_embeddings,
+                 std::optional<int64_t> top_level_original, const std::string& where) {
+  if (rope.type != RopeType::Yarn) return;
+  if (top_level_original) rope.original_max_position_embeddings = *top_level_original;
+  if (rope.original_max_position_embeddings <= 0)
+    rope.original_max_position_embeddings = max_position_embeddings;
+  if (rope.original_max_position_embeddings <= 0)
+    throw_bad_input(fmt::format("{}: rope type 'yarn' needs original_max_position_embeddings or "
+                                "max_position_embeddings",
+                                where));
+  if (rope.factor <= 0)
+    rope.factor = static_cast<double>(max_position_embeddings) /
+                  static_cast<double>(rope.original_max_position_embeddings);
+  if (rope.attention_factor <= 0) {
+    auto mscale = [&](double m) { return rope.factor <= 1 ? 1.0 : 0.1 * m * std::log(rope.factor) + 1.0; };
+    rope.attention_factor = rope.mscale > 0 && rope.mscale_all_dim > 0
+                                ? mscale(rope.mscale) / mscale(rope.mscale_all_dim)
+                                : mscale(1.0);
+  }
 }
 
 // Rope settings live at the top level (rope_theta, rope_scaling) or, from transformers 5 on, in
@@ -151,11 +191,18 @@ void parse_rope(const json& j, const Fields& f, ModelConfig& cfg) {
     cfg.rope_theta = pf.positive_number_or("rope_theta", f.positive_number_or("rope_theta",
                                                                               default_theta));
     cfg.rope_scaling = parse_rope_scaling(params, where);
-    return;
+  } else {
+    cfg.rope_theta = f.positive_number_or("rope_theta", default_theta);
+    if (f.has("rope_scaling"))
+      cfg.rope_scaling = parse_rope_scaling(j["rope_scaling"], f.source() + ": rope_scaling");
   }
-  cfg.rope_theta = f.positive_number_or("rope_theta", default_theta);
-  if (f.has("rope_scaling"))
-    cfg.rope_scaling = parse_rope_scaling(j["rope_scaling"], f.source() + ": rope_scaling");
+  // A top-level original_max_position_embeddings (Phi-3's convention) wins, as in transformers.
+  const std::optional<int64_t> top_level_original =
+      f.has("original_max_position_embeddings")
+          ? std::optional<int64_t>(f.positive_int("original_max_position_embeddings"))
+          : std::nullopt;
+  finish_yarn(cfg.rope_scaling, cfg.max_position_embeddings, top_level_original,
+              f.source() + ": rope");
 }
 
 }  // namespace
@@ -177,6 +224,7 @@ std::string_view rope_type_name(RopeType type) {
     case RopeType::Linear: return "linear";
     case RopeType::Dynamic: return "dynamic";
     case RopeType::Llama3: return "llama3";
+    case RopeType::Yarn: return "yarn";
   }
   return "default";
 }
@@ -290,7 +338,15 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     cfg.num_experts_per_tok = f.positive_int_or("num_experts_per_tok", 2);
     cfg.norm_topk_prob = true;  // mixtral always renormalizes the top-k weights
   } else if (cfg.family == ModelFamily::Qwen2Moe || cfg.family == ModelFamily::Qwen3Moe) {
-    cfg.num_experts = f.positive_int("num_experts");
+    // transformers >= 5 saves qwen3_moe's expert count as num_local_experts (its attribute
+    // map's name for num_experts); both spellings name the same field.
+    if (f.has("num_experts") && f.has("num_local_experts") &&
+        j["num_experts"] != j["num_local_experts"])
+      throw_bad_input(fmt::format("{}: num_experts {} and num_local_experts {} disagree", source,
+                                  j["num_experts"].dump(), j["num_local_experts"].dump()));
+    cfg.num_experts = f.has("num_experts") || !f.has("num_local_experts")
+                          ? f.positive_int("num_experts")
+                          : f.positive_int("num_local_experts");
     cfg.num_experts_per_tok = f.positive_int("num_experts_per_tok");
     cfg.moe_intermediate_size = f.positive_int("moe_intermediate_size");
     if (cfg.family == ModelFamily::Qwen2Moe)

@@ -1,5 +1,6 @@
 #include "sarqc/model/rotary.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/ATen.h>
@@ -39,6 +40,29 @@ std::vector<double> rope_inv_freq(const ModelConfig& cfg) {
       }
       break;
     }
+    case RopeType::Yarn: {
+      // Interpolate (divide by the factor) the dimensions that turn fewer than beta_slow times
+      // over the original length, keep those that turn more than beta_fast times, and ramp
+      // linearly between (Peng et al., arXiv:2309.00071; transformers' correction range).
+      const double dim = static_cast<double>(hd);
+      auto correction_dim = [&](double rotations) {
+        return dim *
+               std::log(static_cast<double>(rs.original_max_position_embeddings) /
+                        (rotations * 2.0 * M_PI)) /
+               (2.0 * std::log(cfg.rope_theta));
+      };
+      double low = correction_dim(rs.beta_fast), high = correction_dim(rs.beta_slow);
+      if (rs.truncate) low = std::floor(low), high = std::ceil(high);
+      low = std::max(low, 0.0);
+      high = std::min(high, dim - 1);
+      if (low == high) high += 0.001;
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+        const double keep = 1.0 - ramp;  // weight of the unscaled (extrapolated) frequency
+        inv[i] = inv[i] / rs.factor * (1.0 - keep) + inv[i] * keep;
+      }
+      break;
+    }
   }
   return inv;
 }
@@ -59,7 +83,9 @@ RotaryTables make_rotary_tables(const ModelConfig& cfg, int64_t seqlen, c10::Dev
   freq = at::cat({freq, freq});                                   // [hd]
   at::Tensor pos = at::arange(seqlen, opts).unsqueeze(1);         // [T, 1]
   at::Tensor angle = pos * freq.unsqueeze(0);                     // [T, hd]
-  return {angle.cos().to(device, dtype), angle.sin().to(device, dtype)};
+  // YaRN scales cos and sin by its attention factor (1 for every other rope type).
+  const double scale = cfg.rope_scaling.attention_factor;
+  return {(angle.cos() * scale).to(device, dtype), (angle.sin() * scale).to(device, dtype)};
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t, int64_t offset) {

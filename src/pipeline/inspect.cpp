@@ -156,6 +156,12 @@ json to_json(const ModelSummary& s) {
     rope["high_freq_factor"] = c.rope_scaling.high_freq_factor;
     rope["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
   }
+  if (c.rope_scaling.type == RopeType::Yarn) {
+    rope["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
+    rope["beta_fast"] = c.rope_scaling.beta_fast;
+    rope["beta_slow"] = c.rope_scaling.beta_slow;
+    rope["attention_factor"] = c.rope_scaling.attention_factor;
+  }
   json moe = nullptr;
   if (c.is_moe()) {
     std::vector<int64_t> moe_layers;

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "sarqc/io/hf_config.h"
@@ -126,6 +128,33 @@ TEST(HfConfig, RopeScalingVariants) {
   c = parse(v5);
   EXPECT_EQ(c.rope_scaling.type, RopeType::Dynamic);
   EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor, 1.0);
+
+  // YaRN (Qwen's long-context setting): transformers' defaults and attention factor.
+  json yarn = llama_base();
+  yarn["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0},
+                          {"original_max_position_embeddings", 128}};
+  c = parse(yarn);
+  EXPECT_EQ(c.rope_scaling.type, RopeType::Yarn);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 128);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_fast, 32.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_slow, 1.0);
+  EXPECT_TRUE(c.rope_scaling.truncate);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor, 0.1 * std::log(4.0) + 1.0);
+  // mscale and mscale_all_dim (DeepSeek's) set the attention factor as a ratio; without factor
+  // and original length, factor = max_position_embeddings / original = 1 and nothing scales.
+  yarn["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}, {"mscale", 2.0},
+                          {"mscale_all_dim", 1.0}, {"beta_fast", 16}, {"truncate", false}};
+  c = parse(yarn);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 512);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor,
+                   (0.2 * std::log(4.0) + 1.0) / (0.1 * std::log(4.0) + 1.0));
+  EXPECT_DOUBLE_EQ(c.rope_scaling.beta_fast, 16.0);
+  EXPECT_FALSE(c.rope_scaling.truncate);
+  yarn["rope_scaling"] = {{"rope_type", "yarn"}};
+  c = parse(yarn);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 1.0);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.attention_factor, 1.0);
 }
 
 TEST(HfConfig, MixtralDefaults) {
@@ -164,6 +193,10 @@ TEST(HfConfig, QwenMoeLayerSelection) {
   const ModelConfig c3 = parse(q3);
   EXPECT_EQ(c3.shared_expert_intermediate_size, 0);
   EXPECT_TRUE(c3.norm_topk_prob && c3.qk_norm);
+  // transformers >= 5 saves qwen3_moe's expert count as num_local_experts.
+  q3.erase("num_experts");
+  q3["num_local_experts"] = 4;
+  EXPECT_EQ(parse(q3).num_experts, 4);
 }
 
 TEST(HfConfig, EosMayBeAList) {
@@ -194,8 +227,17 @@ TEST(HfConfig, BadConfigsNameTheFieldAndWhatWasExpected) {
        "num_attention_heads 8 is not a multiple of num_key_value_heads 3"},
       {"activation", [](json& j) { j["hidden_act"] = "gelu"; }, "hidden_act 'gelu' is not supported"},
       {"missing eps", [](json& j) { j.erase("rms_norm_eps"); }, "field 'rms_norm_eps' is required"},
-      {"yarn", [](json& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; },
-       "rope type 'yarn' is not supported (supported: default, linear, dynamic, llama3)"},
+      {"longrope", [](json& j) { j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}}; },
+       "rope type 'longrope' is not supported (supported: default, linear, dynamic, llama3, yarn)"},
+      {"qwen3_moe expert counts disagree",
+       [](json& j) {
+         j["model_type"] = "qwen3_moe";
+         j["num_experts"] = 4;
+         j["num_local_experts"] = 8;
+         j["num_experts_per_tok"] = 2;
+         j["moe_intermediate_size"] = 32;
+       },
+       "num_experts 4 and num_local_experts 8 disagree"},
       {"llama3 incomplete",
        [](json& j) { j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}}; },
        "rope type 'llama3' needs field 'low_freq_factor'"},

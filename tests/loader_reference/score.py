@@ -31,8 +31,13 @@ def score(folder, inputs, targets, with_logits):
     # Weights the model expected but the checkpoint did not give it (left at random init).
     missing = sorted(str(k) for k in info.get("missing_keys", []))
     kernels = sorted({type(m).__name__ for m in model.modules() if hasattr(m, "qweight")})
-    with torch.no_grad():
-        logits = model(inputs).logits.double()
+    try:
+        with torch.no_grad():
+            logits = model(inputs).logits.double()
+    except Exception as e:  # weights left uninitialised break the forward: name them
+        if missing:
+            raise RuntimeError(f"{type(e).__name__}: {e}; missing {missing[:4]}") from e
+        raise
     logprobs = torch.log_softmax(logits, dim=-1).gather(2, targets.unsqueeze(2)).squeeze(2)
     result = {"mean_nll": -logprobs.mean().item(), "target_logprobs": logprobs.tolist(),
               "kernels": kernels, "missing_keys": missing[:20]}

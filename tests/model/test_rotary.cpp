@@ -75,6 +75,42 @@ TEST(Rotary, Llama3ScalingFollowsTheThreeWavelengthBands) {
   EXPECT_GT(mid, 0);
 }
 
+// YaRN as Qwen's long-context configs set it (factor 4, original context 32768, theta 1e6):
+// a dimension that turns more than beta_fast = 32 times over the original context keeps its
+// frequency, one that turns less than beta_slow = 1 time is interpolated by the factor, and
+// those between lie strictly between (arXiv:2309.00071 §3.2). cos and sin are scaled by
+// 0.1·ln(factor) + 1.
+TEST(Rotary, YarnKeepsFastDimensionsInterpolatesSlowOnesAndScalesCosAndSin) {
+  ModelConfig c = rope_config(128, 1e6);
+  const auto base = rope_inv_freq(c);
+  c.rope_scaling.type = RopeType::Yarn;
+  c.rope_scaling.factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 32768;
+  c.rope_scaling.attention_factor = 0.1 * std::log(4.0) + 1.0;
+  const auto scaled = rope_inv_freq(c);
+  int fast = 0, slow = 0, mid = 0;
+  for (size_t i = 0; i < base.size(); ++i) {
+    const double rotations = 32768.0 * base[i] / (2 * M_PI);
+    if (rotations > 32.0) {
+      EXPECT_DOUBLE_EQ(scaled[i], base[i]);
+      ++fast;
+    } else if (rotations < 1.0) {
+      EXPECT_DOUBLE_EQ(scaled[i], base[i] / 4.0);
+      ++slow;
+    } else {
+      EXPECT_GE(scaled[i], base[i] / 4.0);
+      EXPECT_LE(scaled[i], base[i]);
+      ++mid;
+    }
+  }
+  EXPECT_GT(fast, 0);
+  EXPECT_GT(slow, 0);
+  EXPECT_GT(mid, 0);
+  const RotaryTables t = make_rotary_tables(c, 8, c10::kCPU, at::kDouble);
+  const at::Tensor norm = (t.cos.pow(2) + t.sin.pow(2)).sqrt();
+  EXPECT_TRUE(at::allclose(norm, at::full_like(norm, 1.0 + 0.1 * std::log(4.0)), 0, 1e-12));
+}
+
 // Naive rotation of pair (i, i + hd/2) by angle p·inv_freq_i, in double.
 at::Tensor naive_rotary(const at::Tensor& x, const std::vector<double>& inv) {
   at::Tensor out = at::empty_like(x, x.options().dtype(at::kDouble));

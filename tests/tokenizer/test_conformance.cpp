@@ -53,7 +53,7 @@ enum class RoundTrip {
 
 struct Case {
   const char* name;
-  const char* tokenizer;  // folder of ../shared/fixtures/tokenizers
+  const char* tokenizer;  // folder of ../shared/fixtures/tokenizers, or "real:" + a real model
   const char* variant;    // "" or a rewrite of the file (see make_variant)
   RoundTrip round_trip;
 };
@@ -190,7 +190,11 @@ TEST_P(Conformance, IdsDecodingAndSpecialsMatchTheReference) {
   ASSERT_FALSE(python.empty()) << "the reference (Python tokenizers from PyPI, installed by "
                                   "scripts/venv.sh) is not available: "
                                << why;
-  const fs::path package = test::fixtures_dir() / "tokenizers" / c.tokenizer;
+  fs::path package = test::fixtures_dir() / "tokenizers" / c.tokenizer;
+  if (std::string(c.tokenizer).rfind("real:", 0) == 0) {  // scripts/real_model.sh builds it
+    SARQC_REAL_MODEL(model, std::string(c.tokenizer).substr(5));
+    package = model;
+  }
   ASSERT_TRUE(fs::exists(package / "tokenizer.json")) << package;
   test::TempDir dir;
   fs::path folder = package;
@@ -258,7 +262,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"llama3_lowercase_nfkc_digits", "llama3", "lowercase_nfkc_digits",
                            RoundTrip::Normalized},
                       Case{"qwen3_nfd_strip_accents", "qwen3", "nfd_strip_accents",
-                           RoundTrip::Normalized}),
+                           RoundTrip::Normalized},
+                      // SmolLM2's byte-level BPE as scripts/real_model.sh converts it
+                      Case{"smollm2", "real:smollm2", "", RoundTrip::Always}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace

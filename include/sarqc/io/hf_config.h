@@ -15,15 +15,22 @@ enum class ModelFamily { Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2Moe, Qwen3M
 std::string_view model_type_name(ModelFamily family);  // "llama", "qwen2_moe", ...
 const std::vector<std::string>& supported_model_types();
 
-enum class RopeType { Default, Linear, Dynamic, Llama3 };
+enum class RopeType { Default, Linear, Dynamic, Llama3, Yarn };
 std::string_view rope_type_name(RopeType type);
 
 struct RopeScaling {
   RopeType type = RopeType::Default;
-  double factor = 1.0;                        // linear, dynamic, llama3
+  double factor = 1.0;                        // linear, dynamic, llama3, yarn
   double low_freq_factor = 1.0;               // llama3
   double high_freq_factor = 4.0;              // llama3
-  int64_t original_max_position_embeddings = 0;  // llama3
+  int64_t original_max_position_embeddings = 0;  // llama3, yarn
+  // yarn: the correction range's rotation counts, whether its ends are rounded outwards, and
+  // the factor on cos/sin (from factor, mscale and mscale_all_dim unless given).
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
+  bool truncate = true;
+  double attention_factor = 1.0;
+  double mscale = 0, mscale_all_dim = 0;
 };
 
 // A GPTQ-quantized checkpoint's config.json["quantization_config"] (formats.md §7).
