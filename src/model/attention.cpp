@@ -15,7 +15,7 @@ constexpr int64_t kDeviceChunkBytes = int64_t{256} << 20;
 }  // namespace
 
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            int64_t window, int64_t chunk_bytes) {
+                            int64_t window, int64_t chunk_bytes, double scale) {
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
               "causal_attention: q, k, v must be [B, heads, T, hd], got ", q.sizes(), ", ",
               k.sizes(), ", ", v.sizes());
@@ -30,7 +30,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 #if TORCH_VERSION_MAJOR >= 2
   // On CUDA, PyTorch 2's fused attention (flash / memory-efficient kernels) for the common case:
   // plain causal attention over the whole sequence. It takes as many key heads as query heads.
-  if (q.is_cuda() && window <= 0 && Tk == T) {
+  if (q.is_cuda() && window <= 0 && Tk == T && scale <= 0) {
     const at::Tensor kr = rep > 1 ? k.repeat_interleave(rep, 1) : k;
     const at::Tensor vr = rep > 1 ? v.repeat_interleave(rep, 1) : v;
     return at::scaled_dot_product_attention(q, kr, vr, {}, 0.0, /*is_causal=*/true);
@@ -41,7 +41,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const at::Tensor qg = q.reshape({B, KV, rep, T, hd});
   const at::Tensor kt = k.unsqueeze(2).transpose(-1, -2);
   const at::Tensor vg = v.unsqueeze(2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  if (scale <= 0) scale = 1.0 / std::sqrt(static_cast<double>(hd));
 
   if (chunk_bytes <= 0) chunk_bytes = q.is_cpu() ? kCpuChunkBytes : kDeviceChunkBytes;
   const int64_t row_bytes = B * H * Tk * 4;

@@ -15,9 +15,12 @@ namespace {
 int64_t attention_window(const ModelConfig& cfg, int64_t layer, bool& unresolved) {
   unresolved = false;
   if (!cfg.sliding_window) return 0;
-  const bool qwen = cfg.family == ModelFamily::Qwen2 || cfg.family == ModelFamily::Qwen3 ||
-                    cfg.family == ModelFamily::Qwen2Moe || cfg.family == ModelFamily::Qwen3Moe;
-  if (!qwen) return *cfg.sliding_window;
+  // Qwen and Gemma 3 slide only on the layers their layer_types name.
+  const bool per_layer = cfg.family == ModelFamily::Qwen2 || cfg.family == ModelFamily::Qwen3 ||
+                         cfg.family == ModelFamily::Qwen2Moe ||
+                         cfg.family == ModelFamily::Qwen3Moe ||
+                         cfg.family == ModelFamily::Gemma3Text;
+  if (!per_layer) return *cfg.sliding_window;
   if (cfg.layer_types.empty()) {
     unresolved = true;  // the max_window_layers rule changed between transformers versions
     return *cfg.sliding_window;
@@ -50,6 +53,8 @@ DecoderLayer DecoderLayer::load(const ModelWeights& weights, int64_t index,
   bool unresolved = false;
   layer.attention_window_ = attention_window(cfg, index, unresolved);
   if (unresolved) layer.attention_window_ = -*cfg.sliding_window;  // checked per call
+  layer.local_rope_ = cfg.rope_local_theta > 0 && !cfg.layer_types.empty() &&
+                      cfg.layer_types[static_cast<size_t>(index)] == "sliding_attention";
   return layer;
 }
 
@@ -89,6 +94,24 @@ const at::Tensor& DecoderLayer::norm(const std::string& local_name) const {
   return it->second;
 }
 
+void DecoderLayer::divide_norm(const std::string& local_name, const at::Tensor& u) {
+  const double offset = config_->norm_offset;
+  const at::Tensor uu = u.to(norm(local_name).options());
+  set_norm(local_name, offset == 0 ? norm(local_name) / uu : (norm(local_name) + offset) / uu - offset);
+}
+
+const char* DecoderLayer::mlp_input_norm() const {
+  return config_->sandwich_norms ? "pre_feedforward_layernorm" : "post_attention_layernorm";
+}
+
+at::Tensor DecoderLayer::activate(const at::Tensor& gate) const {
+  return config_->activation == Activation::GeluTanh ? at::gelu(gate, "tanh") : at::silu(gate);
+}
+
+at::Tensor DecoderLayer::normalize(const std::string& local_name, const at::Tensor& x) const {
+  return rms_norm(x, norms_.at(local_name), config_->rms_norm_eps, config_->norm_offset);
+}
+
 void DecoderLayer::set_norm(const std::string& local_name, const at::Tensor& weight) {
   const at::Tensor& current = norm(local_name);
   TORCH_CHECK(weight.sizes() == current.sizes(), "set_norm: '", local_name, "' must be ",
@@ -125,8 +148,7 @@ at::Tensor DecoderLayer::attention_block(const at::Tensor& hidden, const RotaryT
 at::Tensor DecoderLayer::attention_heads(const at::Tensor& hidden, const RotaryTables& rope,
                                          LinearInputObserver* observer) const {
   check_hidden(hidden, "DecoderLayer::attention_heads");
-  const at::Tensor normed = rms_norm(hidden, norms_.at("input_layernorm"), config_->rms_norm_eps);
-  return attention(normed, rope, observer);
+  return attention(normalize("input_layernorm", hidden), rope, observer);
 }
 
 at::Tensor DecoderLayer::attention_residual(const at::Tensor& hidden, const at::Tensor& heads,
@@ -137,7 +159,8 @@ at::Tensor DecoderLayer::attention_residual(const at::Tensor& hidden, const at::
                   heads.size(1) == cfg.num_attention_heads * cfg.head_dim,
               "DecoderLayer::attention_residual: heads must be [", hidden.size(0) * hidden.size(1),
               ", ", cfg.num_attention_heads * cfg.head_dim, "], got ", heads.sizes());
-  return hidden + apply("self_attn.o_proj", heads, observer).view(hidden.sizes());
+  const at::Tensor out = apply("self_attn.o_proj", heads, observer).view(hidden.sizes());
+  return hidden + (cfg.sandwich_norms ? normalize("post_attention_layernorm", out) : out);
 }
 
 void DecoderLayer::observe(const std::string& local_name, const at::Tensor& x,
@@ -148,8 +171,7 @@ void DecoderLayer::observe(const std::string& local_name, const at::Tensor& x,
 void DecoderLayer::observe_attention_input(const at::Tensor& hidden,
                                            LinearInputObserver& observer) const {
   check_hidden(hidden, "DecoderLayer::observe_attention_input");
-  const at::Tensor flat = rms_norm(hidden, norms_.at("input_layernorm"), config_->rms_norm_eps)
-                              .reshape({-1, config_->hidden_size});
+  const at::Tensor flat = normalize("input_layernorm", hidden).reshape({-1, config_->hidden_size});
   for (const char* name : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"})
     observe(name, flat, observer);
 }
@@ -157,15 +179,14 @@ void DecoderLayer::observe_attention_input(const at::Tensor& hidden,
 at::Tensor DecoderLayer::forward_cached(const at::Tensor& hidden, const RotaryTables& rope,
                                         KvCache& cache) const {
   check_hidden(hidden, "DecoderLayer::forward_cached");
-  const at::Tensor normed = rms_norm(hidden, norms_.at("input_layernorm"), config_->rms_norm_eps);
+  const at::Tensor normed = normalize("input_layernorm", hidden);
   return mlp_block(attention_residual(hidden, attention(normed, rope, nullptr, &cache)));
 }
 
 at::Tensor DecoderLayer::mlp_block(const at::Tensor& h, LinearInputObserver* observer) const {
   check_hidden(h, "DecoderLayer::mlp_block");
   if (!layout_->moe) return mlp_residual(h, mlp_hidden(h, observer), observer);
-  const at::Tensor x = rms_norm(h, norms_.at("post_attention_layernorm"), config_->rms_norm_eps)
-                           .reshape({-1, config_->hidden_size});
+  const at::Tensor x = normalize(mlp_input_norm(), h).reshape({-1, config_->hidden_size});
   return h + moe(x, observer).view(h.sizes());
 }
 
@@ -173,9 +194,8 @@ at::Tensor DecoderLayer::mlp_hidden(const at::Tensor& h, LinearInputObserver* ob
   check_hidden(h, "DecoderLayer::mlp_hidden");
   TORCH_CHECK(!layout_->moe, "DecoderLayer::mlp_hidden: layer ", layout_->index,
               " is a mixture of experts");
-  const at::Tensor x = rms_norm(h, norms_.at("post_attention_layernorm"), config_->rms_norm_eps)
-                           .reshape({-1, config_->hidden_size});
-  return at::silu(apply("mlp.gate_proj", x, observer)) * apply("mlp.up_proj", x, observer);
+  const at::Tensor x = normalize(mlp_input_norm(), h).reshape({-1, config_->hidden_size});
+  return activate(apply("mlp.gate_proj", x, observer)) * apply("mlp.up_proj", x, observer);
 }
 
 at::Tensor DecoderLayer::mlp_residual(const at::Tensor& h, const at::Tensor& hidden_act,
@@ -184,15 +204,15 @@ at::Tensor DecoderLayer::mlp_residual(const at::Tensor& h, const at::Tensor& hid
   TORCH_CHECK(hidden_act.dim() == 2 && hidden_act.size(0) == h.size(0) * h.size(1),
               "DecoderLayer::mlp_residual: hidden_act must be [", h.size(0) * h.size(1),
               ", intermediate], got ", hidden_act.sizes());
-  return h + apply("mlp.down_proj", hidden_act, observer).view(h.sizes());
+  const at::Tensor out = apply("mlp.down_proj", hidden_act, observer).view(h.sizes());
+  return h + (config_->sandwich_norms ? normalize("post_feedforward_layernorm", out) : out);
 }
 
 void DecoderLayer::observe_mlp_input(const at::Tensor& h, LinearInputObserver& observer) const {
   check_hidden(h, "DecoderLayer::observe_mlp_input");
   TORCH_CHECK(!layout_->moe, "DecoderLayer::observe_mlp_input: layer ", layout_->index,
               " is a mixture of experts");
-  const at::Tensor x = rms_norm(h, norms_.at("post_attention_layernorm"), config_->rms_norm_eps)
-                           .reshape({-1, config_->hidden_size});
+  const at::Tensor x = normalize(mlp_input_norm(), h).reshape({-1, config_->hidden_size});
   observe("mlp.gate_proj", x, observer);
   observe("mlp.up_proj", x, observer);
 }
@@ -218,11 +238,15 @@ at::Tensor DecoderLayer::attention(const at::Tensor& x, const RotaryTables& rope
   at::Tensor k = apply("self_attn.k_proj", flat, observer).view({B, T, KV, hd});
   at::Tensor v = apply("self_attn.v_proj", flat, observer).view({B, T, KV, hd});
   if (cfg.qk_norm) {
-    q = rms_norm(q, norms_.at("self_attn.q_norm"), cfg.rms_norm_eps);
-    k = rms_norm(k, norms_.at("self_attn.k_norm"), cfg.rms_norm_eps);
+    q = normalize("self_attn.q_norm", q);
+    k = normalize("self_attn.k_norm", k);
   }
-  q = apply_rotary(q.transpose(1, 2), rope, past);
-  k = apply_rotary(k.transpose(1, 2), rope, past);
+  const RotaryTables local = local_rope_ ? rope.local() : RotaryTables{};
+  const RotaryTables& tables = local_rope_ ? local : rope;
+  TORCH_CHECK(tables.cos.defined(), "DecoderLayer::attention: layer ", layout_->index,
+              " slides with the local rope, which the rotary tables lack");
+  q = apply_rotary(q.transpose(1, 2), tables, past);
+  k = apply_rotary(k.transpose(1, 2), tables, past);
   v = v.transpose(1, 2);
   if (cache) {
     if (past > 0) {
@@ -233,7 +257,8 @@ at::Tensor DecoderLayer::attention(const at::Tensor& x, const RotaryTables& rope
     cache->v = v;
   }
   const at::Tensor attended =
-      causal_attention(q, k, v, window, options_.attention_chunk_bytes);  // [B, H, T, hd]
+      causal_attention(q, k, v, window, options_.attention_chunk_bytes,
+                       cfg.attention_scale);  // [B, H, T, hd]
   return attended.transpose(1, 2).reshape({B * T, H * hd});
 }
 
@@ -243,7 +268,7 @@ at::Tensor DecoderLayer::mlp(const std::string& prefix, const at::Tensor& x,
   const bool mixtral = prefix.find("block_sparse_moe.experts.") != std::string::npos;
   const at::Tensor gate = apply(prefix + (mixtral ? ".w1" : ".gate_proj"), x, observer);
   const at::Tensor up = apply(prefix + (mixtral ? ".w3" : ".up_proj"), x, observer);
-  return apply(prefix + (mixtral ? ".w2" : ".down_proj"), at::silu(gate) * up, observer);
+  return apply(prefix + (mixtral ? ".w2" : ".down_proj"), activate(gate) * up, observer);
 }
 
 namespace {

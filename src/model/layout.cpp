@@ -129,6 +129,10 @@ ModelLayout build_layout(const ModelConfig& cfg) {
     const std::string prefix = fmt::format("model.layers.{}.", l);
     layer.norms.push_back({prefix + "input_layernorm.weight", {d}});
     layer.norms.push_back({prefix + "post_attention_layernorm.weight", {d}});
+    if (cfg.sandwich_norms) {
+      layer.norms.push_back({prefix + "pre_feedforward_layernorm.weight", {d}});
+      layer.norms.push_back({prefix + "post_feedforward_layernorm.weight", {d}});
+    }
     if (cfg.qk_norm) {
       layer.norms.push_back({prefix + "self_attn.q_norm.weight", {cfg.head_dim}});
       layer.norms.push_back({prefix + "self_attn.k_norm.weight", {cfg.head_dim}});

@@ -85,7 +85,18 @@ RotaryTables make_rotary_tables(const ModelConfig& cfg, int64_t seqlen, c10::Dev
   at::Tensor angle = pos * freq.unsqueeze(0);                     // [T, hd]
   // YaRN scales cos and sin by its attention factor (1 for every other rope type).
   const double scale = cfg.rope_scaling.attention_factor;
-  return {(angle.cos() * scale).to(device, dtype), (angle.sin() * scale).to(device, dtype)};
+  RotaryTables t{(angle.cos() * scale).to(device, dtype), (angle.sin() * scale).to(device, dtype),
+                 {}, {}};
+  if (cfg.rope_local_theta > 0) {  // Gemma 3's sliding layers: plain rope, their own base
+    ModelConfig local = cfg;
+    local.rope_theta = cfg.rope_local_theta;
+    local.rope_scaling = RopeScaling{};
+    local.rope_local_theta = 0;
+    const RotaryTables l = make_rotary_tables(local, seqlen, device, dtype);
+    t.local_cos = l.cos;
+    t.local_sin = l.sin;
+  }
+  return t;
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const RotaryTables& t, int64_t offset) {

@@ -47,6 +47,9 @@ HiddenBatches StreamingModel::embed(const at::Tensor& ids, int64_t batch_tokens)
     const at::Tensor chunk = ids.narrow(0, s, std::min(per_batch, S - s)).to(options_.device);
     at::Tensor h = embed_tokens_.index_select(0, chunk.reshape(-1))
                        .view({chunk.size(0), T, embed_tokens_.size(1)});
+    // Gemma: times sqrt(hidden_size), rounded to the weights' dtype first (as transformers).
+    const double scale = weights_->config().embed_scale;
+    if (scale != 1.0) h = h * at::scalar_tensor(scale, at::kFloat).to(h.scalar_type());
     out.batches.push_back(h.to(out.storage));
   }
   return out;
@@ -93,7 +96,8 @@ at::Tensor StreamingModel::logits(const at::Tensor& hidden) const {
     final_norm_ = weights_->final_norm(options_.device, options_.dtype);
   }
   const at::Tensor h = hidden.to(options_.device);
-  return at::linear(rms_norm(h, final_norm_, weights_->config().rms_norm_eps), lm_head_)
+  const ModelConfig& c = weights_->config();
+  return at::linear(rms_norm(h, final_norm_, c.rms_norm_eps, c.norm_offset), lm_head_)
       .to(at::kFloat);
 }
 

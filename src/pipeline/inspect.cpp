@@ -1,5 +1,7 @@
 #include "sarqc/pipeline/inspect.h"
 
+#include <algorithm>
+
 #include "sarqc/pipeline/memory_estimate.h"
 #include "sarqc/pipeline/quantize.h"
 
@@ -280,8 +282,16 @@ std::string to_text(const ModelSummary& s) {
                                                   c.shared_expert_intermediate_size)
                                     : ""));
   line("vocab", fmt::format("{}  max positions {}", c.vocab_size, c.max_position_embeddings));
-  line("rope", fmt::format("theta {}  scaling {}", c.rope_theta,
-                           rope_type_name(c.rope_scaling.type)));
+  line("rope", fmt::format("theta {}  scaling {}{}", c.rope_theta,
+                           rope_type_name(c.rope_scaling.type),
+                           c.rope_local_theta > 0
+                               ? fmt::format("  (sliding layers: theta {})", c.rope_local_theta)
+                               : std::string()));
+  if (c.sliding_window && !c.layer_types.empty())
+    line("attention", fmt::format("sliding window {} on {} of {} layers", *c.sliding_window,
+                                  std::count(c.layer_types.begin(), c.layer_types.end(),
+                                             "sliding_attention"),
+                                  c.layer_types.size()));
   line("embeddings", s.layout.tied_embeddings ? "tied (lm_head = embed_tokens)" : "untied");
   line("parameters", fmt::format("{}  (quantizable linear weights {}, {:.1f}%)",
                                  thousands(s.parameters), thousands(s.quantizable_parameters),

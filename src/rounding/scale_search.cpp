@@ -137,7 +137,7 @@ bool apply_group_scales(DecoderLayer& layer, ScaleGroup group, const at::Tensor&
     case ScaleGroup::Qkv:
       for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"})
         scale_columns(m);
-      layer.set_norm("input_layernorm", layer.norm("input_layernorm") / uu);
+      layer.divide_norm("input_layernorm", uu);
       return true;
     case ScaleGroup::O:
       // o's input channels are v's output channels only without grouped-query attention.
@@ -153,7 +153,7 @@ bool apply_group_scales(DecoderLayer& layer, ScaleGroup group, const at::Tensor&
            modules_with(layer, {LinearRole::Gate, LinearRole::Up, LinearRole::Router,
                                 LinearRole::SharedExpertGate}))
         scale_columns(m->local_name);
-      layer.set_norm("post_attention_layernorm", layer.norm("post_attention_layernorm") / uu);
+      layer.divide_norm(layer.mlp_input_norm(), uu);
       return true;
     case ScaleGroup::Down: {
       const auto down = modules_with(layer, {LinearRole::Down}, expert);
@@ -260,7 +260,7 @@ std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
     const at::Tensor xf = fp_input.at(router_name).index_select(0, routed_tokens(unit));
     const auto gate = modules_with(layer, {LinearRole::Gate}, unit.expert).front()->local_name;
     const auto up = modules_with(layer, {LinearRole::Up}, unit.expert).front()->local_name;
-    return at::silu(at::linear(xf, layer.weight(gate), layer.bias(gate))) *
+    return layer.activate(at::linear(xf, layer.weight(gate), layer.bias(gate))) *
            at::linear(xf, layer.weight(up), layer.bias(up));
   };
 

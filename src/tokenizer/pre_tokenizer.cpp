@@ -17,19 +17,57 @@ void split_each(std::vector<std::string>& pieces, F&& split_one) {
   pieces = std::move(out);
 }
 
-enum class SplitMode { Isolated, Removed, MatchesOnly };
+// HF tokenizers' SplitDelimiterBehavior (and `invert`: only the matches are kept).
+enum class SplitMode { Isolated, Removed, MatchesOnly, MergedWithPrevious, MergedWithNext, Contiguous };
 
 void split_by(const Pattern& pattern, SplitMode mode, const std::string& text,
               std::vector<std::string>& out) {
+  // The text as alternating segments: (piece, is a match).
+  std::vector<std::pair<std::string, bool>> segments;
   size_t prev = 0;
   for (const Match& m : pattern.find_all(text)) {
-    if (mode != SplitMode::MatchesOnly && m.begin > prev)
-      out.push_back(text.substr(prev, m.begin - prev));
-    if (mode != SplitMode::Removed && m.end > m.begin)
-      out.push_back(text.substr(m.begin, m.end - m.begin));
+    if (m.begin > prev) segments.emplace_back(text.substr(prev, m.begin - prev), false);
+    if (m.end > m.begin) segments.emplace_back(text.substr(m.begin, m.end - m.begin), true);
     prev = m.end;
   }
-  if (mode != SplitMode::MatchesOnly && prev < text.size()) out.push_back(text.substr(prev));
+  if (prev < text.size()) segments.emplace_back(text.substr(prev), false);
+  switch (mode) {
+    case SplitMode::Isolated:
+    case SplitMode::Removed:
+    case SplitMode::MatchesOnly:
+      for (auto& [piece, match] : segments)
+        if (mode == SplitMode::Isolated || match == (mode == SplitMode::MatchesOnly))
+          out.push_back(std::move(piece));
+      return;
+    case SplitMode::MergedWithPrevious:
+    case SplitMode::Contiguous: {
+      // A match joins the segment before it when that is not a match (MergedWithPrevious), or
+      // when it is one (Contiguous: runs of matches become one piece).
+      bool previous_match = false;
+      const size_t first = out.size();
+      for (auto& [piece, match] : segments) {
+        const bool join = mode == SplitMode::MergedWithPrevious ? match && !previous_match
+                                                                : match && previous_match;
+        if (join && out.size() > first) out.back() += piece;
+        else out.push_back(std::move(piece));
+        previous_match = match;
+      }
+      return;
+    }
+    case SplitMode::MergedWithNext: {
+      // A match joins the segment after it when that is not a match.
+      std::vector<std::string> reversed;
+      bool next_match = false;
+      for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
+        if (it->second && !next_match && !reversed.empty()) reversed.back() = it->first + reversed.back();
+        else reversed.push_back(std::move(it->first));
+        next_match = it->second;
+      }
+      out.insert(out.end(), std::make_move_iterator(reversed.rbegin()),
+                 std::make_move_iterator(reversed.rend()));
+      return;
+    }
+  }
 }
 
 class Split final : public PreTokenizer {
@@ -150,8 +188,15 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
       return std::make_unique<Split>(std::move(pattern), SplitMode::Isolated);
     if (behavior == "Removed")
       return std::make_unique<Split>(std::move(pattern), SplitMode::Removed);
+    if (behavior == "MergedWithPrevious")
+      return std::make_unique<Split>(std::move(pattern), SplitMode::MergedWithPrevious);
+    if (behavior == "MergedWithNext")
+      return std::make_unique<Split>(std::move(pattern), SplitMode::MergedWithNext);
+    if (behavior == "Contiguous")
+      return std::make_unique<Split>(std::move(pattern), SplitMode::Contiguous);
     node.child("behavior")
-        .fail(fmt::format("unsupported split behavior '{}' (supported: Isolated, Removed)",
+        .fail(fmt::format("unsupported split behavior '{}' (supported: Isolated, Removed, "
+                          "MergedWithPrevious, MergedWithNext, Contiguous)",
                           behavior));
   }
   if (type == "ByteLevel")

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -199,6 +200,68 @@ TEST(HfConfig, QwenMoeLayerSelection) {
   EXPECT_EQ(parse(q3).num_experts, 4);
 }
 
+// Gemma 3 as transformers 4 saved it (rope_local_base_freq, sliding_window_pattern) and as
+// transformers 5 saves it (rope_parameters per layer type, layer_types).
+TEST(HfConfig, Gemma3Text) {
+  json j = {{"model_type", "gemma3_text"},    {"architectures", {"Gemma3ForCausalLM"}},
+            {"hidden_size", 640},             {"intermediate_size", 2048},
+            {"num_hidden_layers", 7},         {"num_attention_heads", 4},
+            {"num_key_value_heads", 1},       {"head_dim", 256},
+            {"vocab_size", 512},              {"rms_norm_eps", 1e-6},
+            {"query_pre_attn_scalar", 256},   {"sliding_window", 512},
+            {"rope_theta", 1e6},              {"rope_local_base_freq", 1e4},
+            {"sliding_window_pattern", 6},    {"hidden_activation", "gelu_pytorch_tanh"},
+            {"tie_word_embeddings", true},    {"final_logit_softcapping", nullptr},
+            {"attn_logit_softcapping", nullptr}};
+  ModelConfig c = parse(j);
+  EXPECT_EQ(c.family, ModelFamily::Gemma3Text);
+  EXPECT_EQ(c.activation, Activation::GeluTanh);
+  EXPECT_TRUE(c.qk_norm && c.sandwich_norms);
+  EXPECT_DOUBLE_EQ(c.norm_offset, 1.0);
+  EXPECT_DOUBLE_EQ(c.embed_scale, std::sqrt(640.0));
+  EXPECT_DOUBLE_EQ(c.attention_scale, 1.0 / 16.0);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
+  EXPECT_DOUBLE_EQ(c.rope_local_theta, 1e4);
+  ASSERT_EQ(c.layer_types.size(), 7u);
+  for (int l = 0; l < 7; ++l)  // every sixth layer is global
+    EXPECT_EQ(c.layer_types[l], l == 5 ? "full_attention" : "sliding_attention") << l;
+  EXPECT_EQ(c.sliding_window, 512);
+
+  json v5 = j;
+  for (const char* k : {"rope_theta", "rope_local_base_freq", "sliding_window_pattern"}) v5.erase(k);
+  v5["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention",
+                       "full_attention",    "sliding_attention", "full_attention",
+                       "sliding_attention"};
+  v5["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1e6}}},
+      {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 1e4}}}};
+  c = parse(v5);
+  EXPECT_EQ(c.rope_scaling.type, RopeType::Linear);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
+  EXPECT_DOUBLE_EQ(c.rope_local_theta, 1e4);
+  EXPECT_EQ(c.layer_types[1], "full_attention");
+
+  const std::vector<std::pair<std::function<void(json&)>, std::string>> bad = {
+      {[](json& b) { b["final_logit_softcapping"] = 30.0; },
+       "final_logit_softcapping is not supported"},
+      {[](json& b) { b["hidden_activation"] = "silu"; },
+       "hidden_activation 'silu' is not supported (expected 'gelu_pytorch_tanh')"},
+      {[](json& b) { b["use_bidirectional_attention"] = true; },
+       "use_bidirectional_attention is not supported"},
+      {[](json& b) {
+         b["rope_parameters"] = {{"sliding_attention", {{"rope_type", "linear"}, {"factor", 2.0}}}};
+       },
+       "rope type 'linear' is not supported for sliding layers"},
+      {[](json& b) { b["layer_types"] = json::array({"global", "a", "b", "c", "d", "e", "f"}); },
+       "field 'layer_types' must be 'sliding_attention' or 'full_attention' per layer"},
+  };
+  for (const auto& [edit, expected] : bad) {
+    json b = j;
+    edit(b);
+    test::expect_bad_input([&] { parse(b); }, expected);
+  }
+}
+
 TEST(HfConfig, EosMayBeAList) {
   json j = llama_base();
   j["eos_token_id"] = {128001, 128009};
@@ -215,7 +278,7 @@ TEST(HfConfig, BadConfigsNameTheFieldAndWhatWasExpected) {
   const std::vector<BadConfig> cases = {
       {"unknown model type", [](json& j) { j["model_type"] = "gpt2"; },
        "model_type 'gpt2' is not supported (supported: llama, mistral, qwen2, qwen3, mixtral, "
-       "qwen2_moe, qwen3_moe)"},
+       "qwen2_moe, qwen3_moe, gemma3_text)"},
       {"no model type", [](json& j) { j.erase("model_type"); }, "missing string field 'model_type'"},
       {"missing hidden_size", [](json& j) { j.erase("hidden_size"); },
        "field 'hidden_size' is required for model_type 'llama'"},

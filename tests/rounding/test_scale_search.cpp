@@ -58,9 +58,22 @@ struct InputOf : LinearInputObserver {
   at::Tensor input;
 };
 
+// Gemma 3's layer: (1 + w) norms, gate/up reading pre_feedforward_layernorm, a sliding window.
+nlohmann::json gemma3(int64_t kv_heads) {
+  return {{"model_type", "gemma3_text"},   {"hidden_size", 32},
+          {"intermediate_size", 48},       {"num_hidden_layers", 1},
+          {"num_attention_heads", 4},      {"num_key_value_heads", kv_heads},
+          {"head_dim", 8},                 {"vocab_size", 40},
+          {"rms_norm_eps", 1e-6},          {"sliding_window", 4},
+          {"layer_types", {"sliding_attention"}}};
+}
+
 TEST(ScaleSearch, FoldingScalesLeavesTheLayerFunctionUnchanged) {
-  for (int64_t kv : {4, 2}) {
-    const RandomModel model(llama(kv), 3);
+  for (const auto& [config, kv] :
+       std::vector<std::pair<nlohmann::json, int64_t>>{
+           {llama(4), 4}, {llama(2), 2}, {gemma3(4), 4}, {gemma3(2), 2}}) {
+    SCOPED_TRACE(config.dump());
+    const RandomModel model(config, 3);
     const ModelWeights& w = model.weights;
     const RotaryTables& rope = model.rope;
     DecoderLayer layer = DecoderLayer::load(w, 0, {});

@@ -82,6 +82,16 @@ json make_variant(json j, const std::string& variant) {
                          {{"type", "StripAccents"}},
                          {{"type", "Strip"}, {"strip_left", true}, {"strip_right", true}},
                          {{"type", "Replace"}, {"pattern", {{"Regex", "\\s+"}}}, {"content", " "}}}}};
+  } else if (variant == "split_behaviors") {
+    // Split's merging behaviours (Gemma 3's file has MergedWithPrevious), ahead of the
+    // byte-level split: runs of commas, a letter and digits as delimiters.
+    json& steps = j["pre_tokenizer"]["pretokenizers"];
+    steps.insert(steps.begin(),
+                 json{{"type", "Split"}, {"pattern", {{"String", "e"}}}, {"behavior", "MergedWithPrevious"}, {"invert", false}});
+    steps.insert(steps.begin(),
+                 json{{"type", "Split"}, {"pattern", {{"Regex", "[0-9]"}}}, {"behavior", "MergedWithNext"}, {"invert", false}});
+    steps.insert(steps.begin(),
+                 json{{"type", "Split"}, {"pattern", {{"String", ","}}}, {"behavior", "Contiguous"}, {"invert", false}});
   } else if (variant == "gpt2") {
     // GPT-2 style: no Split, ByteLevel with its own regex and a prefix space.
     j["pre_tokenizer"] = {{"type", "ByteLevel"},
@@ -259,12 +269,16 @@ INSTANTIATE_TEST_SUITE_P(
                            RoundTrip::WithoutLeadingSpace},
                       Case{"gemma_byte_fallback", "gemma", "", RoundTrip::Always},
                       Case{"gpt2_byte_level_regex", "llama3", "gpt2", RoundTrip::Always},
+                      Case{"llama3_split_behaviors", "llama3", "split_behaviors", RoundTrip::Always},
                       Case{"llama3_lowercase_nfkc_digits", "llama3", "lowercase_nfkc_digits",
                            RoundTrip::Normalized},
                       Case{"qwen3_nfd_strip_accents", "qwen3", "nfd_strip_accents",
                            RoundTrip::Normalized},
                       // SmolLM2's byte-level BPE as scripts/real_model.sh converts it
-                      Case{"smollm2", "real:smollm2", "", RoundTrip::Always}),
+                      Case{"smollm2", "real:smollm2", "", RoundTrip::Always},
+                      // Gemma 3's: Replace(" ", "▁") and a MergedWithPrevious split, byte
+                      // fallback, a 262,144-piece vocabulary
+                      Case{"gemma3", "real:gemma3", "", RoundTrip::Always}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 }  // namespace

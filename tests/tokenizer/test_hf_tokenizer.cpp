@@ -180,8 +180,9 @@ TEST(HfTokenizer, MalformedOrUnsupportedFilesNameTheComponent) {
        [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "[a[b]]"; },
        "nested character classes are not supported"},
       {"split behavior",
-       [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Contiguous"; },
-       "(Split).behavior: unsupported split behavior 'Contiguous'"},
+       [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Sideways"; },
+       "(Split).behavior: unsupported split behavior 'Sideways' (supported: Isolated, Removed, "
+       "MergedWithPrevious, MergedWithNext, Contiguous)"},
       {"pre-tokenizer type",
        [](json& j) {
          j["pre_tokenizer"] = {{"type", "Whitespace"}};

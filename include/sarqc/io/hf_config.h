@@ -10,7 +10,10 @@
 
 namespace sarqc {
 
-enum class ModelFamily { Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2Moe, Qwen3Moe };
+enum class ModelFamily { Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen2Moe, Qwen3Moe, Gemma3Text };
+
+// The MLP's gate activation: SiLU, or GELU with the tanh approximation (Gemma).
+enum class Activation { Silu, GeluTanh };
 
 std::string_view model_type_name(ModelFamily family);  // "llama", "qwen2_moe", ...
 const std::vector<std::string>& supported_model_types();
@@ -64,7 +67,18 @@ struct ModelConfig {
   bool qkv_bias = false;  // q, k, v projections carry a bias
   bool o_bias = false;
   bool mlp_bias = false;
-  bool qk_norm = false;   // per-head RMSNorm on q and k (qwen3, qwen3_moe)
+  bool qk_norm = false;   // per-head RMSNorm on q and k (qwen3, qwen3_moe, gemma3)
+
+  // Gemma 3: norm weights stored as w and applied as (1 + w) in fp32; norms on both sides of
+  // each sublayer (post_attention_layernorm on the attention output, pre_/post_feedforward_
+  // layernorm around the MLP); embeddings times sqrt(hidden_size); scores scaled by
+  // query_pre_attn_scalar^-1/2; sliding layers with their own rope base.
+  Activation activation = Activation::Silu;
+  double norm_offset = 0.0;
+  bool sandwich_norms = false;
+  double embed_scale = 1.0;
+  double attention_scale = 0.0;  // 0: 1 / sqrt(head_dim)
+  double rope_local_theta = 0.0;  // 0: every layer uses rope_theta and rope_scaling
 
   std::optional<int64_t> sliding_window;  // only when the model actually uses one
   bool use_sliding_window = false;        // qwen*: the switch next to sliding_window

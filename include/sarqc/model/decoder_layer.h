@@ -91,6 +91,14 @@ class DecoderLayer {
   // folding (AWQ) rewrites them.
   const at::Tensor& norm(const std::string& local_name) const;
   void set_norm(const std::string& local_name, const at::Tensor& weight);
+  // Divides the norm's effective scale by u ((offset + w) / u − offset for Gemma's norms): the
+  // fold of a scale u applied to the columns of the modules that read it.
+  void divide_norm(const std::string& local_name, const at::Tensor& u);
+  // The norm that gate/up (and a MoE layer's router) read: post_attention_layernorm, or Gemma's
+  // pre_feedforward_layernorm.
+  const char* mlp_input_norm() const;
+  // The MLP's gate activation (SiLU, or Gemma's tanh GELU).
+  at::Tensor activate(const at::Tensor& gate) const;
   const ModelConfig& config() const { return *config_; }
 
  private:
@@ -117,6 +125,9 @@ class DecoderLayer {
   std::map<std::string, Linear, std::less<>> linears_;
   std::map<std::string, at::Tensor, std::less<>> norms_;  // by local name, e.g. "input_layernorm"
   int64_t attention_window_ = 0;  // 0: full causal attention
+  bool local_rope_ = false;       // Gemma 3's sliding layers use the local rope tables
+  // rms_norm with this model's norm convention.
+  at::Tensor normalize(const std::string& local_name, const at::Tensor& x) const;
 };
 
 }  // namespace sarqc

@@ -21,6 +21,9 @@ void check_rope_seqlen(const ModelConfig& config, int64_t seqlen, const std::str
 struct RotaryTables {
   at::Tensor cos;  // [T, hd], f repeated for both halves
   at::Tensor sin;
+  // Gemma 3's sliding layers: the same for rope_local_theta (undefined for other models).
+  at::Tensor local_cos, local_sin;
+  RotaryTables local() const { return {local_cos, local_sin, {}, {}}; }
 };
 
 // Angles are computed in double and rounded once to `dtype`.

@@ -17,7 +17,7 @@ class PreTokenizer {
   virtual void pre_tokenize(std::vector<std::string>& pieces, size_t section_index) const = 0;
 };
 
-// nullptr for a JSON null. Supported: Split (behaviors Isolated and Removed, invert), ByteLevel,
+// nullptr for a JSON null. Supported: Split (every behavior, invert), ByteLevel,
 // Metaspace, Digits, Sequence; anything else is a bad-input error naming the component.
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config);
 
