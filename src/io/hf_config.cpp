@@ -132,15 +132,18 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& where) {
                                   where));
   } else if (type == "yarn") {
     rope.type = RopeType::Yarn;
-    // transformers: a missing factor is max_position_embeddings / original (DeepSeek-V3's
-    // convention); a missing original length is max_position_embeddings (parse_rope fills both).
+    // transformers: a null factor is max_position_embeddings / original (DeepSeek-V3's
+    // convention), and so is a missing one here; a missing original length is
+    // max_position_embeddings (finish_yarn fills both).
     if (f.has("factor")) rope.factor = factor();
     else rope.factor = 0;
     if (f.has("original_max_position_embeddings"))
       rope.original_max_position_embeddings = f.positive_int("original_max_position_embeddings");
     rope.attention_factor = f.has("attention_factor") ? f.positive_number("attention_factor") : 0;
-    if (f.has("mscale")) rope.mscale = f.positive_number("mscale");
-    if (f.has("mscale_all_dim")) rope.mscale_all_dim = f.positive_number("mscale_all_dim");
+    // transformers reads mscale and mscale_all_dim with `if mscale and mscale_all_dim`: 0 is unset.
+    if (f.has("mscale") && scaling["mscale"] != 0) rope.mscale = f.positive_number("mscale");
+    if (f.has("mscale_all_dim") && scaling["mscale_all_dim"] != 0)
+      rope.mscale_all_dim = f.positive_number("mscale_all_dim");
     // transformers reads these with `or`: 0 means the default as well.
     if (f.has("beta_fast") && scaling["beta_fast"] != 0) rope.beta_fast = f.positive_number("beta_fast");
     if (f.has("beta_slow") && scaling["beta_slow"] != 0) rope.beta_slow = f.positive_number("beta_slow");
@@ -168,6 +171,10 @@ void finish_yarn(RopeScaling& rope, int64_t max_position_embeddings,
   if (rope.factor <= 0)
     rope.factor = static_cast<double>(max_position_embeddings) /
                   static_cast<double>(rope.original_max_position_embeddings);
+  if (rope.factor <= 0)
+    throw_bad_input(fmt::format("{}: rope type 'yarn' needs a positive 'factor' (or "
+                                "max_position_embeddings to derive it from)",
+                                where));
   if (rope.attention_factor <= 0) {
     auto mscale = [&](double m) { return rope.factor <= 1 ? 1.0 : 0.1 * m * std::log(rope.factor) + 1.0; };
     rope.attention_factor = rope.mscale > 0 && rope.mscale_all_dim > 0
@@ -319,8 +326,8 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     throw_bad_input(fmt::format("{}: num_attention_heads {} is not a multiple of "
                                 "num_key_value_heads {}",
                                 source, cfg.num_attention_heads, cfg.num_key_value_heads));
-  if (f.has("head_dim")) {
-    cfg.head_dim = f.positive_int("head_dim");
+  if (f.has("head_dim") || gemma) {  // Gemma3TextConfig's default head_dim is 256
+    cfg.head_dim = f.positive_int_or("head_dim", 256);
   } else {
     if (cfg.hidden_size % cfg.num_attention_heads != 0)
       throw_bad_input(fmt::format("{}: hidden_size {} is not a multiple of num_attention_heads {} "
@@ -331,9 +338,10 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
   if (cfg.head_dim % 2 != 0)
     throw_bad_input(fmt::format("{}: head_dim {} must be even for rotary embeddings", source,
                                 cfg.head_dim));
-  cfg.max_position_embeddings = f.non_negative_int_or("max_position_embeddings", 0);
+  // Gemma3TextConfig's defaults where a hand-written config leaves them out.
+  cfg.max_position_embeddings = f.non_negative_int_or("max_position_embeddings", gemma ? 131072 : 0);
   cfg.rms_norm_eps = f.positive_number("rms_norm_eps");
-  cfg.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
+  cfg.tie_word_embeddings = f.boolean_or("tie_word_embeddings", gemma);
   parse_rope(j, f, cfg);
 
   switch (cfg.family) {
@@ -394,9 +402,7 @@ ModelConfig parse_model_config(const json& j, const std::string& source) {
     for (const std::string& t : cfg.layer_types)
       if (t != "sliding_attention" && t != "full_attention")
         f.fail("layer_types", "'sliding_attention' or 'full_attention' per layer");
-    if (!cfg.sliding_window &&
-        std::count(cfg.layer_types.begin(), cfg.layer_types.end(), "sliding_attention") > 0)
-      f.fail("sliding_window", "a positive integer when layers slide");
+    if (!cfg.sliding_window) cfg.sliding_window = 4096;  // Gemma3TextConfig's default
   }
 
   if (cfg.family == ModelFamily::Mixtral) {

@@ -17,10 +17,12 @@ void split_each(std::vector<std::string>& pieces, F&& split_one) {
   pieces = std::move(out);
 }
 
-// HF tokenizers' SplitDelimiterBehavior (and `invert`: only the matches are kept).
-enum class SplitMode { Isolated, Removed, MatchesOnly, MergedWithPrevious, MergedWithNext, Contiguous };
+// HF tokenizers' SplitDelimiterBehavior.
+enum class SplitMode { Isolated, Removed, MergedWithPrevious, MergedWithNext, Contiguous };
 
-void split_by(const Pattern& pattern, SplitMode mode, const std::string& text,
+// `invert`: the pattern names what to keep, so the behaviour applies to the pieces between its
+// matches (HF flips the match flags before splitting).
+void split_by(const Pattern& pattern, SplitMode mode, bool invert, const std::string& text,
               std::vector<std::string>& out) {
   // The text as alternating segments: (piece, is a match).
   std::vector<std::pair<std::string, bool>> segments;
@@ -31,13 +33,13 @@ void split_by(const Pattern& pattern, SplitMode mode, const std::string& text,
     prev = m.end;
   }
   if (prev < text.size()) segments.emplace_back(text.substr(prev), false);
+  if (invert)
+    for (auto& segment : segments) segment.second = !segment.second;
   switch (mode) {
     case SplitMode::Isolated:
     case SplitMode::Removed:
-    case SplitMode::MatchesOnly:
       for (auto& [piece, match] : segments)
-        if (mode == SplitMode::Isolated || match == (mode == SplitMode::MatchesOnly))
-          out.push_back(std::move(piece));
+        if (mode == SplitMode::Isolated || !match) out.push_back(std::move(piece));
       return;
     case SplitMode::MergedWithPrevious:
     case SplitMode::Contiguous: {
@@ -72,16 +74,18 @@ void split_by(const Pattern& pattern, SplitMode mode, const std::string& text,
 
 class Split final : public PreTokenizer {
  public:
-  Split(Pattern pattern, SplitMode mode) : pattern_(std::move(pattern)), mode_(mode) {}
+  Split(Pattern pattern, SplitMode mode, bool invert)
+      : pattern_(std::move(pattern)), mode_(mode), invert_(invert) {}
   void pre_tokenize(std::vector<std::string>& pieces, size_t) const override {
     split_each(pieces, [&](const std::string& piece, std::vector<std::string>& out) {
-      split_by(pattern_, mode_, piece, out);
+      split_by(pattern_, mode_, invert_, piece, out);
     });
   }
 
  private:
   Pattern pattern_;
   SplitMode mode_;
+  bool invert_;
 };
 
 // GPT-2's word split, used when ByteLevel has use_regex: HF tokenizers' pattern, compiled like
@@ -101,7 +105,7 @@ class ByteLevel final : public PreTokenizer {
       if (add_prefix_space_ && (piece.empty() || piece[0] != ' ')) piece.insert(0, " ");
       const size_t first = out.size();
       if (regex_)
-        split_by(*regex_, SplitMode::MatchesOnly, piece, out);
+        split_by(*regex_, SplitMode::Removed, /*invert=*/true, piece, out);  // the matches only
       else
         out.push_back(std::move(piece));
       for (size_t i = first; i < out.size(); ++i) {
@@ -181,19 +185,14 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
   const std::string type = node.type();
   if (type == "Split") {
     Pattern pattern = read_pattern(node.child("pattern"));
-    if (node.boolean_or("invert", false))
-      return std::make_unique<Split>(std::move(pattern), SplitMode::MatchesOnly);
+    const bool invert = node.boolean_or("invert", false);
     const std::string behavior = node.string("behavior");
-    if (behavior == "Isolated")
-      return std::make_unique<Split>(std::move(pattern), SplitMode::Isolated);
-    if (behavior == "Removed")
-      return std::make_unique<Split>(std::move(pattern), SplitMode::Removed);
-    if (behavior == "MergedWithPrevious")
-      return std::make_unique<Split>(std::move(pattern), SplitMode::MergedWithPrevious);
-    if (behavior == "MergedWithNext")
-      return std::make_unique<Split>(std::move(pattern), SplitMode::MergedWithNext);
-    if (behavior == "Contiguous")
-      return std::make_unique<Split>(std::move(pattern), SplitMode::Contiguous);
+    for (const auto& [name, mode] :
+         {std::pair{"Isolated", SplitMode::Isolated}, std::pair{"Removed", SplitMode::Removed},
+          std::pair{"MergedWithPrevious", SplitMode::MergedWithPrevious},
+          std::pair{"MergedWithNext", SplitMode::MergedWithNext},
+          std::pair{"Contiguous", SplitMode::Contiguous}})
+      if (behavior == name) return std::make_unique<Split>(std::move(pattern), mode, invert);
     node.child("behavior")
         .fail(fmt::format("unsupported split behavior '{}' (supported: Isolated, Removed, "
                           "MergedWithPrevious, MergedWithNext, Contiguous)",
@@ -226,7 +225,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const ConfigNode& config) {
     // them, or each alone with individual_digits.
     const char* source = node.boolean_or("individual_digits", false) ? "[^\\p{N}]+|\\p{N}"
                                                                       : "[^\\p{N}]+|\\p{N}+";
-    return std::make_unique<Split>(Pattern::pcre2(source, node.where()), SplitMode::MatchesOnly);
+    return std::make_unique<Split>(Pattern::pcre2(source, node.where()), SplitMode::Removed,
+                                   /*invert=*/true);  // the matches only
   }
   if (type == "Sequence") {
     std::vector<std::unique_ptr<PreTokenizer>> steps;

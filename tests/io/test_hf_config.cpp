@@ -290,6 +290,12 @@ TEST(HfConfig, BadConfigsNameTheFieldAndWhatWasExpected) {
        "num_attention_heads 8 is not a multiple of num_key_value_heads 3"},
       {"activation", [](json& j) { j["hidden_act"] = "gelu"; }, "hidden_act 'gelu' is not supported"},
       {"missing eps", [](json& j) { j.erase("rms_norm_eps"); }, "field 'rms_norm_eps' is required"},
+      {"yarn without a factor or max_position_embeddings",
+       [](json& j) {
+         j.erase("max_position_embeddings");
+         j["rope_scaling"] = {{"rope_type", "yarn"}, {"original_max_position_embeddings", 64}};
+       },
+       "rope type 'yarn' needs a positive 'factor'"},
       {"longrope", [](json& j) { j["rope_scaling"] = {{"rope_type", "longrope"}, {"factor", 4.0}}; },
        "rope type 'longrope' is not supported (supported: default, linear, dynamic, llama3, yarn)"},
       {"qwen3_moe expert counts disagree",

@@ -92,6 +92,9 @@ json make_variant(json j, const std::string& variant) {
                  json{{"type", "Split"}, {"pattern", {{"Regex", "[0-9]"}}}, {"behavior", "MergedWithNext"}, {"invert", false}});
     steps.insert(steps.begin(),
                  json{{"type", "Split"}, {"pattern", {{"String", ","}}}, {"behavior", "Contiguous"}, {"invert", false}});
+    // invert: the behaviour applies to the pieces between the matches
+    steps.insert(steps.begin(),
+                 json{{"type", "Split"}, {"pattern", {{"Regex", "[A-Z]"}}}, {"behavior", "MergedWithPrevious"}, {"invert", true}});
   } else if (variant == "gpt2") {
     // GPT-2 style: no Split, ByteLevel with its own regex and a prefix space.
     j["pre_tokenizer"] = {{"type", "ByteLevel"},
