@@ -18,6 +18,7 @@
 #include "sarqc/model/weights.h"
 #include "sarqc/pipeline/quantize.h"
 #include "python_reference.h"
+#include "reference_forward.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -25,7 +26,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-using test::shell_quote;
 
 constexpr int64_t kVocab = 256;
 
@@ -105,35 +105,8 @@ Windows random_windows(uint32_t seed) {
   return {ids.narrow(1, 0, 48).contiguous(), ids.narrow(1, 1, 48).contiguous()};
 }
 
-// log p(target) [K, T] in fp64 and the largest |logit| of sarqc's forward of `folder`.
-std::pair<at::Tensor, double> sarqc_logprobs(const fs::path& folder, const Windows& w) {
-  const ModelWeights weights = ModelWeights::open(folder);
-  const at::Tensor logits = StreamingModel(weights, {}).forward(w.inputs).to(at::kDouble);
-  return {at::log_softmax(logits, -1).gather(2, w.targets.unsqueeze(2)).squeeze(2),
-          logits.abs().max().item<double>()};
-}
-
-at::Tensor as_tensor(const json& nested) {
-  std::vector<double> flat;
-  for (const json& row : nested)
-    for (const json& v : row) flat.push_back(v.get<double>());
-  return at::tensor(flat, at::kDouble).view({static_cast<int64_t>(nested.size()), -1});
-}
-
-json run_python(const std::string& script, const json& jobs, const fs::path& dir,
-                const std::vector<std::string>& requirements) {
-  const auto [python, why] = test::venv_python(requirements);
-  EXPECT_FALSE(python.empty()) << "transformers (scripts/venv.sh) is not available: " << why;
-  if (python.empty()) return {};
-  const std::string stem = fs::path(script).stem().string();
-  const fs::path in = dir / (stem + ".jobs.json"), out = dir / (stem + ".out.json");
-  test::write_bytes(in, jobs.dump());
-  const fs::path path = fs::path(SARQC_SOURCE_DIR) / "tests" / script;
-  const auto [status, text] = test::run_command(
-      fmt::format("{} {} {} {}", shell_quote(python), shell_quote(path.string()),
-                  shell_quote(in.string()), shell_quote(out.string())));
-  EXPECT_EQ(status, 0) << text;
-  return status == 0 ? json::parse(test::read_bytes(out)) : json{};
+test::TargetLogprobs sarqc_logprobs(const fs::path& folder, const Windows& w) {
+  return test::sarqc_logprobs(folder, w.inputs, w.targets);
 }
 
 class Families : public ::testing::Test {
@@ -153,7 +126,7 @@ class Families : public ::testing::Test {
                       {"inputs", test::id_rows(w.inputs)},
                       {"targets", test::id_rows(w.targets)}});
     }
-    reference_ = new json(run_python("family_reference/build_and_score.py", jobs, dir_->path(),
+    reference_ = new json(test::run_python_reference("family_reference/build_and_score.py", jobs, dir_->path(),
                                      {"requirements-test.txt", "requirements-torch.txt"}));
   }
   static void TearDownTestSuite() {
@@ -175,19 +148,11 @@ TEST_F(Families, ForwardEqualsTransformers) {
     const json& r = reference_->value(f.name, json{{"error", "no result"}});
     ASSERT_FALSE(r.contains("error")) << r.dump();
     const fs::path folder = dir_->path() / f.name;
-    const auto [ours, max_abs_logit] = sarqc_logprobs(folder, w);
-    const at::Tensor theirs = as_tensor(r.at("target_logprobs"));
-    // Both forwards round in fp32 (u = 2^-24): a dot product of K terms is off by about
-    // u·sqrt(K) relative, each layer adds two sublayers' errors to the residual stream, and a
-    // log-probability differs by at most twice the logits' error. The rotary angle p·θ_i is
-    // rounded in fp32 by transformers (sarqc: fp64): a relative error u·T more per layer.
-    const ModelConfig& c = ModelWeights::open(folder).config();
-    const double u = std::ldexp(1.0, -24);
-    const double relative =
-        2.0 * static_cast<double>(c.num_hidden_layers) * u *
-        (std::sqrt(static_cast<double>(std::max(c.hidden_size, c.intermediate_size))) +
-         static_cast<double>(w.inputs.size(1)));
-    const double tolerance = 2 * relative * max_abs_logit;
+    const test::TargetLogprobs forward = sarqc_logprobs(folder, w);
+    const at::Tensor& ours = forward.logprobs;
+    const at::Tensor theirs = test::nested_to_tensor(r.at("target_logprobs"));
+    const double tolerance = test::fp32_forward_tolerance(
+        ModelWeights::open(folder).config(), w.inputs.size(1), forward.max_abs_logit);
     const double max_diff = (ours - theirs).abs().max().item<double>();
     std::printf("family %-18s max |log p sarqc - log p transformers| = %.2e (tolerance %.2e), "
                 "mean NLL %.6f\n",
@@ -238,7 +203,7 @@ TEST_F(Families, QuantizedCheckpointsLoadInTransformersWithSarqcsPerplexity) {
                       {"logits", false}});
     }
   }
-  const json scores = run_python("loader_reference/score.py", jobs, dir_->path(),
+  const json scores = test::run_python_reference("loader_reference/score.py", jobs, dir_->path(),
                                  {"requirements-test.txt", "requirements-torch.txt",
                                   "requirements-loader.txt"});
   ASSERT_TRUE(scores.is_object());
@@ -262,7 +227,7 @@ TEST_F(Families, QuantizedCheckpointsLoadInTransformersWithSarqcsPerplexity) {
         continue;
       }
       ASSERT_EQ(problem, "") << r.value("trace", "");
-      const double ours = -sarqc_logprobs(folder, windows.at(folder.string())).first.mean().item<double>();
+      const double ours = -sarqc_logprobs(folder, windows.at(folder.string())).logprobs.mean().item<double>();
       const double theirs = r.at("mean_nll").get<double>();
       std::printf("family %-28s ppl sarqc %.6f transformers %.6f (%+.4f %%), kernels %s\n",
                   folder.filename().c_str(), std::exp(ours), std::exp(theirs),

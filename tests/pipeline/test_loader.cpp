@@ -20,6 +20,7 @@
 #include "sarqc/model/weights.h"
 #include "sarqc/pipeline/quantize.h"
 #include "python_reference.h"
+#include "reference_forward.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -28,7 +29,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-using test::shell_quote;
 
 struct Format {
   std::string name;
@@ -87,14 +87,10 @@ void check_formats(const std::vector<Format>& formats) {
                     {"inputs", test::id_rows(w.inputs)},
                     {"targets", test::id_rows(w.targets)}});
   }
-  test::write_bytes(dir / "jobs.json", jobs.dump());
-  const fs::path script = fs::path(SARQC_SOURCE_DIR) / "tests" / "loader_reference" / "score.py";
-  const auto [status, out] = test::run_command(fmt::format("{} {} {} {}", shell_quote(python),
-                                             shell_quote(script.string()),
-                                             shell_quote((dir / "jobs.json").string()),
-                                             shell_quote((dir / "scores.json").string())));
-  ASSERT_EQ(status, 0) << out;
-  const json scores = json::parse(test::read_bytes(dir / "scores.json"));
+  const json scores = test::run_python_reference(
+      "loader_reference/score.py", jobs, dir.path(),
+      {"requirements-test.txt", "requirements-torch.txt", "requirements-loader.txt"});
+  ASSERT_TRUE(scores.is_object()) << "the loader reference did not run";
 
   for (const Format& f : formats) {
     SCOPED_TRACE(f.name);

@@ -16,6 +16,7 @@
 #include "sarqc/model/weights.h"
 #include "sarqc/pipeline/quantize.h"
 #include "python_reference.h"
+#include "reference_forward.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -23,7 +24,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-using test::shell_quote;
 
 EvalWindows wiki_windows(const fs::path& model, int64_t seqlen, int64_t count) {
   const auto tokenizer = load_tokenizer(model);
@@ -36,45 +36,19 @@ EvalWindows wiki_windows(const fs::path& model, int64_t seqlen, int64_t count) {
 // transformers' log p(target) per position of each window, for each folder.
 json transformers_scores(const std::vector<fs::path>& folders, const EvalWindows& w,
                          const fs::path& dir) {
-  const auto [python, why] = test::venv_python(
-      {"requirements-test.txt", "requirements-torch.txt", "requirements-loader.txt"});
-  EXPECT_FALSE(python.empty()) << "transformers (scripts/venv.sh) is not available: " << why;
-  if (python.empty()) return {};
   json jobs = json::array();
   for (const fs::path& folder : folders)
     jobs.push_back({{"folder", folder.string()},
                     {"inputs", test::id_rows(w.inputs)},
                     {"targets", test::id_rows(w.targets)},
                     {"logits", false}});
-  test::write_bytes(dir / "jobs.json", jobs.dump());
-  const fs::path script = fs::path(SARQC_SOURCE_DIR) / "tests" / "loader_reference" / "score.py";
-  const auto [status, out] = test::run_command(fmt::format(
-      "{} {} {} {}", shell_quote(python), shell_quote(script.string()),
-      shell_quote((dir / "jobs.json").string()), shell_quote((dir / "scores.json").string())));
-  EXPECT_EQ(status, 0) << out;
-  return status == 0 ? json::parse(test::read_bytes(dir / "scores.json")) : json{};
+  return test::run_python_reference(
+      "loader_reference/score.py", jobs, dir,
+      {"requirements-test.txt", "requirements-torch.txt", "requirements-loader.txt"});
 }
 
-struct Forward {
-  at::Tensor logprobs;  // [K, T] log p(target), fp64
-  double max_abs_logit = 0;
-};
-
-Forward sarqc_forward(const fs::path& folder, const EvalWindows& w) {
-  const ModelWeights weights = ModelWeights::open(folder);
-  const at::Tensor logits = StreamingModel(weights, {}).forward(w.inputs).to(at::kDouble);
-  return {at::log_softmax(logits, -1).gather(2, w.targets.unsqueeze(2)).squeeze(2),
-          logits.abs().max().item<double>()};
-}
-
-at::Tensor as_tensor(const json& nested) {
-  std::vector<double> flat;
-  int64_t rows_n = 0;
-  for (const json& row : nested) {
-    for (const json& v : row) flat.push_back(v.get<double>());
-    ++rows_n;
-  }
-  return at::tensor(flat, at::kDouble).view({rows_n, -1});
+test::TargetLogprobs sarqc_forward(const fs::path& folder, const EvalWindows& w) {
+  return test::sarqc_logprobs(folder, w.inputs, w.targets);
 }
 
 // sarqc's next-token log-probabilities on the real model `name` equal transformers', on
@@ -87,21 +61,10 @@ void expect_forward_equals_transformers(const std::string& name, const fs::path&
   ASSERT_TRUE(scores.contains(model.string())) << scores.dump().substr(0, 2000);
   const json& r = scores.at(model.string());
   ASSERT_FALSE(r.contains("error")) << r.dump();
-  const Forward ours = sarqc_forward(model, w);
-  const at::Tensor theirs = as_tensor(r.at("target_logprobs"));
-  // Both forwards round in fp32 (unit roundoff u = 2^-24): a dot product of K terms is off by
-  // about u·sqrt(K) relative, and the residual stream adds the errors of 2 sublayers per layer.
-  // transformers rounds the rotary angle p·θ_i in fp32 (sarqc: fp64), a relative error up to
-  // u·T more per layer. A log-probability differs by at most twice the logits' error (the
-  // logit and the log-sum-exp), which is that relative error times the logits' scale.
-  const ModelWeights weights = ModelWeights::open(model);
-  const ModelConfig& c = weights.config();
-  const double u = std::ldexp(1.0, -24);
-  const double relative =
-      2.0 * static_cast<double>(c.num_hidden_layers) * u *
-      (std::sqrt(static_cast<double>(std::max(c.hidden_size, c.intermediate_size))) +
-       static_cast<double>(seqlen));
-  const double tolerance = 2 * relative * ours.max_abs_logit;
+  const test::TargetLogprobs ours = sarqc_forward(model, w);
+  const at::Tensor theirs = test::nested_to_tensor(r.at("target_logprobs"));
+  const double tolerance = test::fp32_forward_tolerance(ModelWeights::open(model).config(), seqlen,
+                                                        ours.max_abs_logit);
   const double max_diff = (ours.logprobs - theirs).abs().max().item<double>();
   std::printf("%s: max |log p sarqc - log p transformers| = %.3e (tolerance %.3e), mean "
               "NLL %.6f vs %.6f\n",
