@@ -1,5 +1,7 @@
 #include "sarqc/pipeline/checkpoint_writer.h"
 
+#include "sarqc/pipeline/option_table.h"
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
@@ -141,44 +143,37 @@ nlohmann::json quantization_config(const ModelLayout& layout, const QuantizePlan
                                    const std::string& calibration_file) {
   const QuantGrid& grid = plan.grid;
   const ObjectiveSettings& objective = plan.objective_settings;
+  // What the loaders read, and sarqc's results (the resolved preset, the calibration used).
   nlohmann::json qc = {{"quant_method", "gptq"},
-                       {"bits", grid.bits},
-                       {"group_size", grid.group_size},
                        {"desc_act", any_reordered},
-                       {"static_groups", o.rounding_options.static_groups},
-                       {"sym", grid.sym},
                        {"lm_head", false},
                        {"true_sequential", true},
-                       {"damp_percent", o.damp},
                        {"checkpoint_format", grid.sym ? "gptq" : "gptq_v2"},
                        {"format", grid.sym ? "gptq" : "gptq_v2"},
                        {"pack_dtype", "int32"},
                        {"meta",
                         {{"quantizer", {std::string("sarqc:") + kVersion}},
                          {"sarqc",
-                          {{"method", o.method},
-                           {"backend", plan.backend},
+                          {{"backend", plan.backend},
                            {"objective", objective.name},
                            {"lambda_rel", objective.lambda_rel},
                            {"lambda_mode", objective.lambda_mode},
                            {"alpha_mode", objective.alpha_mode},
-                           {"alpha", objective.alpha},
-                           {"mixup", objective.mixup},
-                           {"saliency", objective.saliency},
                            {"beam_width",
                             plan.backend == "beam" ? o.rounding_options.beam_width : 1},
-                           {"order", column_order_name(o.rounding_options.order)},
-                           {"group_params", o.rounding_options.block_start_group_params
-                                                ? "block-start"
-                                                : "current"},
-                           {"mse_clip", grid.mse_clip},
-                           {"seed", o.seed},
                            {"nsamples", plan.needs_data ? report.nsamples : 0},
                            {"seqlen", plan.needs_data ? report.seqlen : 0},
                            {"calibration_file", plan.needs_data ? calibration_file : ""},
                            {"scale_search", plan.scale_search},
                            {"calibration_sha256", report.calibration_sha256},
                            {"unquantized_modules", report.unquantized_modules}}}}}};
+  // The options recorded as given: the option table's rows that say where.
+  for (const OptionRow& row : quantize_option_table())
+    if (row.reach & kRecorded) qc[nlohmann::json::json_pointer(row.recorded_as)] = row.get(o);
+  // As the run resolved them: the group size clamped to the narrowest quantized input, the MSE
+  // clip off where the scale search clips.
+  qc["group_size"] = grid.group_size;
+  qc["meta"]["sarqc"]["mse_clip"] = grid.mse_clip;
   if (!plan.skipped.empty()) {
     qc["dynamic"] = dynamic_exclusions(layout, plan.skipped);  // vLLM, GPTQModel
     const nlohmann::json in_block = modules_in_block_to_quantize(layout, plan.skipped);

@@ -602,7 +602,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
                                                       calib.source);
   report.fingerprint = run_fingerprint(weights, settings, report.calibration_sha256);
   nlohmann::json fingerprint =
-      run_fingerprint_items(weights, o, settings, report.calibration_sha256);
+      run_fingerprint_items(weights, o, report.calibration_sha256);
   fingerprint["ranks"] = std::to_string(world.size());
 
   // A state saved by an interrupted run of this command: checked before any work (rank 0).

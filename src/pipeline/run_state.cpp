@@ -1,5 +1,7 @@
 #include "sarqc/pipeline/run_state.h"
 
+#include "sarqc/pipeline/option_table.h"
+
 #include <sys/stat.h>
 
 #include <ATen/ATen.h>
@@ -42,7 +44,6 @@ std::string stream_name(char which, size_t batch) { return fmt::format("{}.{:05d
 }  // namespace
 
 nlohmann::json run_fingerprint_items(const ModelWeights& weights, const QuantizeOptions& o,
-                                     const nlohmann::json& settings,
                                      const std::string& calibration_sha256) {
   nlohmann::json items = nlohmann::json::object();
   items["sarqc version"] = kVersion;
@@ -55,25 +56,10 @@ nlohmann::json run_fingerprint_items(const ModelWeights& weights, const Quantize
     if (entry.is_regular_file() && weights_file)
       items["model file " + name] = file_identity(entry.path());
   }
-  // The options quantization_config records (desc_act and unquantized_modules are results).
-  for (const auto& [key, value] : settings.items())
-    if (key != "meta" && key != "desc_act") items["option " + key] = value.dump();
-  for (const auto& [key, value] : settings.at("meta").at("sarqc").items())
-    if (key != "unquantized_modules" && key != "calibration_sha256")
-      items["option " + key] = value.dump();
-  // ... and those it does not.
-  items["option saliency_power"] = fmt::format("{}", o.objective_settings.saliency_power);
-  items["option beam_rows"] = fmt::format("{}", o.rounding_options.beam_rows);
-  items["option beam_budget_bytes"] = fmt::format("{}", o.rounding_options.beam_budget_bytes);
-  items["option block_size"] = fmt::format("{}", o.rounding_options.block_size);
-  items["option max_damp_retries"] = fmt::format("{}", o.max_damp_retries);
-  items["option moe_min_tokens"] = fmt::format("{}", o.moe_min_tokens);
-  items["option moe_policy"] = o.moe_policy;
-  items["option fp_stream"] = fmt::format("{}", o.keep_fp_stream);
-  items["option calib_temperature"] = fmt::format("{}", o.calib_temperature);
-  const ScaleSearchOptions& s = o.scale_search_options;
-  items["option scale_search_grid"] = fmt::format("ratios {}, tokens {}, clip {}, clip tokens {}",
-                                                  s.ratios, s.max_tokens, s.clip, s.clip_tokens);
+  // Every option that changes the output: the option table says which (the version and the
+  // options determine the preset's resolution).
+  for (const OptionRow& row : quantize_option_table())
+    if (row.reach & kInFingerprint) items["option " + row.name] = option_text(row.get(o));
   items["calibration"] = calibration_sha256.empty() ? "none" : "sha256 " + calibration_sha256;
   // Where the math runs: other kernels round differently.
   const char* core = blas_core_name();

@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cctype>
+
 #include <nlohmann/json.hpp>
 
+#include "sarqc/pipeline/option_table.h"
 #include "sarqc/util/device.h"
 #include "sarqc/util/error.h"
 #include "cli/run_sarqc.h"
@@ -30,6 +33,33 @@ TEST(Cli, VersionAndHelp) {
   EXPECT_EQ(r.exit_code, 0);
   for (const char* flag : {"--log-level", "--threads", "--device", "--version"})
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag;
+}
+
+// quantize's flags are the option table's command-line rows, each with its help and choices.
+TEST(Cli, QuantizeHelpListsEveryCommandLineRowOfTheOptionTable) {
+  const RunResult r = run_sarqc({"quantize", "--help"});
+  ASSERT_EQ(r.exit_code, 0);
+  // Where "--NAME" stands as a whole flag (not the start of a longer one).
+  auto flag_at = [&](const std::string& name) {
+    for (size_t at = r.out.find("--" + name); at != std::string::npos;
+         at = r.out.find("--" + name, at + 1)) {
+      const char next = r.out[at + 2 + name.size()];
+      if (!std::isalnum(static_cast<unsigned char>(next)) && next != '-') return at;
+    }
+    return std::string::npos;
+  };
+  for (const OptionRow& row : quantize_option_table()) {
+    const auto at = flag_at(row.name);
+    if (!(row.reach & kOnCommandLine)) {
+      EXPECT_EQ(at, std::string::npos) << row.name << " has no flag";
+      continue;
+    }
+    ASSERT_NE(at, std::string::npos) << row.name;
+    if (!row.negation.empty())
+      EXPECT_NE(flag_at(row.negation), std::string::npos) << row.negation;
+    for (const auto& choice : row.choices)
+      EXPECT_NE(r.out.find(choice, at), std::string::npos) << row.name << " " << choice;
+  }
 }
 
 TEST(Cli, UsageErrorsExitWithTwo) {
@@ -160,7 +190,7 @@ TEST(Cli, QuantizeEndToEndAndItsErrors) {
   r = run_sarqc({"quantize", "--model", model, "--out", (dir / "o").string(), "--method", "beam",
                  "--beam-rows", "-1", "--calib", "self"});
   EXPECT_EQ(r.exit_code, kExitUsage);
-  EXPECT_NE(r.err.find("--beam-rows must be >= 0"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--beam-rows '-1': expected an integer >= 0"), std::string::npos) << r.err;
   r = run_sarqc({"quantize", "--model", model, "--out", (dir / "awq").string(), "--method", "awq",
                  "--objective", "sarqc+interp", "--lambda", "0.1", "--calib", "self",
                  "--group-size", "-1", "--nsamples", "4", "--seqlen", "32", "--json"});
@@ -178,7 +208,7 @@ TEST(Cli, QuantizeRecipesAreOverriddenByFlags) {
   const std::string model = test::fixture_model("babyllama-tok105").string();
   const std::string recipe = (dir / "r.json").string();
   test::write_bytes(recipe, R"({"method": "coreq", "bits": 3, "group_size": 32, "nsamples": 4,
-                               "seqlen": 32, "mixup": 3.0})");
+                               "seqlen": 32, "mixup": 3.0, "sym": false})");
   RunResult r = run_sarqc({"quantize", "--model", model, "--out", (dir / "q").string(), "--config",
                            recipe, "--bits", "4", "--calib",
                            test::fixture_text("tinystories_train.txt").string(), "--json"});
@@ -189,6 +219,12 @@ TEST(Cli, QuantizeRecipesAreOverriddenByFlags) {
   EXPECT_EQ(qc["meta"]["sarqc"]["method"], "coreq");
   EXPECT_EQ(qc["meta"]["sarqc"]["mixup"], 3.0);
   EXPECT_EQ(qc["meta"]["sarqc"]["nsamples"], 4);
+  EXPECT_EQ(qc["sym"], false);  // {"sym": false} is the asymmetric grid
+  test::write_bytes(recipe, R"({"nproc": 2})");
+  r = run_sarqc({"quantize", "--model", model, "--out", (dir / "q2").string(), "--config", recipe});
+  EXPECT_EQ(r.exit_code, kExitUsage);
+  EXPECT_NE(r.err.find("'nproc' can only be given on the command line"), std::string::npos)
+      << r.err;
   test::write_bytes(recipe, R"({"bitz": 3})");
   r = run_sarqc({"quantize", "--model", model, "--out", (dir / "q2").string(), "--config", recipe});
   EXPECT_EQ(r.exit_code, kExitUsage);

@@ -262,7 +262,7 @@ TEST_F(Resume, ChangedOptionOrModelFileIsRefusedNamingTheItem) {
   r = run_sarqc(quantize_args(model, out, {"--method", "gptq", "--seed", "7", "--damp", "0.02"}));
   EXPECT_EQ(r.exit_code, kExitStateConflict) << r.err;
   EXPECT_NE(r.err.find("option seed: 0 when saved, 7 now"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("option damp_percent: 0.01 when saved, 0.02 now"), std::string::npos)
+  EXPECT_NE(r.err.find("option damp: 0.01 when saved, 0.02 now"), std::string::npos)
       << r.err;
 
   // The same bytes count except where the weights changed: one value of one tensor.

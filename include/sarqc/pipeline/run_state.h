@@ -28,9 +28,7 @@ struct QuantizeOptions;
 // Every item a rerun must match, as "name" -> value: the sarqc version, config.json's sha256,
 // each weight file's size and modification time, every option that changes the output, the
 // calibration windows' sha256 and where the math runs (device, dtype, threads, BLAS kernels).
-// `settings` is the quantization_config the run writes (its options).
 nlohmann::json run_fingerprint_items(const ModelWeights& weights, const QuantizeOptions& options,
-                                     const nlohmann::json& settings,
                                      const std::string& calibration_sha256);
 
 // "name: VALUE when saved, VALUE now" for each item that differs (missing items included).
