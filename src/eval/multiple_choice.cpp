@@ -191,12 +191,17 @@ struct Encoded {
 };
 
 // lm-eval's TemplateLM.loglikelihood tokenization (see the header).
+// lm-eval's prefix token: what an empty context is scored from.
+int32_t prefix_token(const Tokenizer& tok) {
+  const SpecialTokens& sp = tok.special();
+  return sp.bos_id ? *sp.bos_id : sp.eos_id.value_or(0);
+}
+
 Encoded encode_request(const Tokenizer& tok, const ChoiceRequest& r) {
   Encoded e;
   if (r.context.empty()) {
     e.continuation = tok.encode(r.continuation);
-    const SpecialTokens& sp = tok.special();
-    const int32_t prefix = sp.bos_id ? *sp.bos_id : sp.eos_id.value_or(0);
+    const int32_t prefix = prefix_token(tok);
     e.context = {prefix};
     // A continuation that already starts with the prefix token gives it up to the context.
     if (!e.continuation.empty() && e.continuation.front() == prefix)
@@ -212,6 +217,9 @@ Encoded encode_request(const Tokenizer& tok, const ChoiceRequest& r) {
   std::vector<int32_t> whole = tok.encode_with_specials(context + continuation);
   const size_t n = std::min(e.context.size(), whole.size());
   e.continuation.assign(whole.begin() + static_cast<std::ptrdiff_t>(n), whole.end());
+  // A whitespace context without a BOS template tokenizes to nothing: no token would predict
+  // the continuation's first one (it scored 0, the best log-likelihood, or divided by zero).
+  if (e.context.empty()) e.context = {prefix_token(tok)};
   return e;
 }
 

@@ -13,8 +13,13 @@
 #include "cli/run_sarqc.h"
 #include "python_reference.h"
 #include "sarqc/eval/multiple_choice.h"
+#include "sarqc/io/tokenizer.h"
+#include "sarqc/model/streaming_model.h"
+#include "sarqc/model/synthetic.h"
+#include "sarqc/model/weights.h"
 #include "sarqc/util/error.h"
 #include "test_support.h"
+#include "tokenizer/tiny_tokenizers.h"
 
 namespace sarqc {
 namespace {
@@ -161,6 +166,44 @@ TEST(MultipleChoice, LogLikelihoodsAccAndAccNormEqualLmEvaluationHarness) {
     if (!ref.at("acc_norm").is_null())
       EXPECT_DOUBLE_EQ(r.acc_norm, ref.at("acc_norm").get<double>());
   }
+}
+
+// A context that is only whitespace, with a tokenizer that adds no BOS (Qwen's): the whitespace
+// moves into the continuation, and with an empty choice the continuation "  " is one token
+// ("ĠĠ"), which left no input token to score it from: a chunk of width 0, an integer division
+// by zero that killed the process. As for an empty context, the context is then the BOS token,
+// or EOS without one (lm-eval's prefix token).
+TEST(MultipleChoice, AContextThatTokenizesToNothingIsScoredFromThePrefixToken) {
+  test::TempDir dir;
+  const json config = {{"model_type", "llama"},        {"architectures", {"LlamaForCausalLM"}},
+                       {"hidden_size", 16},            {"intermediate_size", 32},
+                       {"num_hidden_layers", 1},       {"num_attention_heads", 2},
+                       {"num_key_value_heads", 2},     {"vocab_size", 304},
+                       {"max_position_embeddings", 16}, {"rms_norm_eps", 1e-5}};
+  write_random_model(config, dir / "m", 5);
+  json tokenizer = test::tiny_byte_level_json();
+  tokenizer["post_processor"] = nullptr;  // no BOS added
+  tokenizer["model"]["vocab"]["\xC4\xA0\xC4\xA0"] = 260;
+  tokenizer["model"]["merges"].push_back(json::array({"\xC4\xA0", "\xC4\xA0"}));
+  test::write_tokenizer(dir / "m", tokenizer, json{{"eos_token", "<|x|>"}});
+  const auto tok = load_tokenizer(dir / "m");
+  ASSERT_TRUE(tok->special().prefix.empty());
+  ASSERT_EQ(tok->encode("  "), std::vector<int32_t>{260});
+  ChoiceEvalOptions o;
+  o.model_dir = dir / "m";
+  o.task_files = {write(dir.path(), "cloze.jsonl",
+                        R"({"context": " ", "choices": ["", "the"], "gold": 0})"
+                        "\n")};
+  const std::vector<ChoiceTaskResult> results = evaluate_choice_tasks(o);
+  ASSERT_EQ(results.size(), 1u);
+  // log p("ĠĠ" | prefix) from the model's logits directly.
+  const int32_t prefix = tok->special().bos_id.value_or(tok->special().eos_id.value_or(0));
+  const ModelWeights weights = ModelWeights::open(dir / "m");
+  const at::Tensor logits =
+      StreamingModel(weights, {}).forward(at::full({1, 1}, int64_t{prefix}, at::kLong));
+  const double expected = at::log_softmax(logits.to(at::kDouble), -1)[0][0][260].item<double>();
+  EXPECT_NEAR(results[0].loglikelihoods[0][0], expected, 1e-5);
+  EXPECT_TRUE(std::isfinite(results[0].loglikelihoods[0][1]));
 }
 
 TEST(MultipleChoice, MakeClozeIsSeededAndNeverOverwrites) {
