@@ -114,11 +114,28 @@ void ExactSum::add(const ExactSum& other) {
   carry();
 }
 
-// Moves whole units of 2^8 from the low part to the high part, so that low_ is in [0, 2^56).
+namespace {
+
+// Moves whole units of 2^8 from the low part to the high part, so that low is in [0, 2^56).
+void carry_parts(at::Tensor& high, at::Tensor& low) {
+  const at::Tensor units = at::div(low, int64_t{1} << kLowBits, "floor");
+  high.add_(units);
+  low.sub_(units * (int64_t{1} << kLowBits));
+}
+
+// Temporaries of value() per element: the two int64 copies, the carry's two int64 tensors and
+// three fp64 ones.
+constexpr int64_t kValueBytesPerElement = 7 * 8;
+
+}  // namespace
+
+int64_t ExactSum::value_scratch_bytes(int64_t numel) {
+  return std::min(numel * kValueBytesPerElement,
+                  kValueScratchBytes / kValueBytesPerElement * kValueBytesPerElement);
+}
+
 void ExactSum::carry() {
-  const at::Tensor units = at::div(low_, int64_t{1} << kLowBits, "floor");
-  high_.add_(units);
-  low_.sub_(units * (int64_t{1} << kLowBits));
+  carry_parts(high_, low_);
   pending_ = 0;
 }
 
@@ -144,15 +161,22 @@ void ExactSum::reduce(const std::function<void(at::Tensor&)>& sum, int64_t ranks
   carry();
 }
 
-at::Tensor ExactSum::value() const {
+at::Tensor ExactSum::value(at::ScalarType dtype, double scale) const {
   TORCH_CHECK(defined(), "ExactSum::value: the accumulator has no shape");
-  ExactSum s = *this;
-  s.high_ = high_.clone();
-  s.low_ = low_.clone();
-  s.carry();  // a canonical (high, low) pair, so that equal sums round alike
-  const at::Tensor v = s.high_.to(at::kDouble) * std::ldexp(1.0, kHighShift) +
-                       s.low_.to(at::kDouble) * std::ldexp(1.0, -kLowShift);
-  return at::where(invalid_, at::full_like(v, NAN), v);
+  at::Tensor out = at::empty(high_.sizes(), high_.options().dtype(dtype));
+  const at::Tensor high = high_.reshape({-1}), low = low_.reshape({-1});
+  at::Tensor flat = out.view({-1});
+  const int64_t n = high.numel(), step = kValueScratchBytes / kValueBytesPerElement;
+  for (int64_t begin = 0; begin < n; begin += step) {
+    const int64_t k = std::min(step, n - begin);
+    at::Tensor h = high.narrow(0, begin, k).clone(), l = low.narrow(0, begin, k).clone();
+    carry_parts(h, l);  // a canonical (high, low) pair, so that equal sums round alike
+    at::Tensor v = h.to(at::kDouble) * std::ldexp(1.0, kHighShift) +
+                   l.to(at::kDouble) * std::ldexp(1.0, -kLowShift);
+    if (scale != 1.0) v.mul_(scale);
+    flat.narrow(0, begin, k).copy_(v);
+  }
+  return out.masked_fill_(invalid_, NAN);  // a scalar mask: no host synchronisation
 }
 
 }  // namespace sarqc

@@ -94,8 +94,7 @@ namespace {
 
 // (2/N)·sum in fp32 (zeros before any sequence).
 at::Tensor average(const ExactSum& sum, int64_t sequences) {
-  return (sum.value() * (2.0 / static_cast<double>(std::max<int64_t>(sequences, 1))))
-      .to(at::kFloat);
+  return sum.value(at::kFloat, 2.0 / static_cast<double>(std::max<int64_t>(sequences, 1)));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "sarqc/pipeline/memory_estimate.h"
 
+#include "sarqc/calib/exact_sum.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -58,7 +60,8 @@ QuantizeMemoryEstimate estimate_quantize_memory(const ModelConfig& cfg, const Mo
                    (in.holdout_folds ? 3 : 1);
           widest = std::max(widest, n * n * kFp32);
         }
-        gram = std::max(gram, bytes + widest);
+        // + the bounded temporaries of turning an exact sum into fp32 (one at a time)
+        gram = std::max(gram, bytes + widest + ExactSum::value_scratch_bytes(widest / kFp32));
       }
     e.layer_bytes = std::max(e.layer_bytes, layer_bytes);
     e.gram_bytes = std::max(e.gram_bytes, gram);

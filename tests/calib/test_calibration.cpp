@@ -10,6 +10,7 @@
 #include "sarqc/io/tokenizer.h"
 #include "sarqc/model/streaming_model.h"
 #include "sarqc/model/weights.h"
+#include "sarqc/util/memory_monitor.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -133,6 +134,36 @@ TEST(ExactSum, NonFiniteOrHugeTermsMakeTheSumNaN) {
   ExactSum fine({3}, c10::kCPU);
   fine.add(at::full({3}, std::ldexp(1.0, 51), at::kDouble));
   EXPECT_EQ(fine.value()[0].item<double>(), std::ldexp(1.0, 51));
+}
+
+// value() converts in row blocks: the same numbers as converting the whole tensor at once (a
+// block boundary inside a row, and a scale), and a resident peak of the result plus bounded
+// scratch, measured (the whole-tensor conversion took ~56 extra bytes per element).
+TEST(ExactSum, ValueIsBlockwiseExactAndItsMemoryIsBounded) {
+  const int64_t n = 2900;  // 8.4 Mi elements: several blocks, and a row cut by a block boundary
+  const at::Tensor term = at::randn({n, n}, at::TensorOptions().dtype(at::kFloat)
+                                               .device(c10::kCPU)) * 1e3;
+  ExactSum s({n, n}, c10::kCPU);
+  s.add(term);
+  s.add(term * 0.5);
+  // The reference conversion, by hand on whole tensors: high·2^8 + low·2^-48 (carried), scaled.
+  const at::Tensor expected =
+      ((term.to(at::kDouble) + (term * 0.5).to(at::kDouble)) * (2.0 / 3.0)).to(at::kFloat);
+  MemoryUsage before = current_memory_usage();
+  at::Tensor v;
+  int64_t grown = 0;
+  {
+    PeakMemoryMonitor monitor(1);
+    v = s.value(at::kFloat, 2.0 / 3.0);
+    grown = monitor.peak().anonymous_bytes - before.anonymous_bytes;
+  }
+  // Each term is exact in the integers (fp32 values of magnitude < 2^52 with no bits below
+  // 2^-48 to drop), so the sum is exact and rounds once, as fp64 arithmetic of two fp32 terms.
+  EXPECT_TRUE(at::equal(v, expected));
+  const int64_t result = n * n * 4;
+  if (before.anonymous_bytes == 0) GTEST_SKIP() << "no /proc/self/status to measure memory";
+  EXPECT_LT(grown, result + ExactSum::kValueScratchBytes + (int64_t{32} << 20))
+      << "grew " << grown / (1 << 20) << " MiB for a " << result / (1 << 20) << " MiB result";
 }
 
 TEST(CalibrationSet, SeededWindowsAreRawSlicesOfTheTokens) {

@@ -40,9 +40,9 @@ TEST(MemoryEstimate, TermsFollowTheShapesAndSettings) {
   const int64_t kv = 2 * (d / 4);
   const int64_t numel = d * d * 2 + kv * d * 2 + 3 * d * f + 2 * d;  // linears and two norms
   EXPECT_EQ(base.layer_bytes, numel * 4);
-  // down_proj's input is the widest group: its exact sum (16 bytes per element), the fp32 average
-  // and one batch's fp32 Gram
-  EXPECT_EQ(base.gram_bytes, f * f * (16 + 4 + 4));
+  // down_proj's input is the widest group: its exact sum (16 bytes per element), the fp32 average,
+  // one batch's fp32 Gram and the conversion's temporaries (56 bytes per element up to 64 MiB)
+  EXPECT_EQ(base.gram_bytes, f * f * (16 + 4 + 4 + 56));
   EXPECT_EQ(base.embedding_bytes, vocab * d * 4);
   // the stream, plus the cached MLP activations (wider than the attention heads)
   EXPECT_EQ(base.stream_bytes, N * (d + f) * 4);
@@ -53,7 +53,7 @@ TEST(MemoryEstimate, TermsFollowTheShapesAndSettings) {
   fp.keep_fp_stream = fp.paired_capture = true;
   const QuantizeMemoryEstimate paired = estimate_quantize_memory(cfg, layout, fp);
   EXPECT_EQ(paired.stream_bytes, 2 * base.stream_bytes);
-  EXPECT_EQ(paired.gram_bytes, f * f * (2 * (16 + 4) + 4));  // D next to H
+  EXPECT_EQ(paired.gram_bytes, f * f * (2 * (16 + 4) + 4 + 56));  // D next to H
   EXPECT_EQ(paired.layer_bytes, 2 * base.layer_bytes);  // the FP copy
 
   QuantizeMemoryInputs bf16 = in;

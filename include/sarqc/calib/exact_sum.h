@@ -27,8 +27,14 @@ class ExactSum {
   // The sum over every process: `sum` adds an int64 tensor over the ranks in place (the same
   // calls in the same order on each rank); `ranks` is their number.
   void reduce(const std::function<void(at::Tensor&)>& sum, int64_t ranks);
-  // The sum in fp64 (rounded once from the exact integers).
-  at::Tensor value() const;
+  // scale × the sum, computed in fp64 from the exact integers (rounded once, then multiplied)
+  // and stored as `dtype`. Row blocks bound the temporaries to kValueScratchBytes besides the
+  // result: whole-tensor int64 copies and fp64 terms took ~56 bytes per element, ~46 GB for
+  // the Gram of a 70B down_proj (28,672 inputs).
+  at::Tensor value(at::ScalarType dtype = at::kDouble, double scale = 1.0) const;
+  static constexpr int64_t kValueScratchBytes = int64_t{64} << 20;
+  // value()'s temporaries for a sum of `numel` elements (56 bytes each, at most the bound).
+  static int64_t value_scratch_bytes(int64_t numel);
 
  private:
   void carry();
