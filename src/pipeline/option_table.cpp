@@ -427,18 +427,22 @@ std::vector<OptionRow> make_table() {
                  o.scale_search_options.ratios =
                      parse_integer("scale-ratios", v, 1, "an integer >= 1");
                }});
-  t.push_back({"scale-tokens", OptionKind::Integer, "Scale search: token budget", kLibraryOnly,
-               {}, "", false, "", "1024", {},
+  t.push_back({"scale-search-tokens", OptionKind::Integer,
+               "Scale search: calibration tokens it reads per layer (whole windows; its cost "
+               "grows with them)",
+               kEverywhere, {}, "", false, "", "1024", {},
                [](const QuantizeOptions& o) { return json(o.scale_search_options.max_tokens); },
                [](QuantizeOptions& o, const std::string& v) {
                  o.scale_search_options.max_tokens =
-                     parse_integer("scale-tokens", v, 1, "an integer >= 1");
+                     parse_integer("scale-search-tokens", v, 1, "an integer >= 1");
                }});
-  t.push_back({"scale-clip", OptionKind::Flag, "Scale search: also search a clip range",
-               kLibraryOnly, {}, "", false, "", "false", {},
+  t.push_back({"scale-search-clip", OptionKind::Flag,
+               "Scale search: also choose each group's clip range on the layer output (then the "
+               "backend rounds on min-max ranges; --no-scale-search-clip: scales only)",
+               kEverywhere, {}, "no-scale-search-clip", false, "", "false", {},
                [](const QuantizeOptions& o) { return json(o.scale_search_options.clip); },
                [](QuantizeOptions& o, const std::string& v) {
-                 o.scale_search_options.clip = parse_flag("scale-clip", v);
+                 o.scale_search_options.clip = parse_flag("scale-search-clip", v);
                }});
   t.push_back({"scale-clip-tokens", OptionKind::Integer,
                "Scale search: tokens sampled for the clip search", kLibraryOnly, {}, "", false, "",
