@@ -4,10 +4,12 @@
 // option or model file is refused naming the item, --no-resume and --restart, and a full disk
 // while the state is saved.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -325,13 +327,31 @@ TEST_F(Resume, ASecondRunOnTheSameOutputIsRefusedWhileTheFirstWorks) {
       quantize_args(model_, out, {"--method", "beam"}, "32", "128");
   const pid_t first =
       test::spawn_sarqc(command, (dir_ / "1.out").string(), (dir_ / "1.err").string());
+  // Wait until the first run holds its lock (the file exists a moment before it is locked),
+  // then hold the first run still (SIGSTOP), so that the second always meets a working first
+  // run, whatever the machine's speed.
   const fs::path lock = dir_ / "runs" / ".q.sarqc-work" / "lock";
-  for (int i = 0; i < 2000 && !fs::exists(lock); ++i)
+  auto held = [&] {  // from /proc/locks: probing with flock could take the lock from the run
+    struct stat st {};
+    if (::stat(lock.c_str(), &st) != 0) return false;
+    std::ifstream locks("/proc/locks");
+    const std::string owner = " " + std::to_string(first) + " ";
+    const std::string inode = ":" + std::to_string(st.st_ino) + " ";
+    for (std::string line; std::getline(locks, line);)
+      if (line.find("FLOCK") != std::string::npos && line.find(owner) != std::string::npos &&
+          line.find(inode) != std::string::npos)
+        return true;
+    return false;
+  };
+  bool locked = false;
+  for (int i = 0; i < 4000 && !(locked = held()); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(locked) << test::read_bytes(dir_ / "1.err");
+  ASSERT_EQ(::kill(first, SIGSTOP), 0);
   const RunResult second = run_sarqc(command);
+  ASSERT_EQ(::kill(first, SIGCONT), 0);
   const int first_code = test::wait_exit_code(first);
   ASSERT_EQ(first_code, 0) << test::read_bytes(dir_ / "1.err");
-  if (second.exit_code == 0) GTEST_SKIP() << "the first run ended before the second started";
   EXPECT_EQ(second.exit_code, kExitUsage) << second.err;
   EXPECT_NE(second.err.find("another sarqc process is writing this output"), std::string::npos)
       << second.err;
