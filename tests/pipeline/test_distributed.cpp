@@ -41,10 +41,18 @@ class Distributed : public ::testing::Test {
   test::TempDir dir_;
 };
 
+// The same files (names included: an extra or a missing file is a difference) with the same
+// bytes, report.json (timings) aside.
 void expect_same_files(const fs::path& a, const fs::path& b) {
-  for (const auto& e : fs::directory_iterator(a)) {
-    const std::string name = e.path().filename().string();
-    if (name == "report.json") continue;
+  auto names = [](const fs::path& dir) {
+    std::set<std::string> out;
+    for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+    return out;
+  };
+  const std::set<std::string> in_a = names(a);
+  EXPECT_EQ(in_a, names(b)) << a << " and " << b << " hold different files";
+  for (const std::string& name : in_a) {
+    if (name == "report.json" || !fs::exists(b / name)) continue;
     EXPECT_TRUE(test::read_bytes(a / name) == test::read_bytes(b / name)) << name << " differs";
   }
 }
