@@ -1,11 +1,14 @@
 #include "sarqc/io/safetensors_writer.h"
 
 #include <algorithm>
+#include <fstream>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "sarqc/util/checksum.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/fault_point.h"
 
@@ -56,8 +59,12 @@ SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<TensorSpe
     header[spec.name] = {{"dtype", std::string(dtype_name(spec.dtype))},
                          {"shape", spec.shape},
                          {"data_offsets", {offset, offset + size}}};
-    const bool written = resume != nullptr && resume->written.count(spec.name) > 0;
-    const bool inserted = slots_.emplace(spec.name, Slot{spec, offset, written}).second;
+    const auto saved = resume != nullptr ? resume->written.find(spec.name)
+                                         : WrittenTensors::const_iterator();
+    const bool written = resume != nullptr && saved != resume->written.end();
+    const bool inserted =
+        slots_.emplace(spec.name, Slot{spec, offset, written, written ? saved->second : ""})
+            .second;
     TORCH_CHECK(inserted, "duplicate tensor name '", spec.name, "' in safetensors output");
     offset += size;
   }
@@ -70,6 +77,25 @@ SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<TensorSpe
   file_->write_at(0, &header_size, 8);
   file_->write_at(8, text.data(), text.size());
   data_start_ = 8 + header_size;
+  if (resume != nullptr) verify_written();
+}
+
+void SafetensorsWriter::verify_written() const {
+  const fs::path& path = file_->temp_path();
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> bytes;
+  for (const auto& [name, slot] : slots_) {
+    if (!slot.written) continue;
+    bytes.resize(slot.spec.nbytes());
+    in.seekg(static_cast<std::streamoff>(data_start_ + slot.begin));
+    const bool read = in.good() && in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    in.clear();
+    if (!read || checksum_hex(bytes.data(), bytes.size()) != slot.checksum)
+      throw Error(ErrorKind::StateConflict,
+                  fmt::format("{}: tensor '{}' does not hold what the interrupted run wrote (the "
+                              "file was {}); pass --restart to discard the saved state",
+                              path.string(), name, read ? "changed" : "truncated"));
+  }
 }
 
 void SafetensorsWriter::write(const std::string& name, const at::Tensor& tensor) {
@@ -90,13 +116,14 @@ void SafetensorsWriter::write(const std::string& name, const at::Tensor& tensor)
   fault_point("write-tensor");
   file_->write_at(data_start_ + slot.begin + half, bytes + half, size - half);
   slot.written = true;
+  slot.checksum = checksum_hex(bytes, size);
 }
 
-std::vector<std::string> SafetensorsWriter::written() const {
-  std::vector<std::string> names;
+WrittenTensors SafetensorsWriter::written() const {
+  WrittenTensors out;
   for (const auto& [name, slot] : slots_)
-    if (slot.written) names.push_back(name);
-  return names;
+    if (slot.written) out.emplace(name, slot.checksum);
+  return out;
 }
 
 void SafetensorsWriter::sync() { file_->sync(); }
@@ -163,11 +190,10 @@ void ShardedWriter::write(const std::string& name, const at::Tensor& tensor) {
   shards_[it->second]->write(name, tensor);
 }
 
-std::vector<std::string> ShardedWriter::written() const {
-  std::vector<std::string> names;
-  for (const auto& shard : shards_)
-    for (auto& name : shard->written()) names.push_back(std::move(name));
-  return names;
+WrittenTensors ShardedWriter::written() const {
+  WrittenTensors out;
+  for (const auto& shard : shards_) out.merge(shard->written());
+  return out;
 }
 
 void ShardedWriter::sync() {

@@ -538,7 +538,7 @@ struct ResumePoint {
 
 // A saved state the command may not use: refused with every differing item named.
 void check_saved_run(const SavedRun& saved, const nlohmann::json& fingerprint,
-                     const QuantizeOptions& o, const WorkFolder& work) {
+                     const QuantizeOptions& o, const WorkFolder& work, int64_t layers) {
   const std::string where = fmt::format("{}: {} holds the state of an interrupted run (layer "
                                         "{}/{} next)",
                                         o.out_dir.string(), work.root().string(),
@@ -548,6 +548,13 @@ void check_saved_run(const SavedRun& saved, const nlohmann::json& fingerprint,
                 where + "; --no-resume refuses it: rerun without --no-resume to continue it, or "
                         "with --restart to discard it");
   const std::vector<std::string> diffs = fingerprint_differences(saved.fingerprint, fingerprint);
+  // A state is saved after a layer: its next layer lies in 1..L of this model.
+  if (diffs.empty() && (saved.layers != layers || saved.next_layer < 1 ||
+                        saved.next_layer > saved.layers))
+    throw Error(ErrorKind::StateConflict,
+                fmt::format("{}: its state.json is inconsistent (next_layer {}, layers {}, for a "
+                            "{}-layer model); pass --restart to discard the state",
+                            work.root().string(), saved.next_layer, saved.layers, layers));
   if (!diffs.empty())
     throw Error(ErrorKind::StateConflict,
                 fmt::format("{}, made by a different command or model: {}; rerun that command to "
@@ -612,7 +619,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
   if (work && work->found()) {
     saved = store->load();
     if (saved) {
-      check_saved_run(*saved, fingerprint, o, *work);
+      check_saved_run(*saved, fingerprint, o, *work, cfg.num_hidden_layers);
       resume.saved_layers = saved->next_layer;
     } else {
       work->reset();  // stopped before its first layer was saved: nothing to resume
@@ -697,7 +704,7 @@ QuantizeReport run_quantize(const QuantizeOptions& o, const fs::path& out_dir,
   // succeed, which the fingerprint would refuse: then the saved layers are worthless.
   try {
     ResumableWrite resumable;
-    if (saved) resumable.written.insert(saved->written.begin(), saved->written.end());
+    if (saved) resumable.written = saved->written;
     std::optional<QuantizedCheckpointWriter> writer;
     if (work) writer.emplace(weights, plan, work->output(), &resumable);
     LayerLoopState state;

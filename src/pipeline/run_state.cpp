@@ -14,6 +14,7 @@
 #include "sarqc/io/safetensors_reader.h"
 #include "sarqc/io/safetensors_writer.h"
 #include "sarqc/pipeline/quantize.h"
+#include "sarqc/util/checksum.h"
 #include "sarqc/util/cpu_environment.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/fault_point.h"
@@ -25,7 +26,7 @@ namespace sarqc {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr int kStateFormat = 1;
+constexpr int kStateFormat = 2;  // 2: checksums of the written tensors and the streams
 
 // Size and modification time: hashing a 140 GB checkpoint would take longer than many runs.
 std::string file_identity(const fs::path& path) {
@@ -101,13 +102,15 @@ std::optional<SavedRun> RunStateStore::read() const {
   try {
     const nlohmann::json j = nlohmann::json::parse(read_text_file(path));
     if (j.at("format").get<int>() != kStateFormat)
-      throw_runtime(fmt::format("{}: state format {} is not {}", path.string(),
-                                j.at("format").dump(), kStateFormat));
+      throw Error(ErrorKind::StateConflict,
+                  fmt::format("{}: state format {} is not this version's {}; pass --restart to "
+                              "discard it",
+                              path.string(), j.at("format").dump(), kStateFormat));
     run.fingerprint = j.at("fingerprint");
     run.next_layer = j.at("next_layer").get<int64_t>();
     run.layers = j.at("layers").get<int64_t>();
     run.any_reordered = j.at("any_reordered").get<bool>();
-    run.written = j.at("written").get<std::vector<std::string>>();
+    run.written = j.at("written").get<WrittenTensors>();
     run.alpha_sampler = j.at("alpha_sampler").get<std::string>();
     run.objective = j.at("objective").get<std::string>();
     run.records = j.at("records");
@@ -153,8 +156,15 @@ void RunStateStore::save_streams(SavedRun& run, const HiddenBatches& q,
     for (size_t b = 0; b < fp->batches.size(); ++b)
       tensors.emplace_back(stream_name('f', b), fp->batches[b]);
   run.streams_file = fmt::format("streams-{:05d}.safetensors", run.next_layer);
+  // Each tensor's checksum in the file's metadata: restore_streams refuses altered bytes.
+  Metadata checksums;
+  for (auto& [name, tensor] : tensors) {
+    tensor = tensor.to(at::kCPU).contiguous();
+    checksums["checksum " + name] =
+        checksum_hex(tensor.data_ptr(), tensor.numel() * tensor.element_size());
+  }
   // synced, renamed, folder synced
-  save_safetensors(dir_ / streams_of_rank(run.streams_file, rank_), tensors);
+  save_safetensors(dir_ / streams_of_rank(run.streams_file, rank_), tensors, checksums);
 }
 
 void RunStateStore::save_state(const SavedRun& run) const {
@@ -208,8 +218,16 @@ void RunStateStore::restore_streams(const SavedRun& run, HiddenBatches& q,
                                   path.string(), name,
                                   c10::str(batch.scalar_type(), " ", batch.sizes())));
       // A copy: the file is deleted at the next save, and batches are replaced in place.
-      at::Tensor saved = file.load(name, batch.device());
-      batch = batch.device().is_cpu() ? saved.clone() : saved;
+      const at::Tensor saved = file.load(name, at::kCPU).clone();
+      const auto recorded = file.metadata().find("checksum " + name);
+      if (recorded == file.metadata().end() ||
+          checksum_hex(saved.data_ptr(), saved.numel() * saved.element_size()) !=
+              recorded->second)
+        throw Error(ErrorKind::StateConflict,
+                    fmt::format("{}: tensor '{}' does not hold what the interrupted run saved "
+                                "(the file was changed); pass --restart to discard the state",
+                                path.string(), name));
+      batch = saved.to(batch.device());
     }
   }
 }

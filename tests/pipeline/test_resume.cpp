@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <random>
@@ -292,6 +293,68 @@ TEST_F(Resume, ChangedOptionOrModelFileIsRefusedNamingTheItem) {
   EXPECT_EQ(entries(dir_ / "runs"), std::set<std::string>{"q"});
   const fs::path fresh = dir_ / "fresh" / "q";
   ASSERT_EQ(run_sarqc(quantize_args(model, fresh, {"--method", "gptq"})).exit_code, 0);
+  expect_same_output(fresh, out);
+}
+
+// A saved state whose files changed after the run stopped is refused (exit 5, naming the file
+// and --restart), never resumed from: a truncated partial output (it resumed, and published a
+// model whose first layers were zeros), a flipped byte in a written tensor or in the saved
+// activation streams (a silently different model), a next_layer outside the model (a
+// segmentation fault). After each refusal the state is as it was, and the rerun of the
+// restored files gives the uninterrupted bytes.
+TEST_F(Resume, ACorruptedSavedStateIsRefusedNeverUsed) {
+  const fs::path out = dir_ / "runs" / "q";
+  const std::vector<std::string> command = quantize_args(model_, out, {"--method", "gptq"});
+  kill_midway(command);
+  const fs::path work = dir_ / "runs" / ".q.sarqc-work";
+  fs::path partial, streams;
+  for (const auto& e : fs::recursive_directory_iterator(work)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() > 8 && name.substr(name.size() - 8) == ".partial") partial = e.path();
+    if (name.rfind("streams-", 0) == 0) streams = e.path();
+  }
+  ASSERT_FALSE(partial.empty());
+  ASSERT_FALSE(streams.empty());
+  const fs::path state = work / "state" / "state.json";
+  const std::string partial_bytes = test::read_bytes(partial), streams_bytes = test::read_bytes(streams),
+                    state_bytes = test::read_bytes(state);
+  uint64_t header = 0;
+  std::memcpy(&header, partial_bytes.data(), 8);
+  const size_t data_start = 8 + header;  // layer 0's tensors come first among each dtype
+
+  auto refused = [&](const std::string& what, const std::string& fragment) {
+    SCOPED_TRACE(what);
+    const std::string state_before = test::read_bytes(state);
+    const RunResult r = run_sarqc(command);
+    EXPECT_EQ(r.exit_code, kExitStateConflict) << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("--restart"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_EQ(test::read_bytes(state), state_before) << "the refusal changed the state";
+    test::write_bytes(partial, partial_bytes);
+    test::write_bytes(streams, streams_bytes);
+    test::write_bytes(state, state_bytes);
+  };
+  test::write_bytes(partial, partial_bytes.substr(0, data_start + 16));
+  refused("truncated partial output", "(the file was truncated)");
+  std::string flipped = partial_bytes;
+  flipped[data_start + 3] ^= 0x04;
+  test::write_bytes(partial, flipped);
+  refused("a flipped byte in a written tensor", "(the file was changed)");
+  flipped = streams_bytes;
+  flipped[flipped.size() - 5] ^= 0x01;
+  test::write_bytes(streams, flipped);
+  refused("a flipped byte in the saved streams", "does not hold what the interrupted run saved");
+  for (const int64_t next : {int64_t{99}, int64_t{-1}, int64_t{0}}) {
+    nlohmann::json j = nlohmann::json::parse(state_bytes);
+    j["next_layer"] = next;
+    test::write_bytes(state, j.dump());
+    refused("next_layer " + std::to_string(next), "state.json is inconsistent");
+  }
+  const RunResult r = run_sarqc(command);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path fresh = dir_ / "fresh" / "q";
+  ASSERT_EQ(run_sarqc(quantize_args(model_, fresh, {"--method", "gptq"})).exit_code, 0);
   expect_same_output(fresh, out);
 }
 

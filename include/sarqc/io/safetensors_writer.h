@@ -29,11 +29,15 @@ struct TensorSpec {
 
 using Metadata = std::map<std::string, std::string>;
 
+// Tensor name -> the checksum of the bytes written for it (util/checksum.h).
+using WrittenTensors = std::map<std::string, std::string>;
+
 // A resumable output (quantize's work folder): files are built under "<name>.partial" and kept
 // when the process ends uncommitted; a rerun reopens them and keeps the bytes of the tensors in
-// `written`, which an earlier run stored and synced.
+// `written`, which an earlier run stored and synced, once each reads back with its checksum (a
+// truncated or altered file is refused: a state conflict naming the tensor and --restart).
 struct ResumableWrite {
-  std::set<std::string> written;
+  WrittenTensors written;
 };
 
 class SafetensorsWriter {
@@ -46,8 +50,8 @@ class SafetensorsWriter {
   void write(const std::string& name, const at::Tensor& tensor);
   // Throws unless every planned tensor was written.
   void check_complete() const;
-  // The names written so far (by this writer or, when resumed, an earlier run).
-  std::vector<std::string> written() const;
+  // The tensors written so far (by this writer or, when resumed, an earlier run).
+  WrittenTensors written() const;
   // fsync: every tensor written so far is on disk.
   void sync();
   // check_complete(), then publishes the file atomically.
@@ -60,7 +64,10 @@ class SafetensorsWriter {
     TensorSpec spec;
     uint64_t begin = 0;
     bool written = false;
+    std::string checksum;  // of the written bytes
   };
+  // Reads back each tensor an earlier run wrote and compares its checksum.
+  void verify_written() const;
   std::unique_ptr<AtomicFileWriter> file_;
   std::map<std::string, Slot> slots_;
   uint64_t data_start_ = 0;
@@ -81,7 +88,7 @@ class ShardedWriter {
                 const ResumableWrite* resume = nullptr);
 
   void write(const std::string& name, const at::Tensor& tensor);
-  std::vector<std::string> written() const;
+  WrittenTensors written() const;
   void sync();
   void commit();
 

@@ -40,7 +40,7 @@ class QuantizedCheckpointWriter {
   // qweight, qzeros, scales, g_idx, and the bias (fp16) when the module has one.
   void write_quantized(const LinearModule& module, const QuantizedLinear& q,
                        const at::Tensor& bias);
-  std::vector<std::string> written() const { return writer_->written(); }
+  WrittenTensors written() const { return writer_->written(); }
   void sync() { writer_->sync(); }  // fsync of every shard
   // config.json and quantize_config.json with `quantization_config`, the model folder's other
   // files, the shards (checked complete) and report.json.

@@ -18,6 +18,8 @@
 #include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
 
+#include "sarqc/io/safetensors_writer.h"
+
 #include "sarqc/model/streaming_model.h"
 #include "sarqc/model/weights.h"
 
@@ -40,7 +42,7 @@ struct SavedRun {
   int64_t next_layer = 0;
   int64_t layers = 0;
   bool any_reordered = false;
-  std::vector<std::string> written;  // tensor names in the output's shards
+  WrittenTensors written;  // the tensors in the output's shards and their checksums
   std::string alpha_sampler;         // AlphaSampler::state()
   std::string objective;             // Objective::save_state()
   nlohmann::json records;            // records_to_json(report)
