@@ -104,6 +104,7 @@ const std::vector<std::string> kAlphaModes = {"fixed", "sample", "closed-form"};
 const std::vector<std::string> kSaliencies = {"ones", "hdiag", "absmean", "absmean-pow", "elem"};
 const std::vector<std::string> kDtypes = {"fp32", "bf16", "fp16"};
 const std::vector<std::string> kGroupParams = {"block-start", "current"};
+const std::vector<std::string> kAutoOnOff = {"auto", "on", "off"};
 
 constexpr unsigned kEverywhere = kOnCommandLine | kInRecipe | kInFingerprint;  // most rows
 constexpr unsigned kCommandLineOnly = kOnCommandLine;
@@ -436,13 +437,18 @@ std::vector<OptionRow> make_table() {
                  o.scale_search_options.max_tokens =
                      parse_integer("scale-search-tokens", v, 1, "an integer >= 1");
                }});
-  t.push_back({"scale-search-clip", OptionKind::Flag,
+  t.push_back({"scale-search-clip", OptionKind::Choice,
                "Scale search: also choose each group's clip range on the layer output (then the "
-               "backend rounds on min-max ranges; --no-scale-search-clip: scales only)",
-               kEverywhere, {}, "no-scale-search-clip", false, "", "false", {},
-               [](const QuantizeOptions& o) { return json(o.scale_search_options.clip); },
+               "backend rounds on min-max ranges); auto: with the rtn backend only (AWQ), since "
+               "the calibrated backends choose their ranges themselves",
+               kEverywhere, kAutoOnOff, "", false, "", "on", {},
+               [](const QuantizeOptions& o) {
+                 return json(!o.scale_search_clip ? "auto" : *o.scale_search_clip ? "on" : "off");
+               },
                [](QuantizeOptions& o, const std::string& v) {
-                 o.scale_search_options.clip = parse_flag("scale-search-clip", v);
+                 const std::string& c = parse_choice("scale-search-clip", v, kAutoOnOff);
+                 o.scale_search_clip =
+                     c == "auto" ? std::nullopt : std::optional<bool>(c == "on");
                }});
   t.push_back({"scale-clip-tokens", OptionKind::Integer,
                "Scale search: tokens sampled for the clip search", kLibraryOnly, {}, "", false, "",

@@ -54,10 +54,13 @@ QuantizePlan plan_quantize(const QuantizeOptions& o) {
   // AWQ's scale search is a per-layer pre-pass; "scale-search" alone means it plus RTN.
   plan.scale_search = o.scale_search || preset.scale_search || plan.backend == "scale-search";
   if (plan.backend == "scale-search") plan.backend = "rtn";
+  plan.rounder = make_rounder(plan.backend);
+  plan.scale_search_options = o.scale_search_options;
+  plan.scale_search_options.clip = o.scale_search_clip.value_or(!plan.rounder->needs_metric());
   // The scale search's clip picks each group's range on the layer's output; the backend's MSE
   // clip would then shrink that range a second time. Measured on SmolLM2 W3 g64 (awq, 4 × 512
   // tokens): KL 2.16 with both clips, worse than rtn's 1.79; 1.13 with the search's alone.
-  if (plan.scale_search && o.scale_search_options.clip && plan.grid.mse_clip) {
+  if (plan.scale_search && plan.scale_search_options.clip && plan.grid.mse_clip) {
     plan.grid.mse_clip = false;
     spdlog::info("the scale search clips each group's range: the backend rounds on min-max "
                  "ranges (no second MSE clip)");
@@ -74,7 +77,6 @@ QuantizePlan plan_quantize(const QuantizeOptions& o) {
     throw_usage(fmt::format("--beam must be >= 1, got {}", o.rounding_options.beam_width));
   if (o.rounding_options.beam_rows < 0)
     throw_usage(fmt::format("--beam-rows must be >= 0, got {}", o.rounding_options.beam_rows));
-  plan.rounder = make_rounder(plan.backend);
   plan.objective = make_objective(plan.objective_settings);
   const std::string& objective = plan.objective_settings.name;
   // Without a calibrated backend an objective can only shape the scale search.

@@ -198,7 +198,7 @@ class LayerQuantizer {
 std::vector<at::Tensor> LayerQuantizer::gather_search_windows(const HiddenBatches& stream) const {
   const int64_t T = stream.seqlen;
   const int64_t wanted =
-      std::min(shares_.windows, (o_.scale_search_options.max_tokens + T - 1) / std::max<int64_t>(T, 1));
+      std::min(shares_.windows, (plan_.scale_search_options.max_tokens + T - 1) / std::max<int64_t>(T, 1));
   const at::ScalarType dtype = stream.batches.front().scalar_type();
   const int64_t hidden = stream.batches.front().size(2);
   std::vector<at::Tensor> gathered;
@@ -329,7 +329,7 @@ void LayerQuantizer::search_scales_of(DecoderLayer& master, DecoderLayer* fp_lay
   }
   const std::vector<at::Tensor> inputs =
       gather ? gather_search_windows(state.stream) : state.stream.batches;
-  for (const auto& r : search_scales(master, inputs, rope_, plan_.grid, o_.scale_search_options,
+  for (const auto& r : search_scales(master, inputs, rope_, plan_.grid, plan_.scale_search_options,
                                      terms)) {
     // The FP copy folds the same scales (not the clipping): the same function, with every
     // module's input in the same basis as the quantized layer's, as D needs.

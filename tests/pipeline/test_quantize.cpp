@@ -1,6 +1,7 @@
 // `quantize` end to end on the fixtures: the written GPTQ checkpoint, what it dequantizes to,
 // unrepresentable modules, damping retries, atomic output, and GPTQ beating RTN.
 #include <algorithm>
+#include <optional>
 #include <tuple>
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -537,17 +538,22 @@ TEST_F(QuantizeFixture, AwqFoldsScalesIntoNormsAndBeatsRtn) {
 TEST(QuantizePlan, TheScaleSearchClipReplacesTheBackendsMseClip) {
   QuantizeOptions o;
   o.calib_tokens = "ids.json";  // counted as a source, never read by the plan
-  for (const auto& [method, scale_search, clip, expect_mse] :
-       std::vector<std::tuple<std::string, bool, bool, bool>>{{"awq", false, true, false},
-                                                              {"gptq", true, true, false},
-                                                              {"gptq", false, true, true},
-                                                              {"awq", false, false, true}}) {
+  // (method, --scale-search, --scale-search-clip: unset = auto) -> the search clips, MSE clip
+  using Case = std::tuple<std::string, bool, std::optional<bool>, bool, bool>;
+  for (const auto& [method, scale_search, clip, clips, mse] :
+       std::vector<Case>{{"awq", false, std::nullopt, true, false},
+                         {"awq", false, false, false, true},
+                         {"awq", false, true, true, false},
+                         {"gptq", true, std::nullopt, false, true},  // auto: rtn only
+                         {"gptq", true, true, true, false},
+                         {"gptq", false, std::nullopt, false, true}}) {
     o.method = method;
     o.scale_search = scale_search;
-    o.scale_search_options.clip = clip;
+    o.scale_search_clip = clip;
     o.grid.mse_clip = true;
-    EXPECT_EQ(plan_quantize(o).grid.mse_clip, expect_mse)
-        << method << " scale_search " << scale_search << " clip " << clip;
+    const QuantizePlan plan = plan_quantize(o);
+    EXPECT_EQ(plan.scale_search_options.clip, clips) << method << " " << scale_search;
+    EXPECT_EQ(plan.grid.mse_clip, mse) << method << " " << scale_search;
   }
 }
 

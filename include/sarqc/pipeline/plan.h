@@ -10,6 +10,7 @@
 #include "sarqc/model/layout.h"
 #include "sarqc/objective/objective.h"
 #include "sarqc/quant/grid.h"
+#include "sarqc/rounding/scale_search.h"
 #include "sarqc/rounding/rounder.h"
 
 namespace sarqc {
@@ -45,6 +46,7 @@ struct QuantizePlan {
   std::shared_ptr<const Rounder> rounder;
   std::shared_ptr<Objective> objective;  // holds state between modules (closed-form α)
   bool scale_search = false;    // AWQ scale/clip pre-pass per layer
+  ScaleSearchOptions scale_search_options;  // its settings, the clip resolved
   bool calibrate = false;       // Gram-based rounding
   bool needs_data = false;      // calibration windows and their activation stream
   bool keep_fp_stream = false;  // X_f next to X_q

@@ -20,7 +20,7 @@ namespace sarqc {
 struct ScaleSearchOptions {
   int64_t ratios = 20;         // r = i / ratios
   int64_t max_tokens = 65536;  // calibration tokens the loss uses
-  bool clip = true;
+  bool clip = true;  // the pipeline sets it from QuantizeOptions::scale_search_clip
   int64_t clip_tokens = 512;
 };
 
