@@ -43,7 +43,9 @@ Command add_quantize_command(CLI::App& app) {
   const QuantizeOptions defaults;
   for (const OptionRow& row : quantize_option_table()) {
     if (!(row.reach & kOnCommandLine)) continue;
-    values->push_back({&row});
+    FlagValue v;
+    v.row = &row;
+    values->push_back(v);
   }
   for (FlagValue& v : *values) {  // the vector no longer grows: pointers into it stay valid
     const OptionRow& row = *v.row;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
 
 #include "sarqc/model/compute.h"
 #include "sarqc/objective/objective.h"
@@ -78,6 +79,10 @@ uint64_t parse_seed(const std::string& name, const std::string& text) {
 
 // --lambda auto | lw | a number >= 0 (empty: the preset's, auto for the sarqc objectives).
 void set_lambda(ObjectiveSettings& s, const std::string& text) {
+  if (text.empty()) {  // as not given: scripts pass --lambda "$L" with L unset
+    s.lambda_given = false, s.lambda_mode = "fixed", s.lambda_rel = 0;
+    return;
+  }
   s.lambda_given = true;
   if (text == "auto" || text == "lw") {
     s.lambda_mode = text;
@@ -461,6 +466,20 @@ std::vector<OptionRow> make_table() {
   return t;
 }
 
+// Rows that set the same field: a recipe key yields to any row of its group given on the
+// command line ("" for a row of its own).
+std::string group_of(const std::string& row) {
+  if (row == "sym" || row == "asym") return "sym";
+  if (row == "order" || row == "act-order") return "order";
+  if (row == "calib" || row == "calib-tokens") return "calib";
+  return "";
+}
+
+// What --sym/--asym given as `text` say about the grid: symmetric or not.
+bool says_symmetric(const std::string& row, const std::string& text) {
+  return (row == "sym") == (text == "true");
+}
+
 }  // namespace
 
 const std::vector<OptionRow>& quantize_option_table() {
@@ -482,7 +501,9 @@ std::string option_text(const json& value) {
 }
 
 void check_option_combinations(const QuantizeOptions& o, const std::map<std::string, std::string>& given) {
-  if (given.count("sym") && given.count("asym"))
+  const auto sym = given.find("sym"), asym = given.find("asym");
+  if (sym != given.end() && asym != given.end() &&
+      says_symmetric("sym", sym->second) != says_symmetric("asym", asym->second))
     throw_usage("--sym and --asym exclude each other");
   const auto act = given.find("act-order"), order = given.find("order");
   if (act != given.end() && act->second == "true" && order != given.end() &&
@@ -497,10 +518,17 @@ void apply_recipe(QuantizeOptions& o, const json& recipe, const std::string& fil
   if (!recipe.is_object())
     throw_usage(fmt::format("{}: a recipe must be a JSON object of flag names", file));
   std::map<std::string, std::string> from_recipe;
+  std::set<std::string> groups_given;
+  for (const auto& [name, text] : given)
+    if (!group_of(name).empty()) groups_given.insert(group_of(name));
   for (const auto& [key, value] : recipe.items()) {
     const OptionRow* row = find_quantize_option(key);
     std::string dashed = key;
     std::replace(dashed.begin(), dashed.end(), '_', '-');
+    bool negated = false;  // "no_mse_clip": true is "mse_clip": false
+    if (row == nullptr)
+      for (const OptionRow& r : quantize_option_table())
+        if (!r.negation.empty() && r.negation == dashed) row = &r, negated = true;
     const bool flag_only =
         std::find(command_line_only.begin(), command_line_only.end(), dashed) !=
             command_line_only.end() ||
@@ -512,12 +540,14 @@ void apply_recipe(QuantizeOptions& o, const json& recipe, const std::string& fil
       throw_usage(fmt::format("{}: '{}' is not a quantize setting a recipe can hold", file, key));
     if (from_recipe.count(row->name))  // "group_size" and "group-size"
       throw_usage(fmt::format("{}: '{}' is given twice", file, key));
-    if (given.count(row->name)) continue;  // the command line overrides the recipe
+    // The command line overrides the recipe, for the row and the rows that set the same field.
+    if (given.count(row->name) || groups_given.count(group_of(row->name)))
+      continue;
     std::string text;
     if (value.is_string() && row->kind != OptionKind::Flag)
       text = value.get<std::string>();
     else if (value.is_boolean() && row->kind == OptionKind::Flag)
-      text = value.get<bool>() ? "true" : "false";
+      text = value.get<bool>() != negated ? "true" : "false";
     else if (value.is_number() && row->kind != OptionKind::Flag)
       text = value.dump();
     else

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <ctime>
+#include <optional>
 #include <set>
 
 #include "sarqc/io/safetensors_reader.h"
@@ -157,11 +158,12 @@ void RunStateStore::save_streams(SavedRun& run, const HiddenBatches& q,
       tensors.emplace_back(stream_name('f', b), fp->batches[b]);
   run.streams_file = fmt::format("streams-{:05d}.safetensors", run.next_layer);
   // Each tensor's checksum in the file's metadata: restore_streams refuses altered bytes.
+  // One batch on the host at a time (the writer copies each again as it writes it).
   Metadata checksums;
-  for (auto& [name, tensor] : tensors) {
-    tensor = tensor.to(at::kCPU).contiguous();
+  for (const auto& [name, tensor] : tensors) {
+    const at::Tensor host = tensor.to(at::kCPU).contiguous();
     checksums["checksum " + name] =
-        checksum_hex(tensor.data_ptr(), tensor.numel() * tensor.element_size());
+        checksum_hex(host.data_ptr(), host.numel() * host.element_size());
   }
   // synced, renamed, folder synced
   save_safetensors(dir_ / streams_of_rank(run.streams_file, rank_), tensors, checksums);
@@ -204,7 +206,20 @@ void RunStateStore::restore_streams(const SavedRun& run, HiddenBatches& q,
     throw_runtime(fmt::format("{}: the saved state has no activation streams; pass --restart to "
                               "discard it",
                               (dir_ / "state.json").string()));
-  const SafetensorsFile file = SafetensorsFile::open(path);
+  // A streams file that cannot be read is a state this run may not use: refused (exit 5),
+  // never discarded as if it were the user's bad input.
+  auto refuse = [&](const std::string& why) {
+    throw Error(ErrorKind::StateConflict,
+                fmt::format("{}: {}; pass --restart to discard the saved state", path.string(),
+                            why));
+  };
+  std::optional<SafetensorsFile> opened;
+  try {
+    opened.emplace(SafetensorsFile::open(path));
+  } catch (const Error& e) {
+    refuse(fmt::format("the saved activation streams cannot be read ({})", e.what()));
+  }
+  const SafetensorsFile& file = *opened;
   for (const auto& [which, target] : {std::pair{'q', &q}, std::pair{'f', fp}}) {
     if (target == nullptr) continue;
     for (size_t b = 0; b < target->batches.size(); ++b) {
@@ -213,21 +228,23 @@ void RunStateStore::restore_streams(const SavedRun& run, HiddenBatches& q,
       const TensorInfo* info = file.find(name);
       if (info == nullptr || info->shape != batch.sizes().vec() ||
           info->dtype != dtype_from_scalar_type(batch.scalar_type()))
-        throw_runtime(fmt::format("{}: tensor '{}' is missing or not {}; pass --restart to "
-                                  "discard the state",
-                                  path.string(), name,
-                                  c10::str(batch.scalar_type(), " ", batch.sizes())));
-      // A copy: the file is deleted at the next save, and batches are replaced in place.
-      const at::Tensor saved = file.load(name, at::kCPU).clone();
+        refuse(fmt::format("tensor '{}' is missing or not {}", name,
+                           c10::str(batch.scalar_type(), " ", batch.sizes())));
+      at::Tensor saved;  // a view of the mapped file
+      try {
+        saved = file.load(name, at::kCPU);
+      } catch (const Error& e) {
+        refuse(fmt::format("tensor '{}' cannot be read ({})", name, e.what()));
+      }
       const auto recorded = file.metadata().find("checksum " + name);
       if (recorded == file.metadata().end() ||
           checksum_hex(saved.data_ptr(), saved.numel() * saved.element_size()) !=
               recorded->second)
-        throw Error(ErrorKind::StateConflict,
-                    fmt::format("{}: tensor '{}' does not hold what the interrupted run saved "
-                                "(the file was changed); pass --restart to discard the state",
-                                path.string(), name));
-      batch = saved.to(batch.device());
+        refuse(fmt::format("tensor '{}' does not hold what the interrupted run saved (the file "
+                           "was changed)",
+                           name));
+      // A copy: the file is deleted at the next save, and batches are replaced in place.
+      batch = batch.device().is_cpu() ? saved.clone() : saved.to(batch.device());
     }
   }
 }

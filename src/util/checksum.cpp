@@ -1,5 +1,6 @@
 #include "sarqc/util/checksum.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -38,6 +39,7 @@ void Checksum::block(const unsigned char* p) {
 }
 
 void Checksum::update(const void* data, size_t size) {
+  if (size == 0) return;  // data may be null
   const auto* p = static_cast<const unsigned char*>(data);
   length_ += size;
   if (tail_size_ > 0) {

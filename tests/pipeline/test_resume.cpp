@@ -345,6 +345,8 @@ TEST_F(Resume, ACorruptedSavedStateIsRefusedNeverUsed) {
   flipped[flipped.size() - 5] ^= 0x01;
   test::write_bytes(streams, flipped);
   refused("a flipped byte in the saved streams", "does not hold what the interrupted run saved");
+  test::write_bytes(streams, streams_bytes.substr(0, streams_bytes.size() / 2));
+  refused("truncated saved streams", "the saved activation streams cannot be read");
   for (const int64_t next : {int64_t{99}, int64_t{-1}, int64_t{0}}) {
     nlohmann::json j = nlohmann::json::parse(state_bytes);
     j["next_layer"] = next;

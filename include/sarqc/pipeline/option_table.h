@@ -64,9 +64,10 @@ std::string option_text(const nlohmann::json& value);
 // --asym, --act-order with another --order. `given` maps the rows that were set to their text.
 void check_option_combinations(const QuantizeOptions& o, const std::map<std::string, std::string>& given);
 
-// A --config recipe: a JSON object of row names and values (string, number or boolean). Rows in
-// `given` (set on the command line) keep their value; every other key is applied in the file's
-// order and added to `given` with its text. Unknown keys, rows no recipe may set (`command_line_only` names the
+// A --config recipe: a JSON object of row names and values (string, number or boolean; a
+// flag's negation, such as "no_mse_clip": true, sets its row to the opposite). Rows in `given`
+// (set on the command line), and the rows of their group, keep their value; every other key is
+// applied in the file's order and added to `given` with its text. Unknown keys, rows no recipe may set (`command_line_only` names the
 // flags outside the table, such as --nproc) and values of the wrong type are usage errors naming
 // the file and the key.
 void apply_recipe(QuantizeOptions& o, const nlohmann::json& recipe, const std::string& file,
