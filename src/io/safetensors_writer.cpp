@@ -43,7 +43,7 @@ std::unique_ptr<AtomicFileWriter> open_output(const fs::path& path,
 
 SafetensorsWriter::SafetensorsWriter(const fs::path& path, std::vector<TensorSpec> specs,
                                      Metadata metadata, const ResumableWrite* resume)
-    : file_(open_output(path, specs, resume)) {
+    : file_(open_output(path, specs, resume)), resumable_(resume != nullptr) {
   // Larger items first, then by name: every offset is then a multiple of its itemsize.
   std::sort(specs.begin(), specs.end(), [](const TensorSpec& a, const TensorSpec& b) {
     const size_t ia = dtype_itemsize(a.dtype), ib = dtype_itemsize(b.dtype);
@@ -116,7 +116,7 @@ void SafetensorsWriter::write(const std::string& name, const at::Tensor& tensor)
   fault_point("write-tensor");
   file_->write_at(data_start_ + slot.begin + half, bytes + half, size - half);
   slot.written = true;
-  slot.checksum = checksum_hex(bytes, size);
+  if (resumable_) slot.checksum = checksum_hex(bytes, size);
 }
 
 WrittenTensors SafetensorsWriter::written() const {

@@ -69,6 +69,7 @@ class SafetensorsWriter {
   // Reads back each tensor an earlier run wrote and compares its checksum.
   void verify_written() const;
   std::unique_ptr<AtomicFileWriter> file_;
+  bool resumable_ = false;  // checksums are kept only for a file a rerun may continue
   std::map<std::string, Slot> slots_;
   uint64_t data_start_ = 0;
   uint64_t data_bytes_ = 0;
