@@ -87,7 +87,7 @@ Command add_quantize_command(CLI::App& app) {
             }
             if (!config->empty())
               apply_recipe(o, read_json_file(*config), *config, given, {"nproc", "json", "config"});
-            check_option_combinations(o, given);
+            check_option_combinations(given);
             const QuantizeReport report = quantize(o);
             if (*json)
               std::cout << to_json(report).dump() << std::endl;

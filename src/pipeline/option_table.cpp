@@ -100,6 +100,19 @@ json lambda_value(const ObjectiveSettings& s) {
   return s.lambda_rel;
 }
 
+// A row for an integer field with a lower bound. `field` is a generic lambda returning a
+// reference to the field, so that one accessor serves both get and set.
+template <typename Field>
+OptionRow integer_row(const std::string& name, const std::string& help, unsigned reach,
+                      const std::string& example, int64_t min, const std::string& expected,
+                      Field field) {
+  return {name, OptionKind::Integer, help, reach, {}, "", false, "", example, {},
+          [field](const QuantizeOptions& o) { return json(field(o)); },
+          [=](QuantizeOptions& o, const std::string& v) {
+            field(o) = parse_integer(name, v, min, expected);
+          }};
+}
+
 std::vector<std::string> with_scale_search(std::vector<std::string> names) {
   names.push_back("scale-search");
   return names;
@@ -192,20 +205,17 @@ std::vector<OptionRow> make_table() {
                [](QuantizeOptions& o, const std::string& v) {
                  o.scale_search = parse_flag("scale-search", v);
                }});
-  t.push_back({"beam", OptionKind::Integer, "Beam width of --rounding beam", kEverywhere, {}, "",
-               false, "", "2", {},
-               [](const QuantizeOptions& o) { return json(o.rounding_options.beam_width); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.rounding_options.beam_width = parse_integer("beam", v, 1, "an integer >= 1");
-               }});
-  t.push_back({"beam-rows", OptionKind::Integer,
-               "Rows decoded together by successive/beam (memory bound); 0 = as many as fit in "
-               "256 MiB of decoder state",
-               kEverywhere, {}, "", false, "", "8", {},
-               [](const QuantizeOptions& o) { return json(o.rounding_options.beam_rows); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.rounding_options.beam_rows = parse_integer("beam-rows", v, 0, "an integer >= 0");
-               }});
+  t.push_back(integer_row(
+      "beam",
+      "Beam width of --rounding beam",
+      kEverywhere, "2", 1, "an integer >= 1",
+      [](auto& o) -> auto& { return o.rounding_options.beam_width; }));
+  t.push_back(integer_row(
+      "beam-rows",
+      "Rows decoded together by successive/beam (memory bound); 0 = as many as fit in 256 MiB "
+      "of decoder state",
+      kEverywhere, "8", 0, "an integer >= 0",
+      [](auto& o) -> auto& { return o.rounding_options.beam_rows; }));
   // --- objective settings
   t.push_back({"lambda", OptionKind::Text,
                "sarqc: drift penalty relative to mean(diag H): auto (default of the sarqc "
@@ -275,18 +285,16 @@ std::vector<OptionRow> make_table() {
                kOnCommandLine | kInRecipe, {}, "", false, "", "ids.json", {},
                [](const QuantizeOptions& o) { return json(o.calib_tokens.string()); },
                [](QuantizeOptions& o, const std::string& v) { o.calib_tokens = v; }});
-  t.push_back({"nsamples", OptionKind::Integer, "Calibration windows", kEverywhere, {}, "", false,
-               "", "16", {}, [](const QuantizeOptions& o) { return json(o.nsamples); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.nsamples = parse_integer("nsamples", v, 1, "a positive integer");
-               }});
-  t.push_back({"seqlen", OptionKind::Integer,
-               "Tokens per calibration window (clamped to max_position_embeddings)", kEverywhere,
-               {}, "", false, "", "64", {},
-               [](const QuantizeOptions& o) { return json(o.seqlen); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.seqlen = parse_integer("seqlen", v, 1, "a positive integer");
-               }});
+  t.push_back(integer_row(
+      "nsamples",
+      "Calibration windows",
+      kEverywhere, "16", 1, "a positive integer",
+      [](auto& o) -> auto& { return o.nsamples; }));
+  t.push_back(integer_row(
+      "seqlen",
+      "Tokens per calibration window (clamped to max_position_embeddings)",
+      kEverywhere, "64", 1, "a positive integer",
+      [](auto& o) -> auto& { return o.seqlen; }));
   t.push_back({"seed", OptionKind::Integer, "Seed for drawing the calibration windows",
                kEverywhere | kRecorded, {}, "", false, "/meta/sarqc/seed", "7", {},
                [](const QuantizeOptions& o) { return json(o.seed); },
@@ -342,14 +350,11 @@ std::vector<OptionRow> make_table() {
                      parse_choice("group-params", v, kGroupParams) == "block-start";
                }});
   // --- MoE
-  t.push_back({"moe-min-tokens", OptionKind::Integer,
-               "MoE experts routed fewer tokens are 'starved' (0: max(16, 0.5% of nsamples x "
-               "seqlen))",
-               kEverywhere, {}, "", false, "", "8", {},
-               [](const QuantizeOptions& o) { return json(o.moe_min_tokens); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.moe_min_tokens = parse_integer("moe-min-tokens", v, 0, "an integer >= 0");
-               }});
+  t.push_back(integer_row(
+      "moe-min-tokens",
+      "MoE experts routed fewer tokens are 'starved' (0: max(16, 0.5% of nsamples x seqlen))",
+      kEverywhere, "8", 0, "an integer >= 0",
+      [](auto& o) -> auto& { return o.moe_min_tokens; }));
   t.push_back({"moe-policy", OptionKind::Choice,
                "Starved experts: rtn, or all-tokens (calibrate on every token of the layer)",
                kEverywhere, moe_policy_names(), "", false, "", "all-tokens", {},
@@ -395,21 +400,16 @@ std::vector<OptionRow> make_table() {
                }});
   // --- library settings without a flag (tests and benchmarks set them); they change results,
   // so a resumed run must match them
-  t.push_back({"block-size", OptionKind::Integer,
-               "GPTQ lazy-update block; successive/beam decoding block", kLibraryOnly, {}, "",
-               false, "", "64", {},
-               [](const QuantizeOptions& o) { return json(o.rounding_options.block_size); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.rounding_options.block_size = parse_integer("block-size", v, 1, "an integer >= 1");
-               }});
-  t.push_back({"beam-budget-bytes", OptionKind::Integer,
-               "successive/beam: decoder state per chunk of rows when --beam-rows is 0",
-               kLibraryOnly, {}, "", false, "", "1048576", {},
-               [](const QuantizeOptions& o) { return json(o.rounding_options.beam_budget_bytes); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.rounding_options.beam_budget_bytes =
-                     parse_integer("beam-budget-bytes", v, 1, "an integer >= 1");
-               }});
+  t.push_back(integer_row(
+      "block-size",
+      "GPTQ lazy-update block; successive/beam decoding block",
+      kLibraryOnly, "64", 1, "an integer >= 1",
+      [](auto& o) -> auto& { return o.rounding_options.block_size; }));
+  t.push_back(integer_row(
+      "beam-budget-bytes",
+      "successive/beam: decoder state per chunk of rows when --beam-rows is 0",
+      kLibraryOnly, "1048576", 1, "an integer >= 1",
+      [](auto& o) -> auto& { return o.rounding_options.beam_budget_bytes; }));
   t.push_back({"max-damp-retries", OptionKind::Integer,
                "Times the damping is raised when a Cholesky factorisation fails", kLibraryOnly, {},
                "", false, "", "3", {},
@@ -426,22 +426,17 @@ std::vector<OptionRow> make_table() {
                                                     std::numeric_limits<double>::max(), true,
                                                     "a number > 0");
                }});
-  t.push_back({"scale-ratios", OptionKind::Integer, "Scale search: ratios tried per group",
-               kLibraryOnly, {}, "", false, "", "10", {},
-               [](const QuantizeOptions& o) { return json(o.scale_search_options.ratios); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.scale_search_options.ratios =
-                     parse_integer("scale-ratios", v, 1, "an integer >= 1");
-               }});
-  t.push_back({"scale-search-tokens", OptionKind::Integer,
-               "Scale search: calibration tokens it reads per layer (whole windows; its cost "
-               "grows with them)",
-               kEverywhere, {}, "", false, "", "1024", {},
-               [](const QuantizeOptions& o) { return json(o.scale_search_options.max_tokens); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.scale_search_options.max_tokens =
-                     parse_integer("scale-search-tokens", v, 1, "an integer >= 1");
-               }});
+  t.push_back(integer_row(
+      "scale-ratios",
+      "Scale search: ratios tried per group",
+      kLibraryOnly, "10", 1, "an integer >= 1",
+      [](auto& o) -> auto& { return o.scale_search_options.ratios; }));
+  t.push_back(integer_row(
+      "scale-search-tokens",
+      "Scale search: calibration tokens it reads per layer (whole windows; its cost grows with "
+      "them)",
+      kEverywhere, "1024", 1, "an integer >= 1",
+      [](auto& o) -> auto& { return o.scale_search_options.max_tokens; }));
   t.push_back({"scale-search-clip", OptionKind::Choice,
                "Scale search: also choose each group's clip range on the layer output (then the "
                "backend rounds on min-max ranges); auto: with the rtn backend only (AWQ), since "
@@ -455,14 +450,11 @@ std::vector<OptionRow> make_table() {
                  o.scale_search_clip =
                      c == "auto" ? std::nullopt : std::optional<bool>(c == "on");
                }});
-  t.push_back({"scale-clip-tokens", OptionKind::Integer,
-               "Scale search: tokens sampled for the clip search", kLibraryOnly, {}, "", false, "",
-               "64", {},
-               [](const QuantizeOptions& o) { return json(o.scale_search_options.clip_tokens); },
-               [](QuantizeOptions& o, const std::string& v) {
-                 o.scale_search_options.clip_tokens =
-                     parse_integer("scale-clip-tokens", v, 1, "an integer >= 1");
-               }});
+  t.push_back(integer_row(
+      "scale-clip-tokens",
+      "Scale search: tokens sampled for the clip search",
+      kLibraryOnly, "64", 1, "an integer >= 1",
+      [](auto& o) -> auto& { return o.scale_search_options.clip_tokens; }));
   return t;
 }
 
@@ -500,7 +492,7 @@ std::string option_text(const json& value) {
   return value.dump();
 }
 
-void check_option_combinations(const QuantizeOptions& o, const std::map<std::string, std::string>& given) {
+void check_option_combinations(const std::map<std::string, std::string>& given) {
   const auto sym = given.find("sym"), asym = given.find("asym");
   if (sym != given.end() && asym != given.end() &&
       says_symmetric("sym", sym->second) != says_symmetric("asym", asym->second))
@@ -509,7 +501,6 @@ void check_option_combinations(const QuantizeOptions& o, const std::map<std::str
   if (act != given.end() && act->second == "true" && order != given.end() &&
       order->second != "act")
     throw_usage(fmt::format("--act-order: contradicts --order {}", order->second));
-  (void)o;
 }
 
 void apply_recipe(QuantizeOptions& o, const json& recipe, const std::string& file,

@@ -140,12 +140,12 @@ TEST(OptionTable, RecipeSymFalseIsAsymmetricAndNprocIsRefused) {
   given.clear();
   QuantizeOptions both;
   apply_recipe(both, json{{"sym", true}, {"asym", true}}, "r.json", given);
-  EXPECT_THROW(check_option_combinations(both, given), Error);
+  EXPECT_THROW(check_option_combinations(given), Error);
   // Rows that set one field: agreeing values pass, and a flag on the command line overrides
   // the recipe's row of the same group (configs/gptq-w4-deploy.json has "sym": true).
   given.clear();
   apply_recipe(both, json{{"sym", false}, {"asym", true}}, "r.json", given);
-  EXPECT_NO_THROW(check_option_combinations(both, given));
+  EXPECT_NO_THROW(check_option_combinations(given));
   for (const auto& [flag, key, value] :
        std::vector<std::tuple<std::string, std::string, json>>{{"asym", "sym", true},
                                                               {"act-order", "order", "gar"}}) {
@@ -153,7 +153,7 @@ TEST(OptionTable, RecipeSymFalseIsAsymmetricAndNprocIsRefused) {
     row_named(flag).set(o, "true");
     std::map<std::string, std::string> command_line = {{flag, "true"}};
     apply_recipe(o, json{{key, value}}, "r.json", command_line);
-    EXPECT_NO_THROW(check_option_combinations(o, command_line)) << flag;
+    EXPECT_NO_THROW(check_option_combinations(command_line)) << flag;
     EXPECT_EQ(row_named(flag).get(o), json(true)) << flag << " kept";
   }
   // A negation key sets its row to the opposite.

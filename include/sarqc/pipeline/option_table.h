@@ -62,7 +62,7 @@ std::string option_text(const nlohmann::json& value);
 
 // Rules between rows, checked after every source (flags, recipe) has been applied: --sym with
 // --asym, --act-order with another --order. `given` maps the rows that were set to their text.
-void check_option_combinations(const QuantizeOptions& o, const std::map<std::string, std::string>& given);
+void check_option_combinations(const std::map<std::string, std::string>& given);
 
 // A --config recipe: a JSON object of row names and values (string, number or boolean; a
 // flag's negation, such as "no_mse_clip": true, sets its row to the opposite). Rows in `given`
