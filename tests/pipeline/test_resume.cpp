@@ -438,8 +438,9 @@ TEST_F(Resume, SigtermAfterASavedLayerKeepsTheStateForTheRerun) {
   ::kill(pid, SIGTERM);
   const int code = test::wait_exit_code(pid);
   const std::string err = test::read_bytes(dir_ / "1.err");
-  if (code == 0) GTEST_SKIP() << "the run ended before SIGTERM arrived";
-  EXPECT_EQ(code, 128 + SIGTERM) << err;
+  // SIGTERM is sent within 5 ms of layer 1's saved state, with layers 2-5 of a beam run still
+  // to do: a run that finished first would be a failure to report, not a reason to skip.
+  ASSERT_EQ(code, 128 + SIGTERM) << err;
   EXPECT_NE(err.find("interrupted by SIGTERM; "), std::string::npos) << err;
   EXPECT_NE(err.find("layers are saved in"), std::string::npos) << err;
   EXPECT_NE(err.find("rerun the same command to resume"), std::string::npos) << err;
