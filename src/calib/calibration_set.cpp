@@ -44,6 +44,16 @@ std::vector<int32_t> parse_token_bytes(const std::filesystem::path& file,
     }
     return ids;
   }
+  // Raw int32 ids are read only when the file is not JSON: an object or a string whose size
+  // happens to be a multiple of 4 must not become token ids. (Raw ids never parse as JSON:
+  // an id below 2^24 has a zero byte, which JSON text cannot hold.)
+  if (first != std::string::npos && std::strchr("{\"", bytes[first]) != nullptr) {
+    const nlohmann::json j = nlohmann::json::parse(bytes, nullptr, false);
+    if (!j.is_discarded())
+      throw_bad_input(fmt::format("{}: a JSON {}, expected a JSON array of token ids, an array "
+                                  "of windows, or raw little-endian int32 ids",
+                                  file.string(), j.type_name()));
+  }
   if (bytes.size() % 4 != 0)
     throw_bad_input(fmt::format("{}: {} bytes is not a whole number of little-endian int32 token "
                                 "ids (and the file is not a JSON array)",
@@ -129,9 +139,16 @@ std::optional<CalibrationSet> given_windows(const std::filesystem::path& file,
   std::vector<int32_t> flat;
   const size_t length = j.at(0).is_array() ? j.at(0).size() : 0;
   for (size_t w = 0; w < j.size(); ++w) {
-    if (!j[w].is_array() || j[w].size() != length || length == 0)
-      throw_bad_input(fmt::format("{}: window {} must be an array of {} token ids like the first",
-                                  file.string(), w, length));
+    if (!j[w].is_array())
+      throw_bad_input(fmt::format("{}: window {} is {}, expected an array of token ids",
+                                  file.string(), w, j[w].type_name()));
+    if (j[w].empty())
+      throw_bad_input(fmt::format("{}: window {} is empty, expected at least one token id",
+                                  file.string(), w));
+    if (j[w].size() != length)
+      throw_bad_input(fmt::format("{}: window {} has {} token ids and window 0 has {}: windows "
+                                  "must be equally long",
+                                  file.string(), w, j[w].size(), length));
     for (size_t t = 0; t < length; ++t) {
       const nlohmann::json& v = j[w][t];
       if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= vocab_size)

@@ -11,6 +11,7 @@ struct GlobalOptions {
   std::string log_level = "info";
   int threads = 0;  // 0: one per core
   std::string device = "cpu";
+  char** argv = nullptr;  // the process's arguments (a launcher restarts itself with them)
 };
 
 // Registers --log-level, --threads, --device on the top-level app.
@@ -21,7 +22,10 @@ CLI::Validator positive_integer();
 CLI::Validator non_negative_number();
 CLI::Validator seed_value();  // 0 .. 2^64 - 1, no sign
 
-// Applies logging and threads, then parses the device (usage error when unavailable).
+// Applies logging and threads (usage error naming --log-level or --threads).
+void apply_logging_and_threads(const GlobalOptions& options);
+
+// apply_logging_and_threads, then parses the device (usage error when unavailable).
 c10::Device apply_global_options(const GlobalOptions& options);
 
 }  // namespace sarqc::cli

@@ -4,13 +4,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "commands.h"
 #include "common.h"
-#include "sarqc/dist/local_ranks.h"
 #include "sarqc/util/cpu_environment.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/interrupt.h"
@@ -28,23 +31,6 @@ int fail(int code, const std::string& message) {
   return code;
 }
 
-// `quantize --nproc N` (N > 1) outside a launched rank: start N ranks of this same command.
-int nproc_requested(int argc, char** argv) {
-  if (sarqc::launched_as_rank()) return 0;
-  bool quantize = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    quantize |= arg == "quantize";
-    std::string value;
-    if (arg == "--nproc" && i + 1 < argc) value = argv[i + 1];
-    if (arg.rfind("--nproc=", 0) == 0) value = arg.substr(8);
-    if (!quantize || value.empty() || value.find_first_not_of("0123456789") != std::string::npos)
-      continue;
-    return std::stoi(value.substr(0, 6));
-  }
-  return 0;
-}
-
 // For the subcommands that compute on the CPU: see restart_with_cpu_environment.
 void tune_cpu_environment(int argc, char** argv) {
   bool computes = false;
@@ -56,23 +42,40 @@ void tune_cpu_environment(int argc, char** argv) {
   if (computes) sarqc::restart_with_cpu_environment(argv);
 }
 
+std::vector<std::string> subcommand_names(const CLI::App& app) {
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+    names.push_back(sub->get_name());
+  return names;
+}
+
+// The first word that is neither a flag nor a global flag's value, when no subcommand took it
+// ("sarqc quantze ..."): CLI11 would only say that a subcommand is required.
+std::string unknown_subcommand(const CLI::App& app, int argc, char** argv) {
+  const std::vector<std::string> names = subcommand_names(app);
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--log-level" || arg == "--threads" || arg == "--device") {
+      ++i;  // its value
+      continue;
+    }
+    if (arg.empty() || arg[0] == '-') continue;
+    return std::find(names.begin(), names.end(), arg) == names.end() ? arg : "";
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace sarqc;
   tune_cpu_environment(argc, argv);
-  if (const int nproc = nproc_requested(argc, argv); nproc > 1) {
-    try {
-      return run_local_ranks(nproc, argv);
-    } catch (const Error& e) {
-      return fail(exit_code_for(e.kind()), e.what());
-    }
-  }
   CLI::App app{"sarqc: post-training quantization of Llama-family language models", "sarqc"};
   app.set_version_flag("--version", std::string("sarqc ") + kVersion);
   app.require_subcommand(1);
   app.fallthrough();  // global flags may also follow the subcommand
   cli::GlobalOptions global;
+  global.argv = argv;  // for `quantize --nproc`, which starts ranks with the same arguments
   cli::add_global_options(app, global);
   const std::vector<cli::Command> commands = {
       cli::add_quantize_command(app), cli::add_eval_command(app),
@@ -83,6 +86,9 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    if (const std::string word = unknown_subcommand(app, argc, argv); !word.empty())
+      return fail(kExitUsage, fmt::format("'{}' is not a subcommand: expected one of {}", word,
+                                          fmt::join(subcommand_names(app), ", ")));
     return fail(kExitUsage, std::string(e.what()) + " (see --help)");
   }
   try {

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <map>
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "sarqc/dist/local_ranks.h"
 #include "sarqc/pipeline/option_table.h"
 #include "sarqc/pipeline/quantize.h"
 #include "sarqc/util/error.h"
@@ -30,6 +32,18 @@ std::string type_name(const OptionRow& row) {
     case OptionKind::Choice: return fmt::format("{{{}}}", fmt::join(row.choices, ","));
     default: return "TEXT";
   }
+}
+
+// --nproc N, decimal ("0010" is 10), 1 .. max_local_ranks(); checked before any rank starts.
+int parse_nproc(const std::string& text) {
+  const int limit = max_local_ranks();
+  const std::string digits = text.substr(std::min(text.find_first_not_of('0'), text.size()));
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos ||
+      digits.size() > 9 || digits.empty() || std::stoi(digits) > limit)
+    throw_usage(fmt::format("--nproc '{}': expected an integer from 1 to {} (4 ranks per usable "
+                            "core; this process may use {})",
+                            text, limit, limit / 4));
+  return std::stoi(digits);
 }
 
 }  // namespace
@@ -64,19 +78,17 @@ Command add_quantize_command(CLI::App& app) {
   sub->add_option("--config", *config,
                   "Recipe: a JSON file of flag names and values (configs/*.json); flags given "
                   "on the command line override it");
-  auto nproc = std::make_shared<int>(1);
-  // Read by the launcher (main.cpp) before parsing; declared here for --help and validation.
+  auto nproc = std::make_shared<std::string>("1");
   sub->add_option("--nproc", *nproc,
                   "Start this many ranks on this machine (data-parallel calibration over c10d "
-                  "with Gloo); torchrun and srun set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT "
-                  "instead")
-      ->check(positive_integer())
+                  "with Gloo), at most 4 per usable core; torchrun and srun set "
+                  "RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT instead")
+      ->type_name("INT")
       ->capture_default_str();
   auto json = std::make_shared<bool>(false);
   sub->add_flag("--json", *json, "Print the report (also in OUT/report.json) as JSON");
-  return {sub, [values, config, json](const GlobalOptions& global) {
+  return {sub, [values, config, nproc, json](const GlobalOptions& global) {
             QuantizeOptions o;
-            o.compute.device = apply_global_options(global);
             std::map<std::string, std::string> given;
             for (const FlagValue& v : *values) {
               if (v.option->count() == 0) continue;
@@ -88,6 +100,14 @@ Command add_quantize_command(CLI::App& app) {
             if (!config->empty())
               apply_recipe(o, read_json_file(*config), *config, given, {"nproc", "json", "config"});
             check_option_combinations(given);
+            // Every flag is checked once, here, before any rank starts; the launcher itself
+            // touches no device (a CUDA context in it would hold GPU memory for the whole run).
+            const int ranks = parse_nproc(*nproc);
+            if (ranks > 1 && !launched_as_rank()) {
+              apply_logging_and_threads(global);
+              return run_local_ranks(ranks, global.argv);
+            }
+            o.compute.device = apply_global_options(global);
             const QuantizeReport report = quantize(o);
             if (*json)
               std::cout << to_json(report).dump() << std::endl;

@@ -2,18 +2,23 @@
 
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "sarqc/util/device.h"
 #include "sarqc/util/error.h"
+
+extern char** environ;
 
 namespace sarqc {
 namespace {
@@ -38,6 +43,51 @@ int exit_code(int status) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+const char* const kLaunchVariables[] = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                        "MASTER_PORT"};
+
+// Rank `rank`'s environment: this process's, with the launch variables replaced. Built before
+// fork: a child of a multi-threaded process may only make async-signal-safe calls, and
+// setenv allocates.
+std::vector<std::string> rank_environment(int rank, int nproc, const std::string& port) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    bool launch = false;
+    for (const char* name : kLaunchVariables) {
+      const size_t n = std::strlen(name);
+      launch |= std::strncmp(*e, name, n) == 0 && (*e)[n] == '=';
+    }
+    if (!launch) env.emplace_back(*e);
+  }
+  env.push_back(fmt::format("RANK={}", rank));
+  env.push_back(fmt::format("LOCAL_RANK={}", rank));
+  env.push_back(fmt::format("WORLD_SIZE={}", nproc));
+  env.push_back("MASTER_ADDR=127.0.0.1");
+  env.push_back("MASTER_PORT=" + port);
+  return env;
+}
+
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+  std::vector<char*> p;
+  for (std::string& s : strings) p.push_back(s.data());
+  p.push_back(nullptr);
+  return p;
+}
+
+// The signals the launcher passes on to its ranks (a terminal's Ctrl-C reaches the whole
+// process group anyway; a scheduler's SIGTERM or a `kill` reaches only the launcher).
+sigset_t forwarded_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (const int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, s);
+  return set;
+}
+
+void signal_all(const std::vector<pid_t>& ranks, int signal) {
+  for (const pid_t p : ranks)
+    if (p > 0) ::kill(p, signal);
+}
+
 }  // namespace
 
 bool launched_as_rank() {
@@ -45,49 +95,81 @@ bool launched_as_rank() {
   return rank != nullptr && *rank != '\0';
 }
 
+int max_local_ranks() { return 4 * usable_cores(); }
+
 int run_local_ranks(int nproc, char** argv, std::chrono::seconds grace) {
-  if (nproc < 1) throw_usage(fmt::format("--nproc {}: expected at least 1", nproc));
+  const int limit = max_local_ranks();
+  if (nproc < 1 || nproc > limit)
+    throw_usage(fmt::format("--nproc {}: expected 1 to {} (at most 4 ranks per usable core; "
+                            "this process may use {})",
+                            nproc, limit, usable_cores()));
   const std::string port = std::to_string(free_port());
+  std::vector<std::vector<std::string>> environments;
+  for (int r = 0; r < nproc; ++r) environments.push_back(rank_environment(r, nproc, port));
+  std::vector<std::vector<char*>> envp;
+  for (auto& e : environments) envp.push_back(pointers(e));
+
+  // The forwarded signals stay blocked in the launcher and are taken with sigtimedwait, so one
+  // that arrives while ranks are starting is passed on to every rank started.
+  const sigset_t forwarded = forwarded_signals();
+  sigset_t previous;
+  ::pthread_sigmask(SIG_BLOCK, &forwarded, &previous);
+  const pid_t launcher = ::getpid();
   std::vector<pid_t> ranks;
   for (int r = 0; r < nproc; ++r) {
-    const std::string rank = std::to_string(r), world = std::to_string(nproc);
     const pid_t pid = ::fork();
-    if (pid < 0) throw_runtime("--nproc: fork failed");
     if (pid == 0) {
-      ::setenv("RANK", rank.c_str(), 1);
-      ::setenv("LOCAL_RANK", rank.c_str(), 1);
-      ::setenv("WORLD_SIZE", world.c_str(), 1);
-      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-      ::setenv("MASTER_PORT", port.c_str(), 1);
-      ::execv("/proc/self/exe", argv);
+      // A rank dies with its launcher (kill -9 of the launcher: SIGTERM makes it save its
+      // state and stop), also when the launcher died before this line.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != launcher) ::_exit(128 + SIGTERM);
+      ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+      ::execve("/proc/self/exe", argv, envp[r].data());
       ::_exit(127);
+    }
+    if (pid < 0) {
+      const int error = errno;
+      signal_all(ranks, SIGKILL);  // they have not met yet: nothing of theirs to save
+      for (const pid_t p : ranks) ::waitpid(p, nullptr, 0);
+      ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+      throw_runtime(fmt::format("--nproc {}: could not start rank {}: {}", nproc, r,
+                                std::strerror(error)));
     }
     ranks.push_back(pid);
   }
+
   int first_failure = 0;
+  std::vector<int> codes(ranks.size(), 0);
   size_t running = ranks.size();
-  std::chrono::steady_clock::time_point kill_at{};
+  std::chrono::steady_clock::time_point kill_at = std::chrono::steady_clock::time_point::max();
   while (running > 0) {
     int status = 0;
-    const pid_t pid = ::waitpid(-1, &status, kill_at == decltype(kill_at){} ? 0 : WNOHANG);
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
     if (pid > 0) {
-      for (auto& p : ranks)
-        if (p == pid) p = 0, --running;
       const int code = exit_code(status);
-      if (code != 0 && first_failure == 0) {
+      for (size_t r = 0; r < ranks.size(); ++r)
+        if (ranks[r] == pid) ranks[r] = 0, codes[r] = code, --running;
+      if (code != 0 && first_failure == 0) {  // no rank waits for a dead one
         first_failure = code;
-        for (const pid_t p : ranks)
-          if (p > 0) ::kill(p, SIGTERM);
+        signal_all(ranks, SIGTERM);
         kill_at = std::chrono::steady_clock::now() + grace;
       }
       continue;
     }
-    if (pid < 0) break;  // no children left
-    if (std::chrono::steady_clock::now() >= kill_at)
-      for (const pid_t p : ranks)
-        if (p > 0) ::kill(p, SIGKILL);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (pid < 0 && errno != EINTR) break;  // no children left
+    if (std::chrono::steady_clock::now() >= kill_at) signal_all(ranks, SIGKILL);
+    const timespec poll{0, 50'000'000};
+    const int signal = ::sigtimedwait(&forwarded, nullptr, &poll);
+    // Each signal goes to every rank: the first makes them save and stop, as in one process;
+    // a second ends them at once. The launcher then returns their exit code (130, 143).
+    if (signal > 0) signal_all(ranks, signal);
   }
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  // A refusal (usage, bad input, not implemented, state conflict: 2-5) is the cause when there
+  // is one: rank 0 refusing a saved state makes the others fail with 1 ("rank 0 stopped"),
+  // possibly sooner. Otherwise the first failure in time (a crash, then its consequences).
+  for (const int code : codes)
+    if (code >= 2 && code <= 5) return code;
   return first_failure;
 }
 

@@ -125,6 +125,26 @@ std::string diagnose(const WorldConfig& c, World::Impl& impl) {
   }
 }
 
+// Each rank sets "arrived/R" and waits for every other's until the rendezvous timeout; on
+// timeout the message names the missing ranks.
+void await_all_ranks(const WorldConfig& c, c10d::TCPStore& store) {
+  store.set(key("arrived", c.rank), std::vector<uint8_t>{1});
+  std::vector<std::string> keys;
+  for (int r = 0; r < c.size; ++r) keys.push_back(key("arrived", r));
+  try {
+    store.wait(keys, c.rendezvous_timeout);
+  } catch (const std::exception&) {
+    std::vector<int> missing;
+    for (int r = 0; r < c.size; ++r)
+      if (!store.check({key("arrived", r)})) missing.push_back(r);
+    if (missing.empty()) throw;
+    throw std::runtime_error(fmt::format(
+        "rank {} of {} did not arrive (not started, crashed at start-up, or cannot reach the "
+        "address)",
+        fmt::join(missing, ", "), c.size));
+  }
+}
+
 }  // namespace
 
 World::World(const WorldConfig& config) : config_(config) {
@@ -139,7 +159,17 @@ World::World(const WorldConfig& config) : config_(config) {
     // The store's timeout bounds the wait for the other ranks to connect (and Gloo's own
     // rendezvous through it); the collectives get config_.timeout from Gloo's options.
     options.timeout = config_.rendezvous_timeout;
-    impl_->store = c10::make_intrusive<c10d::TCPStore>(config_.master_addr, options);
+    // The ranks announce themselves in the store, rather than rank 0's constructor counting
+    // connections, so that a rendezvous that times out can name the ranks that never came.
+    options.waitWorkers = false;
+    try {
+      impl_->store = c10::make_intrusive<c10d::TCPStore>(config_.master_addr, options);
+    } catch (const std::exception& e) {
+      if (config_.rank == 0) throw;
+      throw std::runtime_error("rank 0, which serves the store there, did not answer (not "
+                               "started, stopped early, or not reachable at that address)");
+    }
+    await_all_ranks(config_, *impl_->store);
     auto gloo = c10d::ProcessGroupGloo::Options::create(config_.timeout);
     gloo->devices.push_back(gloo_device(config_));
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, config_.rank,

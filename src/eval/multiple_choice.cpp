@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
@@ -14,6 +15,7 @@
 #include "sarqc/model/streaming_model.h"
 #include "sarqc/model/weights.h"
 #include "sarqc/util/error.h"
+#include "sarqc/util/file.h"
 #include "sarqc/util/stopwatch.h"
 
 namespace sarqc {
@@ -226,8 +228,7 @@ Encoded encode_request(const Tokenizer& tok, const ChoiceRequest& r) {
 }  // namespace
 
 ChoiceTask read_choice_task(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) throw_bad_input(fmt::format("{}: cannot read the task file", file.string()));
+  std::istringstream in(read_text_file(file));  // names a directory or an unreadable file
   ChoiceTask task;
   task.file = file.string();
   std::string line;
@@ -244,7 +245,10 @@ ChoiceTask read_choice_task(const std::filesystem::path& file) {
           fmt::format("{}:{}: a {} item in a {} file", file.string(), number, layout, task.layout));
     task.layout = layout;
   }
-  if (task.items.empty()) throw_bad_input(fmt::format("{}: no items", file.string()));
+  if (task.items.empty())
+    throw_bad_input(fmt::format("{}: no items (the file is empty or blank), expected one JSON "
+                                "object per line",
+                                file.string()));
   return task;
 }
 

@@ -4,7 +4,10 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <set>
 
@@ -39,16 +42,15 @@ int64_t parse_integer(const std::string& name, const std::string& text, int64_t 
 
 double parse_number(const std::string& name, const std::string& text, double min, double max,
                     bool min_open, const std::string& expected) {
-  size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    refuse(name, text, expected);
-  }
+  // strtod rather than std::stod, which throws on underflow: 1e-320 is a number >= 0 (it
+  // rounds to a subnormal or zero), and only an overflow is out of range.
+  errno = 0;
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  const bool whole = !text.empty() && !std::isspace(static_cast<unsigned char>(text[0])) &&
+                     end == text.c_str() + text.size();
   const bool above = min_open ? value > min : value >= min;
-  if (used != text.size() || !std::isfinite(value) || !above || value > max)
-    refuse(name, text, expected);
+  if (!whole || !std::isfinite(value) || !above || value > max) refuse(name, text, expected);
   return value;
 }
 
@@ -77,6 +79,11 @@ uint64_t parse_seed(const std::string& name, const std::string& text) {
   refuse(name, text, "an integer in [0, 2^64)");
 }
 
+// The largest --lambda and --damp: both add (value x mean diag H) to a diagonal, and beyond
+// 2^24 times it H itself falls below fp32 resolution (the result is the limit); 1e308 overflows
+// to inf, every Cholesky fails and every module silently falls back to rounding to nearest.
+constexpr double kMaxRelativeWeight = 1e6;
+
 // --lambda auto | lw | a number >= 0 (empty: the preset's, auto for the sarqc objectives).
 void set_lambda(ObjectiveSettings& s, const std::string& text) {
   if (text.empty()) {  // as not given: scripts pass --lambda "$L" with L unset
@@ -90,8 +97,8 @@ void set_lambda(ObjectiveSettings& s, const std::string& text) {
     return;
   }
   s.lambda_mode = "fixed";
-  s.lambda_rel = parse_number("lambda", text, 0, std::numeric_limits<double>::max(), false,
-                              "auto, lw or a number >= 0");
+  s.lambda_rel = parse_number("lambda", text, 0, kMaxRelativeWeight, false,
+                              "auto, lw or a number from 0 to 1e6");
 }
 
 json lambda_value(const ObjectiveSettings& s) {
@@ -304,8 +311,8 @@ std::vector<OptionRow> make_table() {
                kEverywhere | kRecorded, {}, "", false, "/damp_percent", "0.05", {},
                [](const QuantizeOptions& o) { return json(o.damp); },
                [](QuantizeOptions& o, const std::string& v) {
-                 o.damp = parse_number("damp", v, 0, std::numeric_limits<double>::max(), false,
-                                       "a number >= 0");
+                 o.damp = parse_number("damp", v, 0, kMaxRelativeWeight, false,
+                                       "a number from 0 to 1e6");
                }});
   // --- column order and group parameters
   t.push_back({"order", OptionKind::Choice,

@@ -1,5 +1,7 @@
 #include "sarqc/pipeline/plan.h"
 
+#include <set>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -121,6 +123,23 @@ void QuantizePlan::fit_to_model(const ModelLayout& layout) {
     grid.group_size = narrowest;
   }
   skipped = unrepresentable_modules(layout, grid);
+  // A grid that fits no module would write the model unquantized under a quantized config and
+  // exit 0 (--group-size 7 did): refuse it, naming the flag and the widths it must fit.
+  std::set<int64_t> inputs;
+  size_t quantizable = 0;
+  for (const auto& layer : layout.layers)
+    for (const auto& m : layer.linears)
+      if (m.quantizable) ++quantizable, inputs.insert(m.in_features);
+  if (quantizable > 0 && skipped.size() == quantizable) {
+    if (grid.group_size > 0 && std::none_of(inputs.begin(), inputs.end(), [&](int64_t in) {
+          return in % grid.group_size == 0;
+        }))
+      throw_usage(fmt::format("--group-size {}: no module could be quantized, the input widths "
+                              "{} are not multiples of it; expected -1 or a divisor of them",
+                              grid.group_size, fmt::join(inputs, ", ")));
+    throw_usage(fmt::format("--bits {}: no module could be quantized: {}", grid.bits,
+                            skipped.begin()->second));
+  }
   for (const auto& [name, why] : skipped) spdlog::warn("{} stays unquantized: {}", name, why);
   // Said once here: quantization_config() is built twice (fingerprint, then the output).
   if (!skipped.empty() && modules_in_block_to_quantize(layout, skipped).is_null())

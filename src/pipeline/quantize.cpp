@@ -1,5 +1,7 @@
 #include "sarqc/pipeline/quantize.h"
 
+#include <unistd.h>
+
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -73,6 +75,24 @@ void check_representable(const DecoderLayer& layer, const std::map<std::string, 
   }
 }
 
+// --nsamples x --seqlen sampled windows: one activation stream of them (hidden_size fp32 values
+// per token) must fit in this machine's memory, or the run would die "out of memory" naming
+// nothing after minutes of work (--nsamples 2^40 did). Windows given in a token file are as
+// many as the file holds.
+void check_calibration_fits(const QuantizeOptions& o, const ModelConfig& cfg, int64_t seqlen) {
+  if (!o.calib_tokens.empty()) return;
+  const double tokens = static_cast<double>(o.nsamples) * static_cast<double>(seqlen);
+  const double stream = tokens * static_cast<double>(cfg.hidden_size) * 4;
+  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) *
+                        static_cast<double>(::sysconf(_SC_PAGE_SIZE));
+  if (memory > 0 && stream > memory)
+    throw_usage(fmt::format("--nsamples {} x --seqlen {}: one activation stream of {:.0f} "
+                            "tokens x {} fp32 values needs {:.1f} GiB, more than this machine's "
+                            "{:.1f} GiB of memory",
+                            o.nsamples, seqlen, tokens, cfg.hidden_size, stream / (1 << 30),
+                            memory / (1 << 30)));
+}
+
 // The calibration windows (clamped to the model's positions, ids checked against its vocab).
 CalibrationSet load_calibration(const QuantizeOptions& o, const ModelWeights& weights) {
   const ModelConfig& cfg = weights.config();
@@ -83,6 +103,7 @@ CalibrationSet load_calibration(const QuantizeOptions& o, const ModelWeights& we
                    cfg.max_position_embeddings);
       seqlen = cfg.max_position_embeddings;
     }
+    check_calibration_fits(o, cfg, seqlen);
     if (o.calib_self) {
       const std::optional<int64_t> bos = cfg.bos_token_id;
       if (!bos)
@@ -105,6 +126,10 @@ CalibrationSet load_calibration(const QuantizeOptions& o, const ModelWeights& we
     if (top >= cfg.vocab_size)
       throw_bad_input(fmt::format("{}: token id {} is outside the model's vocab_size {}",
                                   calib.source, top, cfg.vocab_size));
+    if (cfg.max_position_embeddings > 0 && calib.ids.size(1) > cfg.max_position_embeddings)
+      throw_bad_input(fmt::format("{}: windows of {} tokens, but the model has "
+                                  "max_position_embeddings {}; give windows of at most that many",
+                                  calib.source, calib.ids.size(1), cfg.max_position_embeddings));
     if (calib.ids.size(0) != o.nsamples || calib.ids.size(1) != seqlen)
       spdlog::info("calibration: {} gives its own {} windows of {} tokens", calib.source,
                    calib.ids.size(0), calib.ids.size(1));

@@ -67,7 +67,12 @@ int usable_cores() {
 }
 
 int configure_threads(int n) {
-  if (n <= 0) n = usable_cores();
+  const int cores = usable_cores();
+  if (n > 4 * cores)
+    throw_usage(fmt::format("--threads {}: expected 0 (one per usable core) to {} (4 per usable "
+                            "core; this process may use {})",
+                            n, 4 * cores, cores));
+  if (n <= 0) n = cores;
   at::set_num_threads(n);
   return n;
 }

@@ -299,6 +299,75 @@ TEST(BadInputCatalogue, EveryHostileInputGetsItsExitCodeAndOneLine) {
        kExitUsage, "needs calibration data"},
       {"cuda without a GPU", [&](const fs::path& d) { return quantize(stories, d / "q", plus(rtn, {"--device", "cuda"})); },
        kExitUsage, "CUDA"},
+      // Values refused where they enter (issue 27's list; each ran or misled before).
+      {"lambda inf", [&](const fs::path& d) { return quantize(stories, d / "q", {"--method", "sarqc", "--calib", text, "--lambda", "inf"}); },
+       kExitUsage, "--lambda 'inf': expected auto, lw or a number from 0 to 1e6"},
+      {"lambda 1e308", [&](const fs::path& d) { return quantize(stories, d / "q", {"--method", "sarqc", "--calib", text, "--lambda", "1e308"}); },
+       kExitUsage, "--lambda '1e308'"},
+      {"damp inf", [&](const fs::path& d) { return quantize(stories, d / "q", {"--calib", text, "--damp", "inf"}); },
+       kExitUsage, "--damp 'inf': expected a number from 0 to 1e6"},
+      {"lambda 1e-320 is a number >= 0",
+       [&](const fs::path& d) {
+         return quantize(stories, d / "q", {"--method", "sarqc", "--calib", text, "--lambda",
+                                            "1e-320", "--nsamples", "2", "--seqlen", "32"});
+       },
+       0, "", 0, [&](const fs::path& d) { EXPECT_TRUE(fs::exists(d / "q" / "model.safetensors")); }},
+      {"threads 100000", [&](const fs::path& d) { return quantize(stories, d / "q", plus(rtn, {"--threads", "100000"})); },
+       kExitUsage, "--threads 100000: expected 0 (one per usable core) to"},
+      {"group size that divides no input",
+       [&](const fs::path& d) { return quantize(stories, d / "q", {"--method", "rtn", "--group-size", "7"}); },
+       kExitUsage, "--group-size 7: no module could be quantized, the input widths 64, 172",
+       0, [&](const fs::path& d) { expect_only(d, {}); }},
+      {"nsamples 2^40",
+       [&](const fs::path& d) {
+         return quantize(stories, d / "q", {"--calib", text, "--nsamples", "1099511627776"});
+       },
+       kExitUsage, "--nsamples 1099511627776 x --seqlen 512", 0,
+       [&](const fs::path& d) { expect_only(d, {}); }},
+      {"misspelt subcommand",
+       [&](const fs::path&) { return std::vector<std::string>{"quantze", "--model", stories}; },
+       kExitUsage, "'quantze' is not a subcommand: expected one of quantize, eval"},
+      {"nproc beyond 4 per core",
+       [&](const fs::path& d) { return quantize(stories, d / "q", plus(rtn, {"--nproc", "65536"})); },
+       kExitUsage, "--nproc '65536': expected an integer from 1 to",
+       0, [&](const fs::path& d) { expect_only(d, {}); }},
+      {"nproc not an integer",
+       [&](const fs::path& d) { return quantize(stories, d / "q", plus(rtn, {"--nproc", "two"})); },
+       kExitUsage, "--nproc 'two'"},
+      {"an empty calibration window",
+       [&](const fs::path& d) {
+         test::write_bytes(d / "w.json", "[[]]");
+         return quantize(stories, d / "q", {"--calib-tokens", (d / "w.json").string()});
+       },
+       kExitBadInput, "window 0 is empty, expected at least one token id"},
+      {"calibration windows of different lengths",
+       [&](const fs::path& d) {
+         test::write_bytes(d / "w.json", "[[1, 2, 3], [4, 5]]");
+         return quantize(stories, d / "q", {"--calib-tokens", (d / "w.json").string()});
+       },
+       kExitBadInput, "window 1 has 2 token ids and window 0 has 3"},
+      {"a JSON object as calibration tokens (16 bytes, a multiple of 4)",
+       [&](const fs::path& d) {
+         test::write_bytes(d / "o.json", R"({"ids": [1, 2]})");
+         return quantize(stories, d / "q", {"--calib-tokens", (d / "o.json").string()});
+       },
+       kExitBadInput, "o.json: a JSON object, expected a JSON array of token ids"},
+      {"calibration windows longer than max_position_embeddings",
+       [&](const fs::path& d) {
+         std::string w = "[";
+         for (int i = 0; i < 600; ++i) w += (i ? "," : "") + std::to_string(5 + i % 100);
+         test::write_bytes(d / "w.json", "[" + w + "]]");
+         return quantize(stories, d / "q", {"--calib-tokens", (d / "w.json").string()});
+       },
+       kExitBadInput, "windows of 600 tokens, but the model has max_position_embeddings 512",
+       0, [&](const fs::path& d) { expect_only(d, {"w.json"}); }},
+      {"eval --task on a directory",
+       [&](const fs::path& d) {
+         fs::create_directories(d / "tasks");
+         return std::vector<std::string>{"eval", "--model", stories, "--task",
+                                         (d / "tasks").string()};
+       },
+       kExitBadInput, "tasks: is a directory, expected a file"},
       // Models.
       {"missing model folder",
        [&](const fs::path& d) { return quantize((d / "none").string(), d / "q", rtn); },

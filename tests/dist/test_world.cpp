@@ -167,7 +167,19 @@ TEST(World, ARankWhosePeersNeverComeFailsAtTheRendezvousTimeout) {
                                        " SARQC_DIST_TIMEOUT=600 SARQC_DIST_RENDEZVOUS_TIMEOUT=2");
   EXPECT_EQ(r.exit_code, kExitRuntime) << r.err;
   EXPECT_TRUE(std::regex_search(r.err, std::regex("rank 1 of 2: rendezvous at 127\\.0\\.0\\.1:\\d+ "
-                                                  "failed within 2 s")))
+                                                  "failed within 2 s: rank 0, which serves")))
+      << r.err;
+  EXPECT_LT(r.seconds, 60);
+}
+
+// Rank 0 serves the store; when a rank never comes, the rendezvous names it.
+TEST(World, TheRendezvousNamesTheRankThatNeverCame) {
+  const ProbeRun r = run_probe("", "WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
+                                       std::to_string(20000 + (::getpid() + 7) % 20000) +
+                                       " SARQC_DIST_TIMEOUT=600 SARQC_DIST_RENDEZVOUS_TIMEOUT=2");
+  EXPECT_EQ(r.exit_code, kExitRuntime) << r.err;
+  EXPECT_TRUE(std::regex_search(r.err, std::regex("rank 0 of 2: rendezvous at 127\\.0\\.0\\.1:\\d+ "
+                                                  "failed within 2 s: rank 1 of 2 did not arrive")))
       << r.err;
   EXPECT_LT(r.seconds, 60);
 }

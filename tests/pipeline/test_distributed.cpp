@@ -7,11 +7,14 @@
 #include <signal.h>
 
 #include <chrono>
+#include <sstream>
+#include <thread>
 #include <regex>
 #include <set>
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/run_sarqc.h"
@@ -197,6 +200,58 @@ TEST_F(Distributed, RanksFromTheTorchrunVariablesAndARankKilledMidLayer) {
   expect_same_files(reference, killed);
   EXPECT_EQ(report(killed)["sessions"].size(), 2u);
   EXPECT_FALSE(fs::exists(dir_ / "killed" / ".q.sarqc-work"));
+}
+
+// A scheduler's SIGTERM reaches the launcher only: it passes it on, every rank saves and stops
+// as one process does, and the launcher exits 143 with rank 0's line. (Before, the launcher
+// died at once and the ranks ran on and published the output.)
+TEST_F(Distributed, TheLauncherPassesSigtermOnToItsRanks) {
+  const fs::path out = dir_ / "q";
+  const RunResult r = test::run_sarqc_and_signal(args(out, {"--nproc", "2"}), dir_.path(), SIGTERM);
+  EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.err;
+  EXPECT_NE(r.err.find("sarqc: error: rank 0: " + out.string() + ": interrupted by SIGTERM"),
+            std::string::npos)
+      << r.err;
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // a rank left running would publish
+  EXPECT_FALSE(fs::exists(out));
+}
+
+// The PIDs of `pid`'s children (its main thread's: the launcher forks from it).
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> children;
+  std::istringstream in(test::read_bytes(fmt::format("/proc/{0}/task/{0}/children", pid)));
+  for (pid_t child = 0; in >> child;) children.push_back(child);
+  return children;
+}
+
+bool running(pid_t pid) {  // alive and not a zombie waiting for a reaper
+  const std::string stat = test::read_bytes(fmt::format("/proc/{}/stat", pid));
+  const size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z';
+}
+
+// kill -9 of the launcher: its ranks get SIGTERM from the kernel (PR_SET_PDEATHSIG), save and
+// stop instead of running on as orphans that publish an output nobody waits for.
+TEST_F(Distributed, RanksStopWhenTheLauncherIsKilled) {
+  if (!fs::exists("/proc/self/task")) GTEST_SKIP() << "needs /proc";
+  const fs::path out = dir_ / "q";
+  const pid_t launcher = test::spawn_sarqc(args(out, {"--nproc", "2"}),
+                                           (dir_ / "out").string(), (dir_ / "err").string());
+  std::vector<pid_t> ranks;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(dir_ / ".q.sarqc-work") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ranks = children_of(launcher);
+  ::kill(launcher, SIGKILL);
+  test::wait_exit_code(launcher);
+  ASSERT_EQ(ranks.size(), 2u) << "the launcher's children when its work folder appeared";
+  const auto stop_by = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (const pid_t rank : ranks) {
+    while (running(rank) && std::chrono::steady_clock::now() < stop_by)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_FALSE(running(rank)) << "rank process " << rank << " outlived its launcher";
+  }
+  EXPECT_FALSE(fs::exists(out)) << "orphaned ranks published the output";
 }
 
 // Two "nodes": two network namespaces joined by a veth pair (10.9.0.1 and 10.9.0.2), one rank in

@@ -13,8 +13,12 @@ c10::Device parse_device(const std::string& text);
 bool cuda_available();
 int cuda_device_count();
 
-// Sets ATen's intra-op thread count; n <= 0 means one per core this process may run on (its CPU
-// affinity: taskset, cgroup cpusets). Returns the count used.
+// The cores this process may run on (its CPU affinity: taskset, cgroup cpusets).
+int usable_cores();
+
+// Sets ATen's intra-op thread count; n <= 0 means one per usable core. More than 4 per usable
+// core is a usage error naming --threads: OpenMP would start them all (100,000 threads hang
+// the machine) for no speed. Returns the count used.
 int configure_threads(int n);
 
 }  // namespace sarqc
