@@ -2,7 +2,11 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
+
+#include "sarqc/calib/saliency.h"
 #include "sarqc/util/error.h"
 
 namespace sarqc {
@@ -10,10 +14,10 @@ namespace sarqc {
 SarqcObjective::SarqcObjective(const ObjectiveSettings& s) : settings_(s) {
   if (!(s.lambda_rel >= 0))
     throw_usage(fmt::format("--lambda must be >= 0, got {}", s.lambda_rel));
-  if (s.saliency != "ones" && s.saliency != "hdiag" && s.saliency != "absmean" &&
-      s.saliency != "absmean-pow" && s.saliency != "elem")
-    throw_usage(fmt::format("--saliency '{}': expected ones, hdiag, absmean, absmean-pow or elem",
-                            s.saliency));
+  const auto& names = saliency_names();
+  if (std::find(names.begin(), names.end(), s.saliency) == names.end())
+    throw_usage(fmt::format("--saliency '{}': expected one of {}", s.saliency,
+                            fmt::join(names, ", ")));
   if (!(s.saliency_power > 0 && s.saliency_power <= 1))
     throw_usage(fmt::format("--saliency-power must lie in (0, 1], got {}", s.saliency_power));
 }
@@ -25,23 +29,24 @@ at::Tensor raw_diagonal(const ObjectiveInput& in) {
   return in.damped.diagonal() - (in.damped.diagonal().mean() - in.mean_diag);
 }
 
+ColumnStatistics column_statistics(const ObjectiveInput& in) {
+  ColumnStatistics stats{raw_diagonal(in), {}};
+  if (in.gram != nullptr) stats.abs_mean = in.gram->abs_mean().to(in.damped.options());
+  return stats;
+}
+
 }  // namespace
 
 at::Tensor SarqcObjective::saliency(const ObjectiveInput& in) const {
-  const int64_t n = in.weight.size(1);
-  const auto opts = in.damped.options();
-  if (settings_.saliency == "ones") return at::ones({n}, opts);
-  if (settings_.saliency == "hdiag") return raw_diagonal(in).clone();
   if (settings_.saliency == "elem")  // per column: the mean over rows of |W_ij|·sqrt(H_jj)
     return element_saliency(in).mean(0);
-  TORCH_CHECK(in.gram != nullptr, "sarqc: absmean saliency needs calibration statistics");
-  at::Tensor s = in.gram->abs_mean().to(opts);
-  if (settings_.saliency == "absmean-pow") s = s.pow(settings_.saliency_power);
-  return s;
+  return unnormalised_saliency(settings_.saliency, settings_.saliency_power, in.weight,
+                               column_statistics(in));
 }
 
 at::Tensor SarqcObjective::element_saliency(const ObjectiveInput& in) const {
-  at::Tensor s = in.weight.abs() * raw_diagonal(in).clamp_min(0).sqrt().unsqueeze(0);
+  at::Tensor s = unnormalised_saliency("elem", settings_.saliency_power, in.weight,
+                                       column_statistics(in));
   const double mean = s.mean().item<double>();
   return mean > 0 ? s / mean : at::ones_like(s);
 }

@@ -13,6 +13,7 @@
 
 #include "sarqc/model/compute.h"
 #include "sarqc/objective/objective.h"
+#include "sarqc/calib/saliency.h"
 #include "sarqc/rounding/column_order.h"
 #include "sarqc/util/error.h"
 
@@ -126,7 +127,6 @@ std::vector<std::string> with_scale_search(std::vector<std::string> names) {
 }
 
 const std::vector<std::string> kAlphaModes = {"fixed", "sample", "closed-form"};
-const std::vector<std::string> kSaliencies = {"ones", "hdiag", "absmean", "absmean-pow", "elem"};
 const std::vector<std::string> kDtypes = {"fp32", "bf16", "fp16"};
 const std::vector<std::string> kGroupParams = {"block-start", "current"};
 const std::vector<std::string> kAutoOnOff = {"auto", "on", "off"};
@@ -235,11 +235,11 @@ std::vector<OptionRow> make_table() {
                }});
   t.push_back({"saliency", OptionKind::Choice,
                "sarqc saliency (per entry for elem; our reconstruction)",
-               kEverywhere | kRecorded, kSaliencies, "", false, "/meta/sarqc/saliency", "absmean",
+               kEverywhere | kRecorded, saliency_names(), "", false, "/meta/sarqc/saliency", "absmean",
                {{"method", "sarqc"}},
                [](const QuantizeOptions& o) { return json(o.objective_settings.saliency); },
                [](QuantizeOptions& o, const std::string& v) {
-                 o.objective_settings.saliency = parse_choice("saliency", v, kSaliencies);
+                 o.objective_settings.saliency = parse_choice("saliency", v, saliency_names());
                }});
   t.push_back({"saliency-power", OptionKind::Number, "absmean-pow exponent in (0, 1]",
                kEverywhere, {}, "", false, "", "0.25", {{"method", "sarqc"}},

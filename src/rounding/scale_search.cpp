@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 
+#include "sarqc/calib/saliency.h"
 #include "sarqc/rounding/rtn.h"
 
 namespace sarqc {
@@ -95,24 +96,14 @@ double relative_mse(const at::Tensor& y, const at::Tensor& target) {
   return ((y - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-30)).item<double>();
 }
 
-// Saliency s_ij of a module's weight entries from its inputs `x` [tokens, n] (methods.md §5.2),
-// normalised to mean 1.
+// Saliency s_ij of a module's weight entries from its inputs `x` [tokens, n] (the definition
+// the SARQC objective uses, calib/saliency.h), normalised to mean 1.
 at::Tensor drift_saliency(const std::string& kind, double power, const at::Tensor& x,
                           const at::Tensor& w) {
   const at::Tensor xf = x.to(at::kFloat).reshape({-1, x.size(-1)});
-  at::Tensor s;
-  if (kind == "ones")
-    s = at::ones({1, w.size(1)}, xf.options());  // on the inputs' device
-  else if (kind == "hdiag")
-    s = xf.pow(2).mean(0).unsqueeze(0);
-  else if (kind == "absmean")
-    s = xf.abs().mean(0).unsqueeze(0);
-  else if (kind == "absmean-pow")
-    s = xf.abs().mean(0).pow(power).unsqueeze(0);
-  else if (kind == "elem")
-    s = w.to(at::kFloat).abs() * xf.pow(2).mean(0).sqrt().unsqueeze(0);
-  else
-    TORCH_CHECK(false, "scale search: unknown saliency '", kind, "'");
+  at::Tensor s = unnormalised_saliency(kind, power, w.to(at::kFloat),
+                                       {xf.pow(2).mean(0), xf.abs().mean(0)});
+  if (s.dim() == 1) s = s.unsqueeze(0);
   s = s.expand({w.size(0), w.size(1)});
   return s / s.mean().clamp_min(1e-30);
 }
