@@ -56,7 +56,7 @@ class GramObserver : public LinearInputObserver {
   void observe_routing(const DecoderLayerLayout&, const MoeRouting& r) override { routing_ = r; }
   void observe_input(const LinearModule& m, const at::Tensor& x) override {
     // Routed experts see a subset of the batch's tokens; every sequence still counts toward N
-    // (the normaliser stays 2/N, methods.md §8).
+    // (the normaliser stays 2/N, docs/methods.md §8).
     if (sequential_group(m) == stats_.group() && feeds_key(m)) {
       const Stopwatch clock;
       stats_.gram(input_key(m), m.in_features).add(x, sequences_);
@@ -115,7 +115,7 @@ class RecordingObserver : public LinearInputObserver {
   bool all_;
 };
 
-// A routed expert's FP-stream input at the given tokens (methods.md §8): the FP post-attention
+// A routed expert's FP-stream input at the given tokens (docs/methods.md §8): the FP post-attention
 // norm output for gate/up, and act(gate_e(x_f))·up_e(x_f) with the FP expert for down, whether
 // or not the FP router chose the expert there.
 at::Tensor expert_fp_input(const DecoderLayer& fp_layer, const LinearModule& m,

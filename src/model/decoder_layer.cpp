@@ -11,7 +11,7 @@
 namespace sarqc {
 namespace {
 
-// Which layers of which models attend through a sliding window (formats.md §9).
+// Which layers of which models attend through a sliding window (docs/formats.md §9).
 int64_t attention_window(const ModelConfig& cfg, int64_t layer, bool& unresolved) {
   unresolved = false;
   if (!cfg.sliding_window) return 0;

@@ -364,7 +364,7 @@ QuantizeReport quantize(const QuantizeOptions& o) {
       checked_output_folder("--out", o.out_dir, {o.model_dir, o.calib_text, o.calib_tokens});
   if (o.restart && !o.resume) throw_usage("--restart and --no-resume exclude each other");
   check_dtype_supported(o.compute.device, o.compute.dtype);
-  // Gram matrices, factorizations and rounding are fp32 (methods.md): no TF32 GEMMs on GPUs
+  // Gram matrices, factorizations and rounding are fp32 (docs/methods.md): no TF32 GEMMs on GPUs
   // that offer them.
   at::globalContext().setAllowTF32CuBLAS(false);
   const InterruptGuard guard;

@@ -23,7 +23,7 @@ BeamSearchResult beam_search_batched(const BeamSearchProblem& p) {
   // Per row: codes and their values [2K, n], corrected targets [K, B], candidates [K, 3K].
   const int64_t chunk =
       beam_chunk_rows(p, K * (2 * n + B + 3 * K) * static_cast<int64_t>(Tp.element_size()));
-  // Candidates per parent: only its Wc nearest codes can enter the top K (methods.md §6.2).
+  // Candidates per parent: only its Wc nearest codes can enter the top K (docs/methods.md §6.2).
   const int64_t Wc = std::min(K, A);
   const at::Tensor rank = at::arange(Wc, opts).view({1, 1, Wc});
   BeamSearchResult result{at::empty({m, n}, opts), 0.0};

@@ -9,12 +9,12 @@
 namespace sarqc {
 namespace {
 
-// Why no inverse: with the processing order reversed, M = L·Lᵀ (one Cholesky factorisation),
-// and GPTQ's current value of column p is ŵ_p = t_p + Σ_{p' < p} (t_{p'} − q_{p'})·C[p', p] with
-// C the column-normalised factor in processing order (methods.md §9: GPTQ is successive rounding
+// Why no inverse: with the processing order reversed, M = L·Lᵀ (one Cholesky factorisation), and
+// GPTQ's current value of column p is ŵ_p = t_p + Σ_{p' < p} (t_{p'} − q_{p'})·C[p', p] with C the
+// column-normalised factor in processing order (docs/methods.md §9: GPTQ is successive rounding
 // decoded from the back). That replaces the chain chol(M) → M⁻¹ → chol(M⁻¹) (4n³/3 flops) by
-// chol(M) alone (n³/3), and the step's loss is L_pp²·(ŵ_p − q_p)², so E(Q) comes for free.
-// In processing order R = J·L·J is upper triangular and equals U⁻¹ (U: GPTQ's factor of M⁻¹).
+// chol(M) alone (n³/3), and the step's loss is L_pp²·(ŵ_p − q_p)², so E(Q) comes for free. In
+// processing order R = J·L·J is upper triangular and equals U⁻¹ (U: GPTQ's factor of M⁻¹).
 struct Feedback {
   at::Tensor C;   // [n, n] upper: C[p', p] = R[p', p] / R[p, p]
   at::Tensor d2;  // [n] R_pp² in processing order

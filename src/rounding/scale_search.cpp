@@ -34,7 +34,7 @@ std::vector<const LinearModule*> modules_with(const DecoderLayer& layer,
 }
 
 // q/k/v, o, every gate/up of the MLP (all experts and the shared expert of a MoE block: one
-// norm feeds them all), and one down unit per MLP (methods.md §6.3 table, §8 "AWQ").
+// norm feeds them all), and one down unit per MLP (docs/methods.md §6.3 table, §8 "AWQ").
 std::vector<ScaleUnit> units_of(const DecoderLayer& layer) {
   std::vector<ScaleUnit> units = {
       {ScaleGroup::Qkv,
@@ -244,8 +244,8 @@ std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
     if (unit.expert < 0) return {};
     return rec.routing.experts.at(static_cast<size_t>(unit.expert)).tokens;
   };
-  // The FP stream's input of a unit in the layer's current basis. A routed expert's down_proj
-  // sees act(gate_e(x_f))·up_e(x_f) at the tokens the quantized router sent it (methods.md §8).
+  // The FP stream's input of a unit in the layer's current basis. A routed expert's down_proj sees
+  // act(gate_e(x_f))·up_e(x_f) at the tokens the quantized router sent it (docs/methods.md §8).
   auto fp_unit_input = [&](const ScaleUnit& unit) -> at::Tensor {
     if (unit.expert < 0) return fp_input.at(unit.input);
     const at::Tensor xf = fp_input.at(router_name).index_select(0, routed_tokens(unit));
@@ -325,7 +325,7 @@ std::vector<ScaleSearchRecord> search_scales(DecoderLayer& layer,
 
   if (o.clip) {
     // Per (row, group): the clip range a0·(1 − i/20), i < 10, with the smallest output error
-    // on a token sample of the module's own input (methods.md §6.3); q and k are left alone.
+    // on a token sample of the module's own input (docs/methods.md §6.3); q and k are left alone.
     for (const ScaleUnit& unit : units_of(layer)) {
       for (const auto& name : unit.quantized) {
         if (name == "self_attn.q_proj" || name == "self_attn.k_proj" || !module_input.count(name))

@@ -1,5 +1,5 @@
 // A whole decoder layer of every supported architecture against a per-token, per-head,
-// per-expert reference written from formats.md §9, on random synthetic checkpoints.
+// per-expert reference written from docs/formats.md §9, on random synthetic checkpoints.
 #include <cmath>
 #include <map>
 #include <set>

@@ -1,4 +1,5 @@
-// Rotary embeddings against their published definitions (formats.md §9, HF rope_type variants).
+// Rotary embeddings against their published definitions (docs/formats.md §9, HF rope_type
+// variants).
 #include <cmath>
 
 #include <ATen/ATen.h>

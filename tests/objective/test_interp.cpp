@@ -1,4 +1,5 @@
-// The α-interpolated objectives (methods.md §5.3-5.4) against the identities of §9 (1, 2, 7, 9).
+// The α-interpolated objectives (docs/methods.md §5.3-5.4) against the identities of its §9
+// (items 1, 2, 7, 9).
 #include <algorithm>
 
 #include <ATen/ATen.h>
@@ -185,7 +186,7 @@ TEST(Interp, AlphaSamplerIsSeededWithTheStatedMoments) {
   double mean = 0, var = 0;
   for (double x : xs) mean += x / xs.size();
   for (double x : xs) var += (x - mean) * (x - mean) / xs.size();
-  EXPECT_NEAR(mean, 0.377, 0.005);           // methods.md: mean 0.377, sd 0.087 for c = 5
+  EXPECT_NEAR(mean, 0.377, 0.005);           // docs/methods.md: mean 0.377, sd 0.087 for c = 5
   EXPECT_NEAR(std::sqrt(var), 0.087, 0.004);
   for (double x : xs) ASSERT_TRUE(x >= 0 && x <= 0.5);
 }

@@ -1,4 +1,5 @@
-// The SARQC/RQC objective (methods.md §5.2, our reconstruction) against its defining identities.
+// The SARQC/RQC objective (docs/methods.md §5.2, our reconstruction) against its defining
+// identities.
 #include <cmath>
 
 #include <ATen/ATen.h>

@@ -1,5 +1,5 @@
-// Packing against formats.md §5 and §8: fixed test words, and an unpacker written here from the
-// per-width descriptions (not the bit-stream formulation the packer uses).
+// Packing against docs/formats.md §5 and §8: fixed test words, and an unpacker written here from
+// the per-width descriptions (not the bit-stream formulation the packer uses).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -13,7 +13,7 @@
 namespace sarqc {
 namespace {
 
-// formats.md §5: b = 2, 4, 8: value k in word k / (32/b) at bit (k mod (32/b))·b.
+// docs/formats.md §5: b = 2, 4, 8: value k in word k / (32/b) at bit (k mod (32/b))·b.
 // b = 3 by the table: w0 holds v0..v9 at 3k and bits 0-1 of v10 at 30-31; w1 bit 0 is bit 2 of
 // v10, v11..v20 at 3k+1, bit 31 is bit 0 of v21; w2 bits 0-1 are bits 1-2 of v21, v22..v31 at
 // 3k+2.

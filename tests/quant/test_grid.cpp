@@ -1,4 +1,4 @@
-// The uniform quantizer of methods.md §2.
+// The uniform quantizer of docs/methods.md §2.
 #include <limits>
 #include <utility>
 

@@ -1,6 +1,6 @@
 #pragma once
 // Random fp64 rounding problems shared by the backend tests: m × n weights and a damped Gram
-// matrix (2/N)·X Xᵀ of correlated inputs (methods.md §9: "random fp64 matrices").
+// matrix (2/N)·X Xᵀ of correlated inputs (docs/methods.md §9: "random fp64 matrices").
 #include <cstdint>
 
 #include <ATen/ATen.h>

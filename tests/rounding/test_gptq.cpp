@@ -323,7 +323,7 @@ TEST(Gptq, GptqBeatsRtnOnItsOwnObjective) {
 }
 
 TEST(Gptq, DeadColumnGivesTheSameCodesAsRemovingTheChannel) {
-  // methods.md §1 and §9 item 11: an input channel that is always zero gets H_jj = 1 and
+  // docs/methods.md §1 and §9 item 11: an input channel that is always zero gets H_jj = 1 and
   // W[:, j] = 0; the other columns' codes are those of the problem without the channel.
   at::manual_seed(11);
   const int64_t n = 12, dead = 5;

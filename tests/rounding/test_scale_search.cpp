@@ -1,5 +1,5 @@
-// AWQ-style scale search (methods.md §6.3, §9 item 12): folding is function-preserving, and the
-// search never picks a scale worse than none.
+// AWQ-style scale search (docs/methods.md §6.3, §9 item 12): folding is function-preserving, and
+// the search never picks a scale worse than none.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -112,7 +112,7 @@ std::vector<nlohmann::json> moe_configs() {
 }
 
 TEST(ScaleSearch, MoeFoldsIntoEveryReaderOfTheNormAndPerExpertDown) {
-  // methods.md §6.3/§8: gate/up scales reach every expert, the router and the shared-expert
+  // docs/methods.md §6.3/§8: gate/up scales reach every expert, the router and the shared-expert
   // gate; each expert's down scales fold into its own up_proj. The block computes the same.
   for (const auto& cfg : moe_configs()) {
     SCOPED_TRACE(cfg["model_type"].get<std::string>());

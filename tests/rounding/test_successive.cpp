@@ -1,4 +1,4 @@
-// Successive rounding and beam search (methods.md §6.1, §6.2, §9 items 3-5).
+// Successive rounding and beam search (docs/methods.md §6.1, §6.2, §9 items 3-5).
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -196,7 +196,7 @@ TEST(Beam, FullWidthEqualsExhaustiveSearch) {
   }
 }
 
-// Element-wise SARQC as per-entry regularised rounding (methods.md §5.2, §9 item 10).
+// Element-wise SARQC as per-entry regularised rounding (docs/methods.md §5.2, §9 item 10).
 
 TEST(EntryPenalty, ZeroWeightIsPlainSuccessiveRounding) {
   const Problem p = make_problem(6, 16, 21);

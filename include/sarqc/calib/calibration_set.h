@@ -1,7 +1,7 @@
 #pragma once
-// Calibration windows (methods.md §7): N windows of L tokens at seeded random offsets, raw token
-// slices without an inserted BOS, from a text file (tokenized once with the model's tokenizer)
-// or from a file of token ids.
+// Calibration windows (docs/methods.md §7): N windows of L tokens at seeded random offsets, raw
+// token slices without an inserted BOS, from a text file (tokenized once with the model's
+// tokenizer) or from a file of token ids.
 #include <cstdint>
 #include <filesystem>
 #include <string>

@@ -1,5 +1,5 @@
 #pragma once
-// Gram matrix H = (2/N) Σ X Xᵀ over N calibration sequences (methods.md §1). Each batch's Gram
+// Gram matrix H = (2/N) Σ X Xᵀ over N calibration sequences (docs/methods.md §1). Each batch's Gram
 // is computed in fp32 (one GEMM) and added exactly (ExactSum), so the statistics depend only on
 // the batches, not on their order or on how they are split between accumulators or ranks: two
 // accumulators over disjoint batches merge into the one over all of them, bit for bit.
@@ -18,7 +18,7 @@ class GramAccumulator {
 
   // x: [tokens, features] inputs seen for `sequences` calibration sequences (cast to fp32).
   void add(const at::Tensor& x, int64_t sequences);
-  // Also accumulates the cross-Gram D = (2/N) Σ w_t (x_f − x)ᵀ x (methods.md §1; row index =
+  // Also accumulates the cross-Gram D = (2/N) Σ w_t (x_f − x)ᵀ x (docs/methods.md §1; row index =
   // channel of ΔX, column = channel of x) from the full-precision inputs x_f at the same tokens,
   // each token weighted by token_weight [tokens] (α_j of its sequence; ones for raw D).
   void add(const at::Tensor& x, const at::Tensor& x_fp, const at::Tensor& token_weight,
@@ -32,7 +32,7 @@ class GramAccumulator {
   const at::Tensor& matrix() const;  // [features, features] fp32
   bool has_cross() const { return d_sum_.defined(); }
   const at::Tensor& cross() const;   // D, [features, features] fp32
-  // mean over tokens of |x| per input channel (saliency statistics, methods.md §5.2), fp32 [n]
+  // mean over tokens of |x| per input channel (saliency statistics, docs/methods.md §5.2), fp32 [n]
   at::Tensor abs_mean() const;
   // Σ_t x_t x_tᵀ in fp64, and Σ_t (‖x_t‖²/n)²: the second and fourth moments behind the
   // Ledoit–Wolf shrinkage intensity (objective/lambda_search.h)

@@ -1,7 +1,7 @@
 #pragma once
-// The calibration statistics of one true-sequential group of one layer (methods.md §1, §7, §8):
-// a Gram matrix per distinct module input (q/k/v share one, gate/up of one MLP share one), with
-// the cross-Gram D when the objective pairs the quantized stream X_q with the full-precision
+// The calibration statistics of one true-sequential group of one layer (docs/methods.md §1, §7,
+// §8): a Gram matrix per distinct module input (q/k/v share one, gate/up of one MLP share one),
+// with the cross-Gram D when the objective pairs the quantized stream X_q with the full-precision
 // stream X_f, and for routed experts under the all-tokens policy a second Gram over every token.
 #include <cstdint>
 #include <functional>

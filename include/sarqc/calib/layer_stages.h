@@ -1,9 +1,9 @@
 #pragma once
 // One activation stream (X_q, or X_f) through one decoder layer, computed stage by stage so that
 // every linear runs once per token, however many true-sequential groups observe the layer
-// (methods.md §7). What is final is kept: after [q,k,v] are quantized the merged attention heads
-// (o_proj's input), after [o] the residual h (the MLP's input), after [gate,up] the MLP's hidden
-// activations (down_proj's input). Without this each group re-ran the layer up to itself.
+// (docs/methods.md §7). What is final is kept: after [q,k,v] are quantized the merged attention
+// heads (o_proj's input), after [o] the residual h (the MLP's input), after [gate,up] the MLP's
+// hidden activations (down_proj's input). Without this each group re-ran the layer up to itself.
 #include <cstddef>
 #include <cstdint>
 #include <vector>

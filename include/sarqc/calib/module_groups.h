@@ -1,5 +1,5 @@
 #pragma once
-// How a decoder layer's linears are calibrated together (methods.md §7, §8).
+// How a decoder layer's linears are calibrated together (docs/methods.md §7, §8).
 #include <string>
 
 #include "sarqc/model/layout.h"

@@ -36,7 +36,7 @@ struct RopeScaling {
   double mscale = 0, mscale_all_dim = 0;
 };
 
-// A GPTQ-quantized checkpoint's config.json["quantization_config"] (formats.md §7).
+// A GPTQ-quantized checkpoint's config.json["quantization_config"] (docs/formats.md §7).
 struct GptqQuantization {
   int bits = 4;
   int64_t group_size = 128;  // -1: per output channel

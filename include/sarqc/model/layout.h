@@ -33,7 +33,7 @@ struct LinearModule {
   std::string weight_name() const { return name + ".weight"; }
   std::string bias_name() const { return name + ".bias"; }
   int64_t numel() const { return in_features * out_features + (has_bias ? out_features : 0); }
-  // Whether the GPTQ format can pack this module at `bits` (formats.md §11 rules 2 and 3).
+  // Whether the GPTQ format can pack this module at `bits` (docs/formats.md §11 rules 2 and 3).
   bool packable(int bits) const;
 };
 

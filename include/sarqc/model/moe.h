@@ -1,5 +1,5 @@
 #pragma once
-// Token routing of mixture-of-experts blocks (formats.md §9, "Routing").
+// Token routing of mixture-of-experts blocks (docs/formats.md §9, "Routing").
 #include <cstdint>
 #include <vector>
 

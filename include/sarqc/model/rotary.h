@@ -1,5 +1,5 @@
 #pragma once
-// Rotary position embeddings in the rotate-half layout of HF checkpoints (formats.md §9):
+// Rotary position embeddings in the rotate-half layout of HF checkpoints (docs/formats.md §9):
 // x' = x·cos(p·f) + rotate_half(x)·sin(p·f), rotate_half(x) = [-x[hd/2:], x[:hd/2]].
 #include <cstdint>
 #include <string>

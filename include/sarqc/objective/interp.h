@@ -1,5 +1,6 @@
 #pragma once
-// α-interpolated asymmetric calibration (CoreQ / GPTAQ family, methods.md §5.3) and its
+// α-interpolated asymmetric calibration (GPTAQ, arXiv 2504.02692; CoreQ, arXiv 2602.05902;
+// docs/methods.md §5.3) and its
 // combination with SARQC (§5.4): with X_t = X_q + α (X_f − X_q),
 //   min ‖Q X_q − W X_t‖² (+ λ'‖(Q − W) S^½‖²)  ⇒  M = H_d (+ λ' S),  W_ref = W + α · W D M⁻¹,
 // D = (2/N) ΔX X_qᵀ. Fixed mode scales the raw D by α; sample mode accumulates D with one
@@ -45,7 +46,7 @@ class InterpObjective : public Objective {
 
 // α* = clamp(⟨Q − W, W D⟩ / ⟨W D H_d⁻¹, W D⟩, 0, 1) as (numerator, denominator): the
 // least-squares coefficient of the realised output change on the reachable part of the stream
-// mismatch (methods.md §5.3).
+// mismatch (docs/methods.md §5.3).
 std::pair<double, double> alpha_star_terms(const at::Tensor& weight, const at::Tensor& q,
                                            const at::Tensor& cross, const at::Tensor& damped);
 

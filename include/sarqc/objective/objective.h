@@ -1,6 +1,6 @@
 #pragma once
 // A calibration objective turns a module's calibration statistics into the metric M and target
-// W_ref that a rounding backend minimises tr((Q − W_ref) M (Q − W_ref)ᵀ) for (methods.md §5).
+// W_ref that a rounding backend minimises tr((Q − W_ref) M (Q − W_ref)ᵀ) for (docs/methods.md §5).
 // Adding one is a file defining an Objective plus one line in objective.cpp's registry.
 #include <ATen/core/Tensor.h>
 
@@ -39,7 +39,7 @@ struct ObjectiveSettings {
   double lambda_rel = 0;          // sarqc: λ' = λ_rel · mean(diag H)
   std::string saliency = "ones";  // sarqc: ones | hdiag | absmean | absmean-pow | elem
   double saliency_power = 0.5;    // absmean-pow exponent a ∈ (0, 1]
-  // interp, sarqc+interp (methods.md §5.3-5.4)
+  // interp, sarqc+interp (docs/methods.md §5.3-5.4)
   std::string alpha_mode;    // fixed | sample | closed-form ("" = the method preset's, else fixed)
   bool alpha_given = false;  // --alpha/--alpha-mode/--mixup given: needs an interp objective
   double alpha = 0.25;       // fixed mode
@@ -94,7 +94,7 @@ struct PreparedMetric {
   int64_t dead_columns = 0;
 };
 
-// methods.md §1: a column with H_jj = 0 gets H_jj = 1 and W[:, j] = 0; then
+// docs/methods.md §1: a column with H_jj = 0 gets H_jj = 1 and W[:, j] = 0; then
 // H_d = H + percdamp·mean(diag H)·I. Throws a runtime Error on NaN/Inf in H, whose advice
 // depends on the dtype the activations were computed in.
 PreparedMetric prepare_metric(const at::Tensor& gram, const at::Tensor& weight, double percdamp,

@@ -3,7 +3,7 @@
 
 namespace sarqc {
 
-// GPTQ's objective (methods.md §5.1): M = H_d, W_ref = W.
+// GPTQ's objective (docs/methods.md §5.1): M = H_d, W_ref = W.
 class PlainObjective : public Objective {
  public:
   std::string name() const override { return "plain"; }

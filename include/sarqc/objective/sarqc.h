@@ -3,7 +3,8 @@
 
 namespace sarqc {
 
-// RQC / SARQC, per-column saliency (methods.md §5.2 — our reconstruction: the paper publishes
+// RQC / SARQC, per-column saliency (SARQC, arXiv 2605.05693; docs/methods.md §5.2, our
+// reconstruction: the paper publishes
 // neither its saliency nor its λ schedule): a drift penalty λ' Σ_j s_j ‖W_:j − Q_:j‖² toward the
 // original weights, i.e. M = H_d + λ'·diag(s), W_ref = W, with λ' = λ_rel · mean(diag H) and s
 // normalised to mean 1. Saliency: ones (RQC: tuned damping), hdiag (H_jj), absmean (mean |x_j|),

@@ -1,5 +1,5 @@
 #pragma once
-// The GPTQ checkpoint quantize produces (formats.md): every tensor planned up front (names,
+// The GPTQ checkpoint quantize produces (docs/formats.md): every tensor planned up front (names,
 // dtypes, shapes), then streamed into shards layer by layer; at the end config.json with
 // quantization_config, quantize_config.json, the model folder's auxiliary files and report.json.
 // Everything goes into the output's temporary folder; publishing it is the caller's last step.

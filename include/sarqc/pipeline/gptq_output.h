@@ -1,5 +1,5 @@
 #pragma once
-// What the GPTQ checkpoint says about modules it cannot hold (formats.md §11).
+// What the GPTQ checkpoint says about modules it cannot hold (docs/formats.md §11).
 #include <map>
 #include <string>
 

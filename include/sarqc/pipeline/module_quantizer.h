@@ -1,6 +1,6 @@
 #pragma once
 // One linear module from its group's statistics to integer codes: objective → rounding backend,
-// the damping retry when the metric cannot be factored (methods.md §4), and the RTN fallbacks
+// the damping retry when the metric cannot be factored (docs/methods.md §4), and the RTN fallbacks
 // (no calibration, starved MoE experts, exhausted retries).
 #include <cstdint>
 #include <optional>

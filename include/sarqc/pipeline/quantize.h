@@ -1,8 +1,8 @@
 #pragma once
-// `sarqc quantize` as one library call (methods.md §7): calibration windows streamed through the
-// model layer by layer; per true-sequential group of linears a Gram matrix, an objective and a
-// rounding backend; the quantized layer produces the next layer's inputs; the result is written
-// as a GPTQ checkpoint (formats.md) into a temporary folder renamed at the end.
+// `sarqc quantize` as one library call (docs/methods.md §7): calibration windows streamed through
+// the model layer by layer; per true-sequential group of linears a Gram matrix, an objective and a
+// rounding backend; the quantized layer produces the next layer's inputs; the result is written as
+// a GPTQ checkpoint (docs/formats.md) into a temporary folder renamed at the end.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -53,7 +53,7 @@ struct QuantizeOptions {
 
   // MoE experts with fewer routed tokens than this (0: max(16, 0.5 % of N·L)) are "starved":
   // policy "rtn" quantizes them with RTN, "all-tokens" calibrates them on every token of the
-  // layer (methods.md §8). Either way each expert's routed token count is logged and reported.
+  // layer (docs/methods.md §8). Either way each expert's routed token count is logged and reported.
   int64_t moe_min_tokens = 0;
   std::string moe_policy = "rtn";
 

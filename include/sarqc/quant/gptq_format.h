@@ -1,5 +1,5 @@
 #pragma once
-// The four GPTQ tensors of a quantized linear (formats.md §3–§6) <-> QuantizedLinear / dense.
+// The four GPTQ tensors of a quantized linear (docs/formats.md §3–§6) <-> QuantizedLinear / dense.
 #include <cstdint>
 #include <string>
 #include <vector>

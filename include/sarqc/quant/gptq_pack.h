@@ -1,8 +1,8 @@
 #pragma once
-// GPTQ bit packing (formats.md §5): each column of codes is one little-endian bit stream in which
-// value k occupies bits [k·b, (k+1)·b), cut into int32 words. For b = 2, 4, 8 that is "value k in
-// word k / (32/b) at bit (k mod (32/b))·b"; for b = 3 it is the 10|1|10|1|10 layout of 32 values
-// in 3 words.
+// GPTQ bit packing (docs/formats.md §5): each column of codes is one little-endian bit stream in
+// which value k occupies bits [k·b, (k+1)·b), cut into int32 words. For b = 2, 4, 8 that is "value
+// k in word k / (32/b) at bit (k mod (32/b))·b"; for b = 3 it is the 10|1|10|1|10 layout of 32
+// values in 3 words.
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>

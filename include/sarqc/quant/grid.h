@@ -1,7 +1,7 @@
 #pragma once
-// The uniform quantizer of methods.md §2: b bits, per (row, group) scale s > 0 and integer zero
-// z ∈ [0, maxq]; code(x) = clamp(round(x/s) + z, 0, maxq) (round half to even), deq(c) = s·(c − z).
-// Scales are rounded to fp16, the stored dtype, as soon as they are computed.
+// The uniform quantizer of docs/methods.md §2: b bits, per (row, group) scale s > 0 and integer
+// zero z ∈ [0, maxq]; code(x) = clamp(round(x/s) + z, 0, maxq) (round half to even),
+// deq(c) = s·(c − z). Scales are rounded to fp16, the stored dtype, as soon as they are computed.
 #include <cstdint>
 #include <string>
 

@@ -1,6 +1,6 @@
 #pragma once
 // What a rounding backend produces for one linear module: integer codes and the per-group grid,
-// in the layout the GPTQ format stores (formats.md §3, §6).
+// in the layout the GPTQ format stores (docs/formats.md §3, §6).
 #include <cstdint>
 
 #include <ATen/core/Tensor.h>

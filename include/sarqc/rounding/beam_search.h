@@ -1,5 +1,5 @@
 #pragma once
-// The beam decoder behind the "successive" (width 1) and "beam" backends (methods.md §6.2), on
+// The beam decoder behind the "successive" (width 1) and "beam" backends (docs/methods.md §6.2), on
 // a problem already put in processing order by SuccessiveRounder. Two implementations with the
 // same tie rules: a batched one made of ATen ops (any device) and a fused per-row kernel for
 // CPU tensors.

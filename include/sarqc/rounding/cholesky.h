@@ -1,7 +1,7 @@
 #pragma once
 // Checked Cholesky factorizations of a metric M: every failure (not positive definite, or
 // non-finite factors) is FactorizationFailed, which the pipeline answers by raising the damping
-// (methods.md §4). Objectives and backends factor M only through these.
+// (docs/methods.md §4). Objectives and backends factor M only through these.
 #include <ATen/core/Tensor.h>
 
 #include "sarqc/rounding/rounder.h"

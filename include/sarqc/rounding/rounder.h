@@ -39,14 +39,14 @@ struct RoundingOptions {
 };
 
 // Thrown when M is not positive definite enough to factor; the pipeline raises the damping and
-// retries (methods.md §4).
+// retries (docs/methods.md §4).
 class FactorizationFailed : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 // Element-wise drift penalty Σ_ij weight_ij (anchor_ij − Q_ij)² added to E(Q) (element-wise
-// SARQC, methods.md §5.2), for the backends that decide one entry at a time.
+// SARQC, docs/methods.md §5.2), for the backends that decide one entry at a time.
 struct EntryPenalty {
   at::Tensor weight;  // [m, n] λ'·s_ij, undefined for none
   at::Tensor anchor;  // [m, n] the original weights W

@@ -3,7 +3,7 @@
 
 namespace sarqc {
 
-// Round to nearest (methods.md §3): find_params per (row, group) of the target, no metric.
+// Round to nearest (docs/methods.md §3): find_params per (row, group) of the target, no metric.
 class RtnRounder : public Rounder {
  public:
   std::string name() const override { return "rtn"; }

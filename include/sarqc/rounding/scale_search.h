@@ -1,5 +1,6 @@
 #pragma once
-// AWQ-style activation-aware scale and clip search (methods.md §6.3): a pre-pass over one dense
+// AWQ-style activation-aware scale and clip search (Lin et al., arXiv 2306.00978, §3.2;
+// docs/methods.md §6.3): a pre-pass over one dense
 // decoder layer, run before its modules are rounded. For each input group it searches
 // per-input-channel scales u = s_x^r (r on a grid of 20 ratios) that minimise the group's output
 // error after pseudo-quantization, multiplies the group's weight columns by u and divides the
@@ -24,7 +25,8 @@ struct ScaleSearchOptions {
   int64_t clip_tokens = 512;
 };
 
-// The calibration objective's terms in the grid loss (methods.md §5.2 "AWQ-loss variant", §6.3):
+// The calibration objective's terms in the grid loss (docs/methods.md §5.2 "AWQ-loss variant",
+// §6.3):
 //   L(r) = mean((y_q − y_t)²) / mean(y_t²) + λ · Σ_fc mean_ij(s_ij (Ŵ_ij − W_ij)²) / mean_ij(W_ij²)
 // with y_t = y(X_q) + α (y(X_f) − y(X_q)) computed by the unmodified layer. The defaults are plain
 // AWQ (λ = 0, y_t = y(X_q)).
