@@ -44,16 +44,15 @@ std::vector<int32_t> parse_token_bytes(const std::filesystem::path& file,
     }
     return ids;
   }
-  // Raw int32 ids are read only when the file is not JSON: an object or a string whose size
-  // happens to be a multiple of 4 must not become token ids. (Raw ids never parse as JSON:
-  // an id below 2^24 has a zero byte, which JSON text cannot hold.)
-  if (first != std::string::npos && std::strchr("{\"", bytes[first]) != nullptr) {
-    const nlohmann::json j = nlohmann::json::parse(bytes, nullptr, false);
-    if (!j.is_discarded())
-      throw_bad_input(fmt::format("{}: a JSON {}, expected a JSON array of token ids, an array "
-                                  "of windows, or raw little-endian int32 ids",
-                                  file.string(), j.type_name()));
-  }
+  // Raw int32 ids are read only when the file is not JSON: an object, a string or "1234"
+  // whose size happens to be a multiple of 4 must not become token ids. (Raw ids of any real
+  // vocabulary never parse as JSON: an id below 2^24 has a zero byte, which JSON text cannot
+  // hold; the parse stops at the first one.)
+  const nlohmann::json j = nlohmann::json::parse(bytes, nullptr, false);
+  if (!j.is_discarded())
+    throw_bad_input(fmt::format("{}: a JSON {}, expected a JSON array of token ids, an array of "
+                                "windows, or raw little-endian int32 ids",
+                                file.string(), j.type_name()));
   if (bytes.size() % 4 != 0)
     throw_bad_input(fmt::format("{}: {} bytes is not a whole number of little-endian int32 token "
                                 "ids (and the file is not a JSON array)",

@@ -13,21 +13,26 @@ const std::vector<std::string>& saliency_names() {
   return names;
 }
 
+SaliencyNeeds saliency_needs(const std::string& kind) {
+  return {kind == "hdiag" || kind == "elem", kind == "absmean" || kind == "absmean-pow"};
+}
+
 at::Tensor unnormalised_saliency(const std::string& kind, double power, const at::Tensor& weight,
                                  const ColumnStatistics& stats) {
-  TORCH_CHECK(stats.second_moment.defined() && stats.second_moment.dim() == 1 &&
-                  weight.dim() == 2 && stats.second_moment.size(0) == weight.size(1),
-              "saliency: second_moment must be [n] for a weight [m, n], got ",
-              stats.second_moment.sizes(), " and ", weight.sizes());
-  if (kind == "ones") return at::ones_like(stats.second_moment);
+  TORCH_CHECK(weight.dim() == 2, "saliency: weight must be [m, n], got ", weight.sizes());
+  const int64_t n = weight.size(1);
+  const SaliencyNeeds needs = saliency_needs(kind);
+  const at::Tensor& needed = needs.second_moment ? stats.second_moment : stats.abs_mean;
+  if (needs.second_moment || needs.abs_mean)
+    TORCH_CHECK(needed.defined() && needed.dim() == 1 && needed.size(0) == n, "saliency ", kind,
+                ": needs ", needs.second_moment ? "second_moment" : "abs_mean", " [", n,
+                "] for a weight ", weight.sizes());
+  if (kind == "ones") return at::ones({n}, stats.options);
   if (kind == "hdiag") return stats.second_moment.clone();
   if (kind == "elem")  // clamp: diag H less its damping can round below zero
     return weight.abs() * stats.second_moment.clamp_min(0).sqrt().unsqueeze(0);
-  if (kind == "absmean" || kind == "absmean-pow") {
-    TORCH_CHECK(stats.abs_mean.defined() && stats.abs_mean.sizes() == stats.second_moment.sizes(),
-                "saliency ", kind, " needs abs_mean [", weight.size(1), "]");
-    return kind == "absmean" ? stats.abs_mean.clone() : stats.abs_mean.pow(power);
-  }
+  if (kind == "absmean") return stats.abs_mean.clone();
+  if (kind == "absmean-pow") return stats.abs_mean.pow(power);
   throw_usage(fmt::format("--saliency '{}': expected one of {}", kind,
                           fmt::join(saliency_names(), ", ")));
 }

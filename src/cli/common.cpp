@@ -63,16 +63,16 @@ CLI::Validator non_negative_number() {
       "NUM>=0");
 }
 
-void apply_logging_and_threads(const GlobalOptions& options) {
+void apply_logging_and_check_threads(const GlobalOptions& options) {
   init_logging(options.log_level);
-  const int threads = configure_threads(options.threads);
-  spdlog::debug("using {} thread(s)", threads);
+  checked_thread_count(options.threads);
 }
 
 c10::Device apply_global_options(const GlobalOptions& options) {
-  apply_logging_and_threads(options);
+  init_logging(options.log_level);
+  const int threads = configure_threads(options.threads);
   const c10::Device device = parse_device(options.device);
-  spdlog::debug("device {}", device.str());
+  spdlog::debug("using {} thread(s), device {}", threads, device.str());
   return device;
 }
 

@@ -22,10 +22,11 @@ CLI::Validator positive_integer();
 CLI::Validator non_negative_number();
 CLI::Validator seed_value();  // 0 .. 2^64 - 1, no sign
 
-// Applies logging and threads (usage error naming --log-level or --threads).
-void apply_logging_and_threads(const GlobalOptions& options);
+// Applies --log-level and checks --threads without starting ATen's threads (usage errors name
+// the flag): what a launcher needs, which must stay single-threaded for its signal handling.
+void apply_logging_and_check_threads(const GlobalOptions& options);
 
-// apply_logging_and_threads, then parses the device (usage error when unavailable).
+// Applies logging and threads, then parses the device (usage error when unavailable).
 c10::Device apply_global_options(const GlobalOptions& options);
 
 }  // namespace sarqc::cli

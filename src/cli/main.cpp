@@ -53,6 +53,8 @@ std::vector<std::string> subcommand_names(const CLI::App& app) {
 // ("sarqc quantze ..."): CLI11 would only say that a subcommand is required.
 std::string unknown_subcommand(const CLI::App& app, int argc, char** argv) {
   const std::vector<std::string> names = subcommand_names(app);
+  for (int i = 1; i < argc; ++i)  // a subcommand after a misplaced word: CLI11's message fits
+    if (std::find(names.begin(), names.end(), argv[i]) != names.end()) return "";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--log-level" || arg == "--threads" || arg == "--device") {

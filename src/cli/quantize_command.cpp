@@ -100,11 +100,12 @@ Command add_quantize_command(CLI::App& app) {
             if (!config->empty())
               apply_recipe(o, read_json_file(*config), *config, given, {"nproc", "json", "config"});
             check_option_combinations(given);
-            // Every flag is checked once, here, before any rank starts; the launcher itself
-            // touches no device (a CUDA context in it would hold GPU memory for the whole run).
+            // Each flag's value is checked once, here, before any rank starts (what depends on
+            // the model or the device, each rank finds). The launcher touches no device (a CUDA
+            // context in it would hold GPU memory for the whole run) and starts no threads.
             const int ranks = parse_nproc(*nproc);
             if (ranks > 1 && !launched_as_rank()) {
-              apply_logging_and_threads(global);
+              apply_logging_and_check_threads(global);
               return run_local_ranks(ranks, global.argv);
             }
             o.compute.device = apply_global_options(global);

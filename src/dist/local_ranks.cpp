@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -43,8 +44,8 @@ int exit_code(int status) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-const char* const kLaunchVariables[] = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",
-                                        "MASTER_PORT"};
+const char* const kLaunchVariables[] = {"RANK",        "LOCAL_RANK",  "WORLD_SIZE",
+                                        "MASTER_ADDR", "MASTER_PORT", "SARQC_LAUNCHER_PID"};
 
 // Rank `rank`'s environment: this process's, with the launch variables replaced. Built before
 // fork: a child of a multi-threaded process may only make async-signal-safe calls, and
@@ -64,6 +65,8 @@ std::vector<std::string> rank_environment(int rank, int nproc, const std::string
   env.push_back(fmt::format("WORLD_SIZE={}", nproc));
   env.push_back("MASTER_ADDR=127.0.0.1");
   env.push_back("MASTER_PORT=" + port);
+  // Lets the rank tell the launcher's copy of a signal from a second signal (util/interrupt).
+  env.push_back(fmt::format("SARQC_LAUNCHER_PID={}", ::getpid()));
   return env;
 }
 
@@ -74,8 +77,9 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
   return p;
 }
 
-// The signals the launcher passes on to its ranks (a terminal's Ctrl-C reaches the whole
-// process group anyway; a scheduler's SIGTERM or a `kill` reaches only the launcher).
+// The signals the launcher passes on to its ranks. A `kill` of the launcher reaches only it; a
+// terminal's Ctrl-C or a scheduler's job-wide SIGTERM reaches the ranks too, and each rank then
+// ignores the launcher's copy (util/interrupt).
 sigset_t forwarded_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -86,6 +90,14 @@ sigset_t forwarded_signals() {
 void signal_all(const std::vector<pid_t>& ranks, int signal) {
   for (const pid_t p : ranks)
     if (p > 0) ::kill(p, signal);
+}
+
+// What the ranks get for a signal the launcher received: the first is passed on (SIGHUP, which
+// the ranks do not handle, as SIGTERM) and makes each save and stop at its next check point;
+// another one ends them at once.
+int signal_for_ranks(int received, bool first) {
+  if (!first) return SIGKILL;
+  return received == SIGHUP ? SIGTERM : received;
 }
 
 }  // namespace
@@ -114,6 +126,9 @@ int run_local_ranks(int nproc, char** argv, std::chrono::seconds grace) {
   const sigset_t forwarded = forwarded_signals();
   sigset_t previous;
   ::pthread_sigmask(SIG_BLOCK, &forwarded, &previous);
+  // waitpid must see the ranks' exit codes, also when our parent left SIGCHLD ignored (an
+  // ignored SIGCHLD is inherited across exec and makes the kernel reap children itself).
+  ::signal(SIGCHLD, SIG_DFL);
   const pid_t launcher = ::getpid();
   std::vector<pid_t> ranks;
   for (int r = 0; r < nproc; ++r) {
@@ -123,7 +138,7 @@ int run_local_ranks(int nproc, char** argv, std::chrono::seconds grace) {
       // state and stop), also when the launcher died before this line.
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       if (::getppid() != launcher) ::_exit(128 + SIGTERM);
-      ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+      ::sigprocmask(SIG_SETMASK, &previous, nullptr);  // async-signal-safe, unlike pthread's
       ::execve("/proc/self/exe", argv, envp[r].data());
       ::_exit(127);
     }
@@ -138,8 +153,9 @@ int run_local_ranks(int nproc, char** argv, std::chrono::seconds grace) {
     ranks.push_back(pid);
   }
 
-  int first_failure = 0;
+  int first_failure = 0, signals_received = 0;
   std::vector<int> codes(ranks.size(), 0);
+  std::vector<bool> signalled(ranks.size(), false);  // each rank gets SIGTERM at most once
   size_t running = ranks.size();
   std::chrono::steady_clock::time_point kill_at = std::chrono::steady_clock::time_point::max();
   while (running > 0) {
@@ -151,18 +167,28 @@ int run_local_ranks(int nproc, char** argv, std::chrono::seconds grace) {
         if (ranks[r] == pid) ranks[r] = 0, codes[r] = code, --running;
       if (code != 0 && first_failure == 0) {  // no rank waits for a dead one
         first_failure = code;
-        signal_all(ranks, SIGTERM);
-        kill_at = std::chrono::steady_clock::now() + grace;
+        for (size_t r = 0; r < ranks.size(); ++r)
+          if (ranks[r] > 0 && !signalled[r]) ::kill(ranks[r], SIGTERM), signalled[r] = true;
+        kill_at = std::min(kill_at, std::chrono::steady_clock::now() + grace);
       }
       continue;
     }
-    if (pid < 0 && errno != EINTR) break;  // no children left
+    if (pid < 0 && errno == ECHILD) {  // the ranks are gone without our seeing their codes
+      if (first_failure == 0) first_failure = kExitRuntime;
+      break;
+    }
     if (std::chrono::steady_clock::now() >= kill_at) signal_all(ranks, SIGKILL);
     const timespec poll{0, 50'000'000};
     const int signal = ::sigtimedwait(&forwarded, nullptr, &poll);
-    // Each signal goes to every rank: the first makes them save and stop, as in one process;
-    // a second ends them at once. The launcher then returns their exit code (130, 143).
-    if (signal > 0) signal_all(ranks, signal);
+    if (signal > 0) {
+      const int send = signal_for_ranks(signal, signals_received++ == 0);
+      for (size_t r = 0; r < ranks.size(); ++r)
+        if (ranks[r] > 0) ::kill(ranks[r], send), signalled[r] = true;
+    }
+  }
+  // A signal that came after the last rank ended must not kill the launcher when unblocked.
+  const timespec now{0, 0};
+  while (::sigtimedwait(&forwarded, nullptr, &now) > 0) {
   }
   ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   // A refusal (usage, bad input, not implemented, state conflict: 2-5) is the cause when there

@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <functional>
+#include <stdexcept>
 #include <vector>
 
 #include "sarqc/util/error.h"
@@ -125,23 +127,25 @@ std::string diagnose(const WorldConfig& c, World::Impl& impl) {
   }
 }
 
-// Each rank sets "arrived/R" and waits for every other's until the rendezvous timeout; on
-// timeout the message names the missing ranks.
+// Each rank sets "arrived/R" and polls for every other's until the rendezvous timeout (polling
+// rather than Store::wait, which libtorch 1.13 cannot cancel after a timeout); on timeout the
+// message names the missing ranks.
 void await_all_ranks(const WorldConfig& c, c10d::TCPStore& store) {
   store.set(key("arrived", c.rank), std::vector<uint8_t>{1});
   std::vector<std::string> keys;
   for (int r = 0; r < c.size; ++r) keys.push_back(key("arrived", r));
-  try {
-    store.wait(keys, c.rendezvous_timeout);
-  } catch (const std::exception&) {
-    std::vector<int> missing;
-    for (int r = 0; r < c.size; ++r)
-      if (!store.check({key("arrived", r)})) missing.push_back(r);
-    if (missing.empty()) throw;
-    throw std::runtime_error(fmt::format(
-        "rank {} of {} did not arrive (not started, crashed at start-up, or cannot reach the "
-        "address)",
-        fmt::join(missing, ", "), c.size));
+  const auto deadline = std::chrono::steady_clock::now() + c.rendezvous_timeout;
+  while (!store.check(keys)) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::vector<int> missing;
+      for (int r = 0; r < c.size; ++r)
+        if (!store.check({key("arrived", r)})) missing.push_back(r);
+      throw std::runtime_error(fmt::format(
+          "rank {} of {} did not arrive (not started, crashed at start-up, or cannot reach the "
+          "address)",
+          fmt::join(missing, ", "), c.size));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
 
@@ -162,22 +166,26 @@ World::World(const WorldConfig& config) : config_(config) {
     // The ranks announce themselves in the store, rather than rank 0's constructor counting
     // connections, so that a rendezvous that times out can name the ranks that never came.
     options.waitWorkers = false;
+    c10::intrusive_ptr<c10d::TCPStore> heartbeat_store;
     try {
       impl_->store = c10::make_intrusive<c10d::TCPStore>(config_.master_addr, options);
+      // Both connections before this rank counts as arrived: once all have, rank 0 may stop
+      // (a refusal) without leaving anyone retrying a connection for the whole timeout.
+      c10d::TCPStoreOptions client = options;
+      client.isServer = false;
+      heartbeat_store = c10::make_intrusive<c10d::TCPStore>(config_.master_addr, client);
     } catch (const std::exception& e) {
       if (config_.rank == 0) throw;
+      const std::string what = e.what();
       throw std::runtime_error("rank 0, which serves the store there, did not answer (not "
-                               "started, stopped early, or not reachable at that address)");
+                               "started, stopped early, or not reachable at that address): " +
+                               what.substr(0, what.find('\n')));
     }
     await_all_ranks(config_, *impl_->store);
     auto gloo = c10d::ProcessGroupGloo::Options::create(config_.timeout);
     gloo->devices.push_back(gloo_device(config_));
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, config_.rank,
                                                                config_.size, gloo);
-    c10d::TCPStoreOptions client = options;
-    client.isServer = false;
-    client.waitWorkers = false;
-    auto heartbeat_store = c10::make_intrusive<c10d::TCPStore>(config_.master_addr, client);
     impl_->heartbeat = std::thread(beat, heartbeat_store, config_.rank, std::cref(impl_->stop));
   } catch (const std::exception& e) {
     const std::string what = e.what();

@@ -193,12 +193,18 @@ void parse_rope(const json& j, const Fields& f, ModelConfig& cfg) {
     const std::string where = f.source() + ": rope_parameters";
     if (!params.is_object())
       throw_bad_input(fmt::format("{} must be an object, got {}", where, params.dump()));
-    const bool nested = !params.contains("rope_type") && !params.contains("rope_theta") &&
-                        !params.empty() && params.begin()->is_object();
+    const bool per_layer_type =
+        params.contains("full_attention") || params.contains("sliding_attention");
+    const bool nested = per_layer_type || (!params.contains("rope_type") &&
+                                           !params.contains("rope_theta") && !params.empty() &&
+                                           params.begin()->is_object());
     if (nested && cfg.family == ModelFamily::Gemma3Text) {
-      // {full_attention: {...}, sliding_attention: {...}}: global and local rope.
+      // {full_attention: {...}, sliding_attention: {...}}: global and local rope. GPTQModel
+      // 7.7 saves Gemma 3 with "rope_type" and "rope_theta" ({"global", "local"}) beside them,
+      // which transformers ignores for the per-layer-type entries: so does sarqc.
       for (const auto& [key, value] : params.items())
-        if (key != "full_attention" && key != "sliding_attention")
+        if (key != "full_attention" && key != "sliding_attention" && key != "rope_type" &&
+            key != "rope_theta")
           throw_bad_input(fmt::format("{}: unknown layer type '{}' (expected full_attention, "
                                       "sliding_attention)",
                                       where, key));

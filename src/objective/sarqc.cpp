@@ -30,7 +30,7 @@ at::Tensor raw_diagonal(const ObjectiveInput& in) {
 }
 
 ColumnStatistics column_statistics(const ObjectiveInput& in) {
-  ColumnStatistics stats{raw_diagonal(in), {}};
+  ColumnStatistics stats{raw_diagonal(in), {}, in.damped.options()};
   if (in.gram != nullptr) stats.abs_mean = in.gram->abs_mean().to(in.damped.options());
   return stats;
 }

@@ -36,43 +36,43 @@ CalibrationSet load_calibration(const QuantizeOptions& o, const ModelWeights& we
   const ModelConfig& cfg = weights.config();
   CalibrationSet calib;
   int64_t seqlen = o.seqlen;
-    if (cfg.max_position_embeddings > 0 && seqlen > cfg.max_position_embeddings) {
-      spdlog::info("--seqlen {} exceeds max_position_embeddings; using {}", seqlen,
-                   cfg.max_position_embeddings);
-      seqlen = cfg.max_position_embeddings;
-    }
-    check_calibration_fits(o, cfg, seqlen);
-    if (o.calib_self) {
-      const std::optional<int64_t> bos = cfg.bos_token_id;
-      if (!bos)
-        throw_bad_input(
-            fmt::format("{}: --calib self starts each sample at BOS, but config.json "
-                        "has no bos_token_id",
-                        o.model_dir.string()));
-      StreamingModel sampler(weights, o.compute);
-      sampler.keep_layers_resident();
-      calib = calibration_from_model(sampler, static_cast<int32_t>(*bos), o.nsamples, seqlen,
-                                     o.seed, o.calib_temperature);
-    } else if (!o.calib_text.empty()) {
-      const auto tokenizer = load_tokenizer(o.model_dir);
-      calib = calibration_from_text(*tokenizer, o.calib_text, o.nsamples, seqlen, o.seed);
-    } else {
-      calib = calibration_from_token_file(o.calib_tokens, o.nsamples, seqlen, o.seed,
-                                            cfg.vocab_size);
-    }
-    const int64_t top = calib.ids.max().item<int64_t>();
-    if (top >= cfg.vocab_size)
-      throw_bad_input(fmt::format("{}: token id {} is outside the model's vocab_size {}",
-                                  calib.source, top, cfg.vocab_size));
-    if (cfg.max_position_embeddings > 0 && calib.ids.size(1) > cfg.max_position_embeddings)
-      throw_bad_input(fmt::format("{}: windows of {} tokens, but the model has "
-                                  "max_position_embeddings {}; give windows of at most that many",
-                                  calib.source, calib.ids.size(1), cfg.max_position_embeddings));
-    if (calib.ids.size(0) != o.nsamples || calib.ids.size(1) != seqlen)
-      spdlog::info("calibration: {} gives its own {} windows of {} tokens", calib.source,
-                   calib.ids.size(0), calib.ids.size(1));
-    spdlog::info("calibration: {} windows of {} tokens from {} ({} tokens), seed {}",
-                 calib.ids.size(0), calib.ids.size(1), calib.source, calib.source_tokens, o.seed);
+  if (cfg.max_position_embeddings > 0 && seqlen > cfg.max_position_embeddings) {
+    spdlog::info("--seqlen {} exceeds max_position_embeddings; using {}", seqlen,
+                 cfg.max_position_embeddings);
+    seqlen = cfg.max_position_embeddings;
+  }
+  check_calibration_fits(o, cfg, seqlen);
+  if (o.calib_self) {
+    const std::optional<int64_t> bos = cfg.bos_token_id;
+    if (!bos)
+      throw_bad_input(
+          fmt::format("{}: --calib self starts each sample at BOS, but config.json "
+                      "has no bos_token_id",
+                      o.model_dir.string()));
+    StreamingModel sampler(weights, o.compute);
+    sampler.keep_layers_resident();
+    calib = calibration_from_model(sampler, static_cast<int32_t>(*bos), o.nsamples, seqlen,
+                                   o.seed, o.calib_temperature);
+  } else if (!o.calib_text.empty()) {
+    const auto tokenizer = load_tokenizer(o.model_dir);
+    calib = calibration_from_text(*tokenizer, o.calib_text, o.nsamples, seqlen, o.seed);
+  } else {
+    calib = calibration_from_token_file(o.calib_tokens, o.nsamples, seqlen, o.seed,
+                                        cfg.vocab_size);
+  }
+  const int64_t top = calib.ids.max().item<int64_t>();
+  if (top >= cfg.vocab_size)
+    throw_bad_input(fmt::format("{}: token id {} is outside the model's vocab_size {}",
+                                calib.source, top, cfg.vocab_size));
+  if (cfg.max_position_embeddings > 0 && calib.ids.size(1) > cfg.max_position_embeddings)
+    throw_bad_input(fmt::format("{}: windows of {} tokens, but the model has "
+                                "max_position_embeddings {}; give windows of at most that many",
+                                calib.source, calib.ids.size(1), cfg.max_position_embeddings));
+  if (calib.ids.size(0) != o.nsamples || calib.ids.size(1) != seqlen)
+    spdlog::info("calibration: {} gives its own {} windows of {} tokens", calib.source,
+                 calib.ids.size(0), calib.ids.size(1));
+  spdlog::info("calibration: {} windows of {} tokens from {} ({} tokens), seed {}",
+               calib.ids.size(0), calib.ids.size(1), calib.source, calib.source_tokens, o.seed);
   return calib;
 }
 

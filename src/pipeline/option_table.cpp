@@ -227,7 +227,7 @@ std::vector<OptionRow> make_table() {
   t.push_back({"lambda", OptionKind::Text,
                "sarqc: drift penalty relative to mean(diag H): auto (default of the sarqc "
                "objectives: chosen per module on held-out calibration tokens), lw (the "
-               "Ledoit-Wolf shrinkage intensity per module) or a number >= 0",
+               "Ledoit-Wolf shrinkage intensity per module) or a number from 0 to 1e6",
                kEverywhere, {}, "", false, "", "0.1", {{"method", "sarqc"}},
                [](const QuantizeOptions& o) { return lambda_value(o.objective_settings); },
                [](QuantizeOptions& o, const std::string& v) {
@@ -307,7 +307,8 @@ std::vector<OptionRow> make_table() {
                [](const QuantizeOptions& o) { return json(o.seed); },
                [](QuantizeOptions& o, const std::string& v) { o.seed = parse_seed("seed", v); }});
   t.push_back({"damp", OptionKind::Number,
-               "Damping as a fraction of mean(diag H); raised by 0.01 when Cholesky fails",
+               "Damping as a fraction of mean(diag H), 0 to 1e6; raised by 0.01 when Cholesky "
+               "fails",
                kEverywhere | kRecorded, {}, "", false, "/damp_percent", "0.05", {},
                [](const QuantizeOptions& o) { return json(o.damp); },
                [](QuantizeOptions& o, const std::string& v) {

@@ -101,8 +101,12 @@ double relative_mse(const at::Tensor& y, const at::Tensor& target) {
 at::Tensor drift_saliency(const std::string& kind, double power, const at::Tensor& x,
                           const at::Tensor& w) {
   const at::Tensor xf = x.to(at::kFloat).reshape({-1, x.size(-1)});
-  at::Tensor s = unnormalised_saliency(kind, power, w.to(at::kFloat),
-                                       {xf.pow(2).mean(0), xf.abs().mean(0)});
+  const SaliencyNeeds needs = saliency_needs(kind);  // each statistic is a [tokens, n] pass
+  ColumnStatistics stats;
+  if (needs.second_moment) stats.second_moment = xf.pow(2).mean(0);
+  if (needs.abs_mean) stats.abs_mean = xf.abs().mean(0);
+  stats.options = xf.options();
+  at::Tensor s = unnormalised_saliency(kind, power, w.to(at::kFloat), stats);
   if (s.dim() == 1) s = s.unsqueeze(0);
   s = s.expand({w.size(0), w.size(1)});
   return s / s.mean().clamp_min(1e-30);

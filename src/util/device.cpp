@@ -66,13 +66,17 @@ int usable_cores() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-int configure_threads(int n) {
+int checked_thread_count(int n) {
   const int cores = usable_cores();
   if (n > 4 * cores)
     throw_usage(fmt::format("--threads {}: expected 0 (one per usable core) to {} (4 per usable "
                             "core; this process may use {})",
                             n, 4 * cores, cores));
-  if (n <= 0) n = cores;
+  return n <= 0 ? cores : n;
+}
+
+int configure_threads(int n) {
+  n = checked_thread_count(n);
   at::set_num_threads(n);
   return n;
 }

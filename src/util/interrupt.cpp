@@ -1,6 +1,9 @@
 #include "sarqc/util/interrupt.h"
 
 #include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 #include <atomic>
 #include <fmt/format.h>
@@ -11,14 +14,18 @@ namespace {
 std::atomic<int> pending_signal{0};
 std::atomic<int> guards{0};
 struct sigaction previous_int, previous_term;
+pid_t launcher_pid = 0;  // the --nproc launcher that started this rank (SARQC_LAUNCHER_PID)
 
-extern "C" void on_signal(int signal) {
+extern "C" void on_signal(int signal, siginfo_t* info, void*) {
   int expected = 0;
-  if (!pending_signal.compare_exchange_strong(expected, signal)) {
-    // The second signal: stop now, as without a guard.
-    ::signal(signal, SIG_DFL);
-    ::raise(signal);
-  }
+  if (pending_signal.compare_exchange_strong(expected, signal)) return;
+  // The launcher's copy of a signal this rank already got: a terminal's Ctrl-C or a
+  // scheduler's job-wide SIGTERM reaches every rank and the launcher, which passes it on. Not
+  // a second request (the launcher answers a real second one with SIGKILL).
+  if (launcher_pid > 0 && info != nullptr && info->si_pid == launcher_pid) return;
+  // The second signal: stop now, as without a guard.
+  ::signal(signal, SIG_DFL);
+  ::raise(signal);
 }
 
 }  // namespace
@@ -26,8 +33,11 @@ extern "C" void on_signal(int signal) {
 InterruptGuard::InterruptGuard() {
   if (guards.fetch_add(1) > 0) return;
   pending_signal = 0;
+  const char* launcher = std::getenv("SARQC_LAUNCHER_PID");
+  launcher_pid = launcher != nullptr ? static_cast<pid_t>(std::atol(launcher)) : 0;
   struct sigaction action {};
-  action.sa_handler = on_signal;
+  action.sa_sigaction = on_signal;
+  action.sa_flags = SA_SIGINFO;
   sigemptyset(&action.sa_mask);
   ::sigaction(SIGINT, &action, &previous_int);
   ::sigaction(SIGTERM, &action, &previous_term);

@@ -42,9 +42,11 @@ inline RunResult run_sarqc(const std::vector<std::string>& args,
   return r;
 }
 
-// Starts sarqc in the background, stdout and stderr into the given files.
+// Starts sarqc in the background, stdout and stderr into the given files; with
+// `own_process_group` it leads a process group of its own (signal it all with kill(-pid, s), as
+// a terminal or a scheduler does).
 inline pid_t spawn_sarqc(const std::vector<std::string>& args, const std::string& out_path,
-                         const std::string& err_path) {
+                         const std::string& err_path, bool own_process_group = false) {
   std::vector<std::string> storage = {SARQC_BINARY};
   storage.insert(storage.end(), args.begin(), args.end());
   std::vector<char*> argv;
@@ -52,6 +54,7 @@ inline pid_t spawn_sarqc(const std::vector<std::string>& args, const std::string
   argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {  // only async-signal-safe calls until exec
+    if (own_process_group) ::setpgid(0, 0);
     const int in = ::open("/dev/null", O_RDONLY);
     const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

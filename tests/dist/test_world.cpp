@@ -2,6 +2,9 @@
 // as 2 and 3 ranks, through --nproc (run_local_ranks) and through the torchrun variables; a rank
 // that dies makes the others fail within the timeout, naming themselves and the operation.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -172,10 +175,23 @@ TEST(World, ARankWhosePeersNeverComeFailsAtTheRendezvousTimeout) {
   EXPECT_LT(r.seconds, 60);
 }
 
+// A port free on the loopback now (the kernel's choice), for a rank 0 that must bind it.
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
 // Rank 0 serves the store; when a rank never comes, the rendezvous names it.
 TEST(World, TheRendezvousNamesTheRankThatNeverCame) {
   const ProbeRun r = run_probe("", "WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=" +
-                                       std::to_string(20000 + (::getpid() + 7) % 20000) +
+                                       std::to_string(free_loopback_port()) +
                                        " SARQC_DIST_TIMEOUT=600 SARQC_DIST_RENDEZVOUS_TIMEOUT=2");
   EXPECT_EQ(r.exit_code, kExitRuntime) << r.err;
   EXPECT_TRUE(std::regex_search(r.err, std::regex("rank 0 of 2: rendezvous at 127\\.0\\.0\\.1:\\d+ "

@@ -240,6 +240,15 @@ TEST(HfConfig, Gemma3Text) {
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 8.0);
   EXPECT_DOUBLE_EQ(c.rope_local_theta, 1e4);
   EXPECT_EQ(c.layer_types[1], "full_attention");
+  // As GPTQModel 7.7 saves it: a flat rope_type and a {"global", "local"} rope_theta beside the
+  // per-layer-type entries, which transformers reads and so does sarqc.
+  json gptqmodel = v5;
+  gptqmodel["rope_parameters"]["rope_type"] = "default";
+  gptqmodel["rope_parameters"]["rope_theta"] = {{"global", 1e6}, {"local", 1e4}};
+  c = parse(gptqmodel);
+  EXPECT_EQ(c.rope_scaling.type, RopeType::Linear);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 1e6);
+  EXPECT_DOUBLE_EQ(c.rope_local_theta, 1e4);
 
   const std::vector<std::pair<std::function<void(json&)>, std::string>> bad = {
       {[](json& b) { b["final_logit_softcapping"] = 30.0; },

@@ -216,6 +216,39 @@ TEST_F(Distributed, TheLauncherPassesSigtermOnToItsRanks) {
   EXPECT_FALSE(fs::exists(out));
 }
 
+// SIGHUP (a closed terminal) reaches the ranks as SIGTERM: they save and stop; before, the
+// ranks, which do not handle SIGHUP, died on the spot.
+TEST_F(Distributed, TheLauncherPassesSighupOnAsSigterm) {
+  const fs::path out = dir_ / "q";
+  const RunResult r = test::run_sarqc_and_signal(args(out, {"--nproc", "2"}), dir_.path(), SIGHUP);
+  EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.err;
+  EXPECT_NE(r.err.find("sarqc: error: rank 0: " + out.string() + ": interrupted by SIGTERM"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+// A terminal's Ctrl-C (or a scheduler's job-wide SIGTERM) reaches the launcher and every rank;
+// the launcher passes its copy on too, and a rank must not take that copy for a second signal
+// (which ends it at once, without its state or its line).
+TEST_F(Distributed, ASignalToTheWholeProcessGroupStopsEveryRankGracefully) {
+  const fs::path out = dir_ / "q";
+  const pid_t launcher = test::spawn_sarqc(args(out, {"--nproc", "2"}), (dir_ / "out").string(),
+                                           (dir_ / "err").string(), /*own_process_group=*/true);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(dir_ / ".q.sarqc-work") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ::kill(-launcher, SIGINT);
+  EXPECT_EQ(test::wait_exit_code(launcher), 128 + SIGINT);
+  const std::string err = test::read_bytes(dir_ / "err");
+  for (const std::string rank : {"0", "1"})
+    EXPECT_NE(err.find("sarqc: error: rank " + rank + ": "), std::string::npos)
+        << "rank " << rank << " stopped without its line:\n" << err;
+  EXPECT_NE(err.find("rank 0: " + out.string() + ": interrupted by SIGINT"), std::string::npos)
+      << err;
+  EXPECT_FALSE(fs::exists(out));
+}
+
 // The PIDs of `pid`'s children (its main thread's: the launcher forks from it).
 std::vector<pid_t> children_of(pid_t pid) {
   std::vector<pid_t> children;
@@ -233,7 +266,8 @@ bool running(pid_t pid) {  // alive and not a zombie waiting for a reaper
 // kill -9 of the launcher: its ranks get SIGTERM from the kernel (PR_SET_PDEATHSIG), save and
 // stop instead of running on as orphans that publish an output nobody waits for.
 TEST_F(Distributed, RanksStopWhenTheLauncherIsKilled) {
-  if (!fs::exists("/proc/self/task")) GTEST_SKIP() << "needs /proc";
+  if (!fs::exists(fmt::format("/proc/{0}/task/{0}/children", ::getpid())))
+    GTEST_SKIP() << "needs /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN)";
   const fs::path out = dir_ / "q";
   const pid_t launcher = test::spawn_sarqc(args(out, {"--nproc", "2"}),
                                            (dir_ / "out").string(), (dir_ / "err").string());

@@ -104,10 +104,12 @@ void quantize_w4(const fs::path& model, const fs::path& out, const std::string& 
   // the same tensors either way.
   o.grid = {4, 64, true, false};
   o.progress = false;
-  const auto level = spdlog::get_level();
-  spdlog::set_level(spdlog::level::warn);
+  struct QuietLog {  // restored also when quantize throws
+    spdlog::level::level_enum level = spdlog::get_level();
+    QuietLog() { spdlog::set_level(spdlog::level::warn); }
+    ~QuietLog() { spdlog::set_level(level); }
+  } quiet;
   quantize(o);
-  spdlog::set_level(level);
 }
 
 // A W4 g64 GPTQ checkpoint of the real model `name` loads in transformers' GPTQ path, which

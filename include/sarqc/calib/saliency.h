@@ -16,10 +16,18 @@ const std::vector<std::string>& saliency_names();
 
 // What the saliency is computed from: per input column, statistics at any common positive scale
 // (the callers normalise the result to mean 1).
+// Only what the kind reads need be given (saliency_needs): a scale search computes each from
+// a [tokens, n] input.
 struct ColumnStatistics {
-  at::Tensor second_moment;  // [n] E[x_j^2] or diag H
-  at::Tensor abs_mean;       // [n] E|x_j| (absmean, absmean-pow); may be undefined otherwise
+  at::Tensor second_moment;  // [n] E[x_j^2] or diag H (hdiag, elem)
+  at::Tensor abs_mean;       // [n] E|x_j| (absmean, absmean-pow)
+  at::TensorOptions options;  // device and dtype of `ones`
 };
+
+struct SaliencyNeeds {
+  bool second_moment = false, abs_mean = false;
+};
+SaliencyNeeds saliency_needs(const std::string& kind);
 
 // Unnormalised saliency: [n] per column for ones, hdiag, absmean and absmean-pow (|x|^power,
 // power in (0, 1]); [m, n] per entry for elem (`weight` [m, n] gives |W_ij|). On the statistics'

@@ -2,10 +2,11 @@
 // `--nproc N` on one machine: this process starts N copies of itself as the ranks of one world
 // (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT, the variables
 // torchrun sets) and waits for them. When one fails, the others get SIGTERM and, `grace` later,
-// SIGKILL: no rank waits for a dead one. SIGINT, SIGTERM and SIGHUP sent to the launcher are
-// passed on to every rank (which save their state and stop), and the launcher returns their
-// exit code; a rank gets SIGTERM when the launcher dies (kill -9). A rank that cannot be
-// started stops those already started.
+// SIGKILL: no rank waits for a dead one. The first SIGINT, SIGTERM or SIGHUP (as SIGTERM) sent
+// to the launcher is passed on to every rank (which save their state and stop; a rank that got
+// the same signal directly ignores the launcher's copy), a second one ends them with SIGKILL,
+// and the launcher returns their exit code. A rank gets SIGTERM when the launcher dies
+// (kill -9). A rank that cannot be started stops those already started.
 #include <chrono>
 
 namespace sarqc {

@@ -16,9 +16,13 @@ int cuda_device_count();
 // The cores this process may run on (its CPU affinity: taskset, cgroup cpusets).
 int usable_cores();
 
-// Sets ATen's intra-op thread count; n <= 0 means one per usable core. More than 4 per usable
-// core is a usage error naming --threads: OpenMP would start them all (100,000 threads hang
-// the machine) for no speed. Returns the count used.
+// The thread count --threads N asks for: n <= 0 means one per usable core. More than 4 per
+// usable core is a usage error naming --threads: OpenMP would start them all (100,000 threads
+// hang the machine) for no speed.
+int checked_thread_count(int n);
+
+// Sets ATen's intra-op thread count to checked_thread_count(n) (which starts a worker thread);
+// returns it.
 int configure_threads(int n);
 
 }  // namespace sarqc
