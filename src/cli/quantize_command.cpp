@@ -11,6 +11,7 @@
 #include "sarqc/dist/local_ranks.h"
 #include "sarqc/pipeline/option_table.h"
 #include "sarqc/pipeline/quantize.h"
+#include "sarqc/util/device.h"
 #include "sarqc/util/error.h"
 #include "sarqc/util/json_file.h"
 
@@ -42,7 +43,7 @@ int parse_nproc(const std::string& text) {
       digits.size() > 9 || digits.empty() || std::stoi(digits) > limit)
     throw_usage(fmt::format("--nproc '{}': expected an integer from 1 to {} (4 ranks per usable "
                             "core; this process may use {})",
-                            text, limit, limit / 4));
+                            text, limit, usable_cores()));
   return std::stoi(digits);
 }
 

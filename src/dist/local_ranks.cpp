@@ -24,22 +24,6 @@ extern char** environ;
 namespace sarqc {
 namespace {
 
-// A TCP port free on the loopback right now (the kernel's choice for port 0).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw_runtime("--nproc: cannot open a socket to find a free port");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t length = sizeof addr;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0;
-  ::close(fd);
-  if (!ok) throw_runtime("--nproc: cannot find a free port on 127.0.0.1");
-  return ntohs(addr.sin_port);
-}
-
 int exit_code(int status) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
@@ -102,6 +86,21 @@ int signal_for_ranks(int received, bool first) {
 
 }  // namespace
 
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw_runtime("--nproc: cannot open a socket to find a free port");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t length = sizeof addr;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0;
+  ::close(fd);
+  if (!ok) throw_runtime("--nproc: cannot find a free port on 127.0.0.1");
+  return ntohs(addr.sin_port);
+}
+
 bool launched_as_rank() {
   const char* rank = std::getenv("RANK");
   return rank != nullptr && *rank != '\0';
@@ -115,7 +114,7 @@ int run_local_ranks(int nproc, char** argv, std::chrono::seconds grace) {
     throw_usage(fmt::format("--nproc {}: expected 1 to {} (at most 4 ranks per usable core; "
                             "this process may use {})",
                             nproc, limit, usable_cores()));
-  const std::string port = std::to_string(free_port());
+  const std::string port = std::to_string(free_loopback_port());
   std::vector<std::vector<std::string>> environments;
   for (int r = 0; r < nproc; ++r) environments.push_back(rank_environment(r, nproc, port));
   std::vector<std::vector<char*>> envp;

@@ -112,11 +112,14 @@ QuantizePlan plan_quantize(const QuantizeOptions& o) {
 }
 
 void QuantizePlan::fit_to_model(const ModelLayout& layout) {
-  // One group size for the whole checkpoint: clamp to the narrowest quantizable input.
-  int64_t narrowest = INT64_MAX;
+  // The quantizable modules' input widths, sorted, and how many modules there are.
+  std::set<int64_t> inputs;
+  size_t quantizable = 0;
   for (const auto& layer : layout.layers)
     for (const auto& m : layer.linears)
-      if (m.quantizable) narrowest = std::min(narrowest, m.in_features);
+      if (m.quantizable) ++quantizable, inputs.insert(m.in_features);
+  // One group size for the whole checkpoint: clamp to the narrowest quantizable input.
+  const int64_t narrowest = inputs.empty() ? INT64_MAX : *inputs.begin();
   if (grid.group_size > narrowest) {
     spdlog::info("--group-size {} exceeds the narrowest quantized input ({}); using {}",
                  grid.group_size, narrowest, narrowest);
@@ -125,11 +128,6 @@ void QuantizePlan::fit_to_model(const ModelLayout& layout) {
   skipped = unrepresentable_modules(layout, grid);
   // A grid that fits no module would write the model unquantized under a quantized config and
   // exit 0 (--group-size 7 did): refuse it, naming the flag and the widths it must fit.
-  std::set<int64_t> inputs;
-  size_t quantizable = 0;
-  for (const auto& layer : layout.layers)
-    for (const auto& m : layer.linears)
-      if (m.quantizable) ++quantizable, inputs.insert(m.in_features);
   if (quantizable > 0 && skipped.size() == quantizable) {
     if (grid.group_size > 0 && std::none_of(inputs.begin(), inputs.end(), [&](int64_t in) {
           return in % grid.group_size == 0;

@@ -74,24 +74,31 @@ inline int wait_exit_code(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-// Starts sarqc, waits until its work folder (".*.sarqc-work" or ".*.partial-*") appears in
-// `watch`, then sends `signal` and waits for the process to end. exit_code is -2 when the folder
-// never appeared within 120 s (the process is killed then).
+// Waits until a run's work folder (".*.sarqc-work" or ".*.partial-*") appears in `watch`;
+// false when none did within 120 s.
+inline bool wait_for_work_folder(const std::filesystem::path& watch) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(watch, ec))
+      if (e.path().filename().string().find(".partial-") != std::string::npos ||
+          e.path().filename().string().find(".sarqc-work") != std::string::npos)
+        return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+// Starts sarqc, waits until its work folder appears in `watch` (wait_for_work_folder), then
+// sends `signal` and waits for the process to end. exit_code is -2 when the folder never
+// appeared within 120 s (the process is killed then).
 inline RunResult run_sarqc_and_signal(const std::vector<std::string>& args,
                                       const std::filesystem::path& watch, int signal) {
   TempDir dir;
   const std::string out_path = (dir / "out").string(), err_path = (dir / "err").string();
   const pid_t pid = spawn_sarqc(args, out_path, err_path);
   RunResult r;
-  bool seen = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!seen && std::chrono::steady_clock::now() < deadline) {
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(watch, ec))
-      seen |= e.path().filename().string().find(".partial-") != std::string::npos ||
-              e.path().filename().string().find(".sarqc-work") != std::string::npos;
-    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  const bool seen = wait_for_work_folder(watch);
   ::kill(pid, seen ? signal : SIGKILL);
   const int code = wait_exit_code(pid);
   r.exit_code = seen ? code : -2;

@@ -2,8 +2,6 @@
 // as 2 and 3 ranks, through --nproc (run_local_ranks) and through the torchrun variables; a rank
 // that dies makes the others fail within the timeout, naming themselves and the operation.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -15,6 +13,7 @@
 #include <vector>
 
 #include "python_reference.h"
+#include "sarqc/dist/local_ranks.h"
 #include "test_support.h"
 
 namespace sarqc {
@@ -173,19 +172,6 @@ TEST(World, ARankWhosePeersNeverComeFailsAtTheRendezvousTimeout) {
                                                   "failed within 2 s: rank 0, which serves")))
       << r.err;
   EXPECT_LT(r.seconds, 60);
-}
-
-// A port free on the loopback now (the kernel's choice), for a rank 0 that must bind it.
-int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 // Rank 0 serves the store; when a rank never comes, the rendezvous names it.

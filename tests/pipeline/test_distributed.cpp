@@ -202,30 +202,35 @@ TEST_F(Distributed, RanksFromTheTorchrunVariablesAndARankKilledMidLayer) {
   EXPECT_FALSE(fs::exists(dir_ / "killed" / ".q.sarqc-work"));
 }
 
-// A scheduler's SIGTERM reaches the launcher only: it passes it on, every rank saves and stops
-// as one process does, and the launcher exits 143 with rank 0's line. (Before, the launcher
-// died at once and the ranks ran on and published the output.)
-TEST_F(Distributed, TheLauncherPassesSigtermOnToItsRanks) {
-  const fs::path out = dir_ / "q";
-  const RunResult r = test::run_sarqc_and_signal(args(out, {"--nproc", "2"}), dir_.path(), SIGTERM);
-  EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.err;
-  EXPECT_NE(r.err.find("sarqc: error: rank 0: " + out.string() + ": interrupted by SIGTERM"),
+// `signal` to the --nproc launcher alone: it passes `passed_on` to every rank, which saves and
+// stops as one process does, rank 0 says so, the launcher exits 128 + `passed_on`, and no rank
+// is left running to publish the output.
+void expect_launcher_passes_on(const std::vector<std::string>& args, const fs::path& dir,
+                               const fs::path& out, int signal, int passed_on,
+                               const std::string& name) {
+  const RunResult r = test::run_sarqc_and_signal(args, dir, signal);
+  EXPECT_EQ(r.exit_code, 128 + passed_on) << r.err;
+  EXPECT_NE(r.err.find("sarqc: error: rank 0: " + out.string() + ": interrupted by " + name),
             std::string::npos)
       << r.err;
   std::this_thread::sleep_for(std::chrono::seconds(2));  // a rank left running would publish
   EXPECT_FALSE(fs::exists(out));
 }
 
-// SIGHUP (a closed terminal) reaches the ranks as SIGTERM: they save and stop; before, the
-// ranks, which do not handle SIGHUP, died on the spot.
+// A scheduler's SIGTERM reaches the launcher only. (Before, the launcher died at once and the
+// ranks ran on and published the output.)
+TEST_F(Distributed, TheLauncherPassesSigtermOnToItsRanks) {
+  const fs::path out = dir_ / "q";
+  expect_launcher_passes_on(args(out, {"--nproc", "2"}), dir_.path(), out, SIGTERM, SIGTERM,
+                            "SIGTERM");
+}
+
+// SIGHUP (a closed terminal) reaches the ranks as SIGTERM; before, the ranks, which do not
+// handle SIGHUP, died on the spot.
 TEST_F(Distributed, TheLauncherPassesSighupOnAsSigterm) {
   const fs::path out = dir_ / "q";
-  const RunResult r = test::run_sarqc_and_signal(args(out, {"--nproc", "2"}), dir_.path(), SIGHUP);
-  EXPECT_EQ(r.exit_code, 128 + SIGTERM) << r.err;
-  EXPECT_NE(r.err.find("sarqc: error: rank 0: " + out.string() + ": interrupted by SIGTERM"),
-            std::string::npos)
-      << r.err;
-  EXPECT_FALSE(fs::exists(out));
+  expect_launcher_passes_on(args(out, {"--nproc", "2"}), dir_.path(), out, SIGHUP, SIGTERM,
+                            "SIGTERM");
 }
 
 // A terminal's Ctrl-C (or a scheduler's job-wide SIGTERM) reaches the launcher and every rank;
@@ -235,9 +240,7 @@ TEST_F(Distributed, ASignalToTheWholeProcessGroupStopsEveryRankGracefully) {
   const fs::path out = dir_ / "q";
   const pid_t launcher = test::spawn_sarqc(args(out, {"--nproc", "2"}), (dir_ / "out").string(),
                                            (dir_ / "err").string(), /*own_process_group=*/true);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(dir_ / ".q.sarqc-work") && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  test::wait_for_work_folder(dir_.path());
   ::kill(-launcher, SIGINT);
   EXPECT_EQ(test::wait_exit_code(launcher), 128 + SIGINT);
   const std::string err = test::read_bytes(dir_ / "err");
@@ -271,11 +274,8 @@ TEST_F(Distributed, RanksStopWhenTheLauncherIsKilled) {
   const fs::path out = dir_ / "q";
   const pid_t launcher = test::spawn_sarqc(args(out, {"--nproc", "2"}),
                                            (dir_ / "out").string(), (dir_ / "err").string());
-  std::vector<pid_t> ranks;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(dir_ / ".q.sarqc-work") && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ranks = children_of(launcher);
+  test::wait_for_work_folder(dir_.path());
+  const std::vector<pid_t> ranks = children_of(launcher);
   ::kill(launcher, SIGKILL);
   test::wait_exit_code(launcher);
   ASSERT_EQ(ranks.size(), 2u) << "the launcher's children when its work folder appeared";

@@ -23,6 +23,10 @@ int run_local_ranks(int nproc, char** argv,
 // its statistics in memory; a thousand would exhaust the machine before they could meet).
 int max_local_ranks();
 
+// A TCP port free on the loopback right now (the kernel's choice for port 0): the launcher's
+// MASTER_PORT. Throws a runtime error when no socket can be bound.
+int free_loopback_port();
+
 // Whether this process is a rank started by torchrun, srun or run_local_ranks (RANK is set).
 bool launched_as_rank();
 
